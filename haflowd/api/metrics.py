@@ -1,0 +1,93 @@
+"""Prometheus metrics: a collector that reads the daemon's state at scrape time.
+
+Nothing is counted twice: the same objects that answer the API answer the scrape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from haflowd import __version__
+from haflowd.supervisor.child import STATES
+
+if TYPE_CHECKING:
+    from haflowd.daemon import Daemon
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class DaemonCollector(Collector):
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    def collect(self) -> Iterator[Metric]:
+        d = self.daemon
+        info = GaugeMetricFamily("haflowd_build_info", "haflowd version", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+
+        peers = d.peers()
+        up = GaugeMetricFamily("haflowd_peer_up", "1 when the peer is alive", labels=["peer"])
+        st = GaugeMetricFamily("haflowd_peer_status", "1 for the peer's current status",
+                               labels=["peer", "status"])
+        for p in peers:
+            up.add_metric([p["name"]], 1 if p["status"] == "alive" else 0)
+            for s in ("alive", "suspect", "dead", "left"):
+                st.add_metric([p["name"], s], 1 if p["status"] == s else 0)
+        yield up
+        yield st
+
+        comp_up = GaugeMetricFamily("haflowd_component_up", "1 when the component is running",
+                                    labels=["component"])
+        healthy = GaugeMetricFamily("haflowd_component_healthy",
+                                    "1 when running and its health probe passes (or it has none)",
+                                    labels=["component"])
+        state = GaugeMetricFamily("haflowd_component_state", "1 for the component's current state",
+                                  labels=["component", "state"])
+        restarts = CounterMetricFamily("haflowd_component_restarts", "restarts since the daemon started",
+                                       labels=["component"])
+        cpu = CounterMetricFamily("haflowd_component_cpu_seconds",
+                                  "CPU seconds used by the component's whole process tree",
+                                  labels=["component"])
+        rss = GaugeMetricFamily("haflowd_component_memory_rss_bytes",
+                                "resident memory of the component's whole process tree",
+                                labels=["component"])
+        procs = GaugeMetricFamily("haflowd_component_processes",
+                                  "processes in the component's tree", labels=["component"])
+        for c in d.supervisor.children.values():
+            running = c.state == "running"
+            comp_up.add_metric([c.name], 1 if running else 0)
+            healthy.add_metric([c.name], 1 if running and c.healthy is not False else 0)
+            for s in STATES:
+                state.add_metric([c.name, s], 1 if c.state == s else 0)
+            restarts.add_metric([c.name], c.restarts)
+            cpu.add_metric([c.name], c.usage.cpu_seconds)
+            rss.add_metric([c.name], c.usage.rss_bytes)
+            procs.add_metric([c.name], c.usage.processes)
+        yield from (comp_up, healthy, state, restarts, cpu, rss, procs)
+
+        checks = GaugeMetricFamily("haflowd_check_status", "0 passing, 1 warning, 2 critical",
+                                   labels=["check"])
+        for r in d.registry.results():
+            checks.add_metric([r.name], int(r.status))
+        yield checks
+        status = GaugeMetricFamily("haflowd_node_status", "this node: 0 passing, 1 warning, 2 critical")
+        status.add_metric([], int(d.registry.status()))
+        yield status
+
+
+def make_registry(daemon: Daemon) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DaemonCollector(daemon))
+    ProcessCollector(namespace="haflowd", registry=registry)
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

@@ -1,0 +1,237 @@
+"""The daemon's lifecycle: start subsystems in order, signals, sd_notify, reload, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import signal
+import socket
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from haflowd import __version__, config as configmod
+from haflowd.api.control import ControlApi, bind_unix
+from haflowd.api.server import ReadApi
+from haflowd.clock import SYSTEM_CLOCK, Clock
+from haflowd.config import Config
+from haflowd.errors import ConfigError, HaflowdError
+from haflowd.health import CheckRegistry
+from haflowd.logs import REDACTOR
+from haflowd.notify import SystemdNotifier
+from haflowd.supervisor.supervisor import Supervisor
+
+TICK_S = 0.25
+
+
+class StartupError(HaflowdError):
+    """The daemon cannot start (a port is taken, another daemon owns the socket)."""
+
+
+def secrets_of(cfg: Config) -> list[str]:
+    out: list[str] = []
+    if cfg.gossip:
+        out += [k.reveal() for k in cfg.gossip.keys]
+    if cfg.postgres:
+        for n in cfg.postgres.nodes:
+            out.append(n.dsn.reveal())
+            for part in n.dsn.reveal().split():
+                if part.startswith("password="):
+                    out.append(part.split("=", 1)[1])
+    if cfg.rabbitmq:
+        if cfg.rabbitmq.amqp_url:
+            out.append(cfg.rabbitmq.amqp_url.reveal())
+        out += [n.password.reveal() for n in cfg.rabbitmq.nodes if n.password]
+    return out
+
+
+class Daemon:
+    LIVENESS_MAX_LAG_S = 5.0
+
+    def __init__(self, cfg: Config, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.config = cfg
+        self.clock = clock
+        self.node = cfg.node.name
+        self.log = structlog.get_logger()
+        self.registry = CheckRegistry(clock)
+        self.supervisor = Supervisor(
+            cfg.components, node=self.node, data_dir=cfg.node.data_dir, registry=self.registry, clock=clock
+        )
+        self.notifier = SystemdNotifier()
+        self.started_wall = clock.wall()
+        self._tick = clock.monotonic()
+        self._stop = asyncio.Event()
+        self._runners: list[web.AppRunner] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._reload_lock = asyncio.Lock()
+        REDACTOR.set(secrets_of(cfg))
+
+    # ------------------------------------------------------------------ views
+
+    def loop_lag(self) -> float:
+        return max(0.0, self.clock.monotonic() - self._tick - TICK_S)
+
+    def peers(self) -> list[dict[str, Any]]:
+        """A node without [gossip] is a cluster of one: itself."""
+        address = str(self.config.gossip.advertise) if self.config.gossip else str(self.config.api.listen)
+        return [{"name": self.node, "address": address, "status": "alive", "incarnation": 0,
+                 "last_seen_s": 0.0, "self": True}]
+
+    def cluster_health(self) -> dict[str, Any]:
+        me = self.registry.to_json(self.node)
+        nodes = [{"name": self.node, "status": me["status"], "checks": me["checks"], "stale": False}]
+        ok = all(n["status"] != "critical" for n in nodes)
+        worst = max((n["status"] for n in nodes), key=["passing", "warning", "critical"].index)
+        return {"status": worst, "ok": ok, "nodes": nodes}
+
+    def status(self) -> dict[str, Any]:
+        health = self.registry.to_json(self.node)
+        return {
+            "node": self.node,
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime_s": round(self.clock.wall() - self.started_wall, 3),
+            "status": health["status"],
+            "checks": health["checks"],
+            "components": self.supervisor.snapshot(),
+            "peers": self.peers(),
+            "sync": {"enabled": False} if self.config.sync is None else {"enabled": self.config.sync.enabled},
+            "postgres": None,
+            "rabbitmq": None,
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        try:
+            await self._start_servers()
+        except StartupError as e:
+            self.log.error("startup_failed", error=str(e))
+            await self._close_servers()
+            raise
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        self._tasks.append(asyncio.create_task(self._ticker(), name="ticker"))
+        await self.supervisor.start()
+        self.log.info("started", version=__version__, api=str(self.config.api.listen),
+                      control_socket=str(self.config.api.control_socket),
+                      components=[c.name for c in self.config.components])
+        self.notifier.ready(self._status_line())
+        await self._stop.wait()
+        self.notifier.stopping()
+        self.log.info("stopping")
+        await self.supervisor.stop_all()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await self._close_servers()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        self.log.info("stopped")
+        return 0
+
+    def request_stop(self, sig: int | None = None) -> None:
+        if not self._stop.is_set():
+            self.log.info("signal", signal=signal.Signals(sig).name if sig else None, action="stop")
+        self._stop.set()
+
+    async def _start_servers(self) -> None:
+        api = self.config.api
+        if _socket_answers(str(api.control_socket)):
+            raise StartupError(f"another haflowd answers on {api.control_socket}")
+        read_runner = web.AppRunner(ReadApi(self).app(), access_log=None, handle_signals=False)
+        await read_runner.setup()
+        self._runners.append(read_runner)
+        try:
+            site = web.TCPSite(read_runner, api.listen.host, api.listen.port, reuse_address=True)
+            await site.start()
+        except OSError as e:
+            raise StartupError(f"cannot listen on {api.listen} ([api] listen): {e.strerror or e}") from None
+        ctl_runner = web.AppRunner(ControlApi(self).app(), access_log=None, handle_signals=False)
+        await ctl_runner.setup()
+        self._runners.append(ctl_runner)
+        try:
+            sock = bind_unix(api.control_socket)
+        except OSError as e:
+            raise StartupError(
+                f"cannot create {api.control_socket} ([api] control_socket): {e.strerror or e}") from None
+        await web.SockSite(ctl_runner, sock).start()
+
+    async def _close_servers(self) -> None:
+        for r in reversed(self._runners):
+            await r.cleanup()
+        self._runners.clear()
+        with contextlib.suppress(OSError):
+            if self.config.api.control_socket.is_socket():
+                self.config.api.control_socket.unlink()
+
+    async def _ticker(self) -> None:
+        """Proves the loop turns: liveness reads the last tick; the watchdog is fed from here
+        only, so a stalled loop stops feeding it and systemd restarts us."""
+        wd = self.notifier.watchdog_interval()
+        next_wd = 0.0
+        last_status = ""
+        while True:
+            now = self.clock.monotonic()
+            self._tick = now
+            if wd and now >= next_wd:
+                self.notifier.watchdog()
+                next_wd = now + wd / 2
+            line = self._status_line()
+            if line != last_status:
+                self.notifier.status(line)
+                last_status = line
+            await asyncio.sleep(TICK_S)
+
+    def _status_line(self) -> str:
+        kids = self.supervisor.children.values()
+        running = sum(1 for c in kids if c.state == "running")
+        bad = [c.name for c in kids if c.state in ("fatal", "backoff")]
+        line = f"{self.registry.status().label}; {running}/{len(kids)} components running"
+        return line + (f"; failing: {', '.join(bad)}" if bad else "")
+
+    async def reload(self) -> tuple[bool, dict[str, Any]]:
+        """Re-read the config; a bad one changes nothing and says why."""
+        async with self._reload_lock:
+            self.notifier.reloading()
+            self.log.info("reload_requested", path=str(self.config.path))
+            try:
+                new = await asyncio.to_thread(configmod.load, self.config.path)
+            except ConfigError as e:
+                for line in e.lines:
+                    self.log.error("reload_rejected", error=line)
+                self.notifier.ready(self._status_line())
+                return False, {"error": "config rejected; nothing changed", "errors": e.lines}
+            notes: list[str] = []
+            for section in ("node", "api"):
+                if getattr(new, section) != getattr(self.config, section):
+                    notes.append(f"[{section}] changed: takes effect at the next restart of haflowd")
+            for n in notes:
+                self.log.warning("reload_partial", detail=n)
+            if notes:
+                new = dataclasses.replace(new, node=self.config.node, api=self.config.api)
+            result = await self.supervisor.reload(new.components)
+            self.config = new
+            REDACTOR.set(secrets_of(new))
+            self.log.info("reloaded", **result)
+            self.notifier.ready(self._status_line())
+            return True, {"components": result, "notes": notes}
+
+
+def _socket_answers(path: str) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(0.5)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()

@@ -1,0 +1,561 @@
+"""One supervised component: its guard process, its runs, its probes, its output.
+
+The restart *decisions* are RestartPolicy's; this module only carries them out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import structlog
+
+from haflowd.clock import SYSTEM_CLOCK, Clock
+from haflowd.config import ComponentConfig, HealthConfig, user_ids
+from haflowd.errors import SpawnError
+from haflowd.health import CheckRegistry, Status
+from haflowd.supervisor.policy import Action, ExitInfo, PolicySettings, RestartPolicy
+
+GUARD = Path(__file__).with_name("guard.py")
+MARKER_ENV = "HAFLOWD_SUPERVISOR"
+COMPONENT_ENV = "HAFLOWD_COMPONENT"
+KILL_WAIT_S = 10.0
+MAX_LINE = 4096
+UNHEALTHY_WORDS = {"unhealthy", "down", "fail", "failed", "failing", "error", "critical", "dead"}
+
+STATES = ("starting", "running", "backoff", "stopping", "stopped", "fatal")
+
+
+@dataclass
+class Usage:
+    cpu_percent: float = 0.0
+    rss_bytes: int = 0
+    cpu_seconds: float = 0.0
+    processes: int = 0
+
+
+class LineLimiter:
+    """A token bucket for a child's output lines: a chatty child cannot flood the log."""
+
+    def __init__(self, rate: int, clock: Clock) -> None:
+        self.rate = rate
+        self.clock = clock
+        self.tokens = float(rate)
+        self.last = clock.monotonic()
+        self.dropped = 0
+
+    def allow(self) -> tuple[bool, int]:
+        """(may this line be logged, lines dropped since the last allowed one)."""
+        if self.rate <= 0:
+            return True, 0
+        now = self.clock.monotonic()
+        self.tokens = min(float(self.rate), self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            dropped, self.dropped = self.dropped, 0
+            return True, dropped
+        self.dropped += 1
+        return False, 0
+
+
+class Guard:
+    """The daemon's end of one guard process (see guard.py)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, events: asyncio.StreamReader) -> None:
+        self.proc = proc
+        self.events = events
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def send(self, **msg: Any) -> bool:
+        if self.proc.stdin is None or self.proc.stdin.is_closing():
+            return False
+        self.proc.stdin.write((json.dumps(msg) + "\n").encode())
+        return True
+
+    async def close(self) -> None:
+        """EOF tells the guard to kill whatever is left and exit."""
+        if self.proc.stdin is not None and not self.proc.stdin.is_closing():
+            self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), KILL_WAIT_S)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            await self.proc.wait()
+
+
+class Child:
+    def __init__(
+        self,
+        cfg: ComponentConfig,
+        *,
+        marker: str,
+        registry: CheckRegistry,
+        http: Callable[[], aiohttp.ClientSession],
+        deps_ready: Callable[[ComponentConfig], Awaitable[None]],
+        on_change: Callable[[Child], None],
+        on_spawn: Callable[[Child], None],
+        clock: Clock = SYSTEM_CLOCK,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.marker = marker
+        self.registry = registry
+        self.http = http
+        self.deps_ready = deps_ready
+        self.on_change = on_change
+        self.on_spawn = on_spawn
+        self.clock = clock
+        self.policy = RestartPolicy(_settings(cfg), rng)
+        self.log = structlog.get_logger().bind(component=cfg.name)
+        self.state = "stopped"
+        self.note = "not started"
+        self.pid: int | None = None
+        self.started_mono: float | None = None
+        self.started_wall: float | None = None
+        self.restarts = 0
+        self.healthy: bool | None = None
+        self.last_exit_code: int | None = None
+        self.last_exit_signal: int | None = None
+        self.next_start_at: float | None = None
+        self.usage = Usage()
+        self.cpu_base = 0.0  # CPU seconds of earlier guards
+        self.guard: Guard | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._spawned: asyncio.Future[tuple[int | None, str]] | None = None
+        self._exited: asyncio.Future[dict[str, Any]] | None = None
+        self._unhealthy = False
+        self._readers: list[asyncio.Task[None]] = []
+        self._publish()
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    @property
+    def active(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        """Start (or restart from fatal/backoff); a fresh crash-loop budget."""
+        if self.active:
+            return
+        self.policy.reset()
+        self._task = asyncio.create_task(self._lifecycle(), name=f"child:{self.name}")
+
+    async def stop(self, reason: str = "stopped by request") -> None:
+        """Stop in order: stop_signal to the group, then SIGKILL to the tree."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._spawned is not None and not self._spawned.done():
+            await asyncio.wait({self._spawned}, timeout=KILL_WAIT_S)  # a spawn in flight
+        await self._terminate(self.cfg.stop_timeout)
+        self.pid = None
+        self.next_start_at = None
+        self._set("stopped", reason)
+
+    async def restart(self) -> None:
+        await self.stop("restarting by request")
+        self.start()
+
+    async def close(self) -> None:
+        await self.stop("daemon stopping")
+        if self.guard is not None:
+            await self.guard.close()
+            self.cpu_base = self.usage.cpu_seconds
+            self.guard = None
+        for t in self._readers:
+            t.cancel()
+        for t in self._readers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._readers.clear()
+        self.registry.remove(self.check_name)
+
+    @property
+    def check_name(self) -> str:
+        return f"component:{self.name}"
+
+    def uptime(self) -> float | None:
+        if self.started_mono is None or self.pid is None:
+            return None
+        return max(0.0, self.clock.monotonic() - self.started_mono)
+
+    def to_json(self) -> dict[str, Any]:
+        up = self.uptime()
+        return {
+            "name": self.name,
+            "state": self.state,
+            "pid": self.pid,
+            "guard_pid": self.guard.pid if self.guard else None,
+            "uptime_s": round(up, 3) if up is not None else None,
+            "started_at": self.started_wall if self.pid is not None else None,
+            "restarts": self.restarts,
+            "healthy": self.healthy,
+            "cpu_percent": round(self.usage.cpu_percent, 2),
+            "rss_bytes": self.usage.rss_bytes,
+            "cpu_seconds": round(self.usage.cpu_seconds, 3),
+            "processes": self.usage.processes,
+            "last_exit_code": self.last_exit_code,
+            "last_exit_signal": self.last_exit_signal,
+            "next_start_in_s": (
+                round(max(0.0, self.next_start_at - self.clock.monotonic()), 3)
+                if self.next_start_at is not None else None
+            ),
+            "note": self.note,
+        }
+
+    # ------------------------------------------------------------------ state
+
+    def _set(self, state: str, note: str) -> None:
+        changed = (state, note) != (self.state, self.note)
+        self.state, self.note = state, note
+        if changed:
+            self._publish()
+            self.on_change(self)
+
+    def _publish(self) -> None:
+        if self.state == "fatal":
+            status = Status.CRITICAL
+        elif self.state == "running":
+            status = Status.WARNING if self.healthy is False else Status.PASSING
+        elif self.state == "stopped":
+            failed = self.last_exit_code not in (None, 0) or self.last_exit_signal is not None
+            status = Status.CRITICAL if failed and self.note.startswith("exited") else (
+                Status.PASSING if self.note.startswith("exited") else Status.WARNING)
+        else:
+            status = Status.WARNING
+        self.registry.set(self.check_name, status, f"{self.state}: {self.note}")
+
+    # ------------------------------------------------------------------ the lifecycle
+
+    async def _lifecycle(self) -> None:
+        if self.cfg.start_after:
+            self._set("starting", "waiting for " + ", ".join(self.cfg.start_after))
+            await self.deps_ready(self.cfg)
+        while True:
+            self._unhealthy = False
+            self.healthy = None
+            self._set("starting", "spawning")
+            info = await self._run_once()
+            decision = self.policy.on_exit(self.clock.monotonic(), info)
+            self.log.info(
+                "child_exited", pid=self.last_pid, code=info.code, signal=_signame(info.signal),
+                uptime_s=round(info.uptime, 3), unhealthy=info.unhealthy,
+                decision=decision.action.value, delay_s=round(decision.delay, 3), reason=decision.reason,
+            )
+            if decision.action is Action.STOP:
+                self._set("stopped", f"exited: {_describe_exit(info)}; {decision.reason}")
+                return
+            if decision.action is Action.FATAL:
+                self._set("fatal", f"{decision.reason}; last: {_describe_exit(info)}")
+                self.log.error("child_fatal", reason=decision.reason)
+                return
+            if decision.delay > 0:
+                self.next_start_at = self.clock.monotonic() + decision.delay
+                self._set("backoff", f"restarting in {decision.delay:.2f}s after {_describe_exit(info)}")
+                await asyncio.sleep(decision.delay)
+                self.next_start_at = None
+            self.restarts += 1
+
+    async def _run_once(self) -> ExitInfo:
+        try:
+            pid = await self._spawn()
+        except SpawnError as e:
+            self.last_exit_code, self.last_exit_signal = None, None
+            self.last_pid = None
+            self.log.error("spawn_failed", error=str(e))
+            return ExitInfo(uptime=0.0, spawn_failed=True)
+        self.last_pid = pid
+        probe = asyncio.create_task(self._probe_loop()) if self.cfg.health else None
+        if probe is None:
+            self.healthy = None
+            self._set("running", "process alive (no health check)")
+        try:
+            assert self._exited is not None
+            ev = await asyncio.shield(self._exited)
+        finally:
+            if probe is not None:
+                probe.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await probe
+        uptime = self.uptime() or 0.0
+        self.pid = None
+        self.last_exit_code, self.last_exit_signal = ev.get("code"), ev.get("signal")
+        if ev.get("leftovers"):
+            self.log.warning("leftovers_killed", count=ev["leftovers"],
+                             detail="processes left in the child's tree were killed before restart")
+        return ExitInfo(uptime=uptime, code=ev.get("code"), signal=ev.get("signal"),
+                        unhealthy=self._unhealthy)
+
+    async def _spawn(self) -> int:
+        guard = await self._ensure_guard()
+        spec = self._spawn_spec()
+        loop = asyncio.get_running_loop()
+        self._spawned = loop.create_future()
+        self._exited = loop.create_future()
+        guard.send(op="spawn", **spec)
+        pid, error = await self._spawned
+        if pid is None:
+            raise SpawnError(error)
+        self.pid = pid
+        self.started_mono = self.clock.monotonic()
+        self.started_wall = self.clock.wall()
+        self.log.info("child_started", pid=pid, restarts=self.restarts)
+        self.on_spawn(self)
+        return pid
+
+    def _spawn_spec(self) -> dict[str, Any]:
+        env = dict(os.environ)
+        env.pop("NOTIFY_SOCKET", None)
+        env.pop("WATCHDOG_USEC", None)
+        env.pop("WATCHDOG_PID", None)
+        spec: dict[str, Any] = {"argv": list(self.cfg.command), "cwd": None, "uid": None, "gid": None}
+        if self.cfg.user:
+            try:
+                uid, gid, groups, home = user_ids(self.cfg.user)
+            except KeyError:
+                raise SpawnError(f"no such user {self.cfg.user!r}") from None
+            spec.update(uid=uid, gid=gid, groups=groups)
+            env.update(HOME=home, USER=self.cfg.user, LOGNAME=self.cfg.user)
+        env.update(self.cfg.environment)
+        env[MARKER_ENV] = self.marker
+        env[COMPONENT_ENV] = self.name
+        spec["env"] = env
+        if self.cfg.working_dir:
+            spec["cwd"] = str(self.cfg.working_dir)
+        return spec
+
+    async def _ensure_guard(self) -> Guard:
+        if self.guard is not None and self.guard.proc.returncode is None:
+            return self.guard
+        if self.guard is not None:
+            await self.guard.close()
+            self.cpu_base = self.usage.cpu_seconds
+        r, w = os.pipe2(os.O_CLOEXEC)
+        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+        env[MARKER_ENV] = self.marker
+        env[COMPONENT_ENV] = self.name
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-I", "-S", str(GUARD), str(w),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                pass_fds=(w,),
+                env=env,
+            )
+        finally:
+            os.close(w)
+        loop = asyncio.get_running_loop()
+        events = asyncio.StreamReader(limit=2**20)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(events), os.fdopen(r, "rb", 0))
+        self.guard = Guard(proc, events)
+        assert proc.stdout is not None and proc.stderr is not None
+        self._readers = [
+            asyncio.create_task(self._read_events(self.guard)),
+            asyncio.create_task(self._read_output(proc.stdout, "stdout")),
+            asyncio.create_task(self._read_output(proc.stderr, "stderr")),
+        ]
+        return self.guard
+
+    async def _read_events(self, guard: Guard) -> None:
+        while True:
+            line = await guard.events.readline()
+            if not line:
+                break
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            kind = ev.get("ev")
+            if kind == "started" and self._spawned and not self._spawned.done():
+                self._spawned.set_result((int(ev["pid"]), ""))
+            elif kind == "spawn_failed" and self._spawned and not self._spawned.done():
+                self._spawned.set_result((None, str(ev.get("error"))))
+            elif kind == "exited" and self._exited and not self._exited.done():
+                self._exited.set_result(ev)
+        # the guard is gone: its child died with it (PR_SET_PDEATHSIG)
+        if self._spawned and not self._spawned.done():
+            self._spawned.set_result((None, "guard process exited"))
+        if self._exited and not self._exited.done():
+            self._exited.set_result({"code": None, "signal": None, "guard_lost": True})
+
+    async def _read_output(self, stream: asyncio.StreamReader, name: str) -> None:
+        limiter = LineLimiter(self.cfg.log_rate_limit, self.clock)
+        while True:
+            try:
+                line = await stream.readline()
+            except ValueError:  # a line longer than the buffer: take what is there
+                line = await stream.read(2**16)
+            if not line:
+                return
+            ok, dropped = limiter.allow()
+            if dropped:
+                self.log.warning("output_suppressed", stream=name, lines=dropped,
+                                 detail=f"more than {self.cfg.log_rate_limit} lines/s")
+            if ok:
+                text = line.decode(errors="replace").rstrip("\n")
+                self.log.info("output", stream=name, line=text[:MAX_LINE])
+
+    async def _terminate(self, timeout: float) -> None:
+        """stop_signal to the child's group, SIGKILL to its whole tree after ``timeout``."""
+        guard, exited = self.guard, self._exited
+        if guard is None or exited is None or exited.done():
+            return
+        self._set("stopping", f"sent {_signame(self.cfg.stop_signal)}")
+        guard.send(op="signal", sig=self.cfg.stop_signal)
+        done, _ = await asyncio.wait({exited}, timeout=timeout)
+        if not done:
+            self.log.warning("stop_timeout", timeout_s=timeout, detail="killing the whole process tree")
+            guard.send(op="kill")
+            await asyncio.wait({exited}, timeout=KILL_WAIT_S)
+
+    # ------------------------------------------------------------------ health
+
+    async def _probe_loop(self) -> None:
+        h = self.cfg.health
+        assert h is not None
+        started = self.clock.monotonic()
+        failures = 0
+        ever_healthy = False
+        while True:
+            t0 = self.clock.monotonic()
+            ok, output = await self.probe(h)
+            in_grace = t0 - started < h.start_period and not ever_healthy
+            if ok:
+                failures = 0
+                ever_healthy = True
+                if self.healthy is not True:
+                    self.log.info("child_healthy", output=output)
+                self.healthy = True
+                self._set("running", f"healthy: {output}")
+            elif not in_grace:
+                failures += 1
+                self.healthy = False
+                self.log.warning("probe_failed", output=output, failures=failures, threshold=h.failures)
+                self._publish()
+                if self.state == "running":
+                    self._set("running", f"unhealthy ({failures}/{h.failures}): {output}")
+                if failures >= h.failures:
+                    self._unhealthy = True
+                    self.log.error("child_unhealthy", detail="restarting", output=output)
+                    await self._terminate(self.cfg.stop_timeout)
+                    return
+            await asyncio.sleep(max(0.0, h.interval - (self.clock.monotonic() - t0)))
+
+    async def probe(self, h: HealthConfig) -> tuple[bool, str]:
+        try:
+            if h.http:
+                return await asyncio.wait_for(self._probe_http(h.http), h.timeout)
+            assert h.command is not None
+            return await self._probe_command(h.command, h.timeout)
+        except TimeoutError:
+            return False, f"timed out after {h.timeout:g}s"
+        except (aiohttp.ClientError, OSError) as e:
+            return False, f"{type(e).__name__}: {e}"
+
+    async def _probe_http(self, url: str) -> tuple[bool, str]:
+        async with self.http().get(url, allow_redirects=False) as resp:
+            body = await resp.content.read(65536)
+            if not 200 <= resp.status < 300:
+                return False, f"HTTP {resp.status}"
+            verdict = _json_verdict(body)
+            if verdict is not None:
+                return False, f"HTTP {resp.status} but the body says {verdict!r}"
+            return True, f"HTTP {resp.status}"
+
+    async def _probe_command(self, command: tuple[str, ...], timeout: float) -> tuple[bool, str]:
+        spec = self._spawn_spec()
+        kwargs: dict[str, Any] = {}
+        if spec["uid"] is not None:
+            kwargs.update(user=spec["uid"], group=spec["gid"], extra_groups=spec["groups"])
+        proc = await asyncio.create_subprocess_exec(
+            *command,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=spec["env"],
+            cwd=spec["cwd"],
+            start_new_session=True,
+            **kwargs,
+        )
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            raise
+        finally:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)  # whatever the probe left behind
+        lines = out.decode(errors="replace").strip().splitlines()
+        last = lines[-1][:200] if lines else ""
+        return proc.returncode == 0, f"exit {proc.returncode}" + (f": {last}" if last else "")
+
+    last_pid: int | None = None
+
+
+def _json_verdict(body: bytes) -> str | None:
+    """A 2xx answer whose JSON says it is unhealthy is unhealthy (top-level ``status``)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(data, dict):
+        status = data.get("status")
+        if isinstance(status, str) and status.strip().lower() in UNHEALTHY_WORDS:
+            return status
+    return None
+
+
+def _settings(cfg: ComponentConfig) -> PolicySettings:
+    return PolicySettings(
+        restart=cfg.restart,
+        backoff_initial=cfg.backoff_initial,
+        backoff_max=cfg.backoff_max,
+        stable_after=cfg.stable_after,
+        crash_loop_failures=cfg.crash_loop_failures,
+        crash_loop_window=cfg.crash_loop_window,
+    )
+
+
+def _signame(sig: int | None) -> str | None:
+    if sig is None:
+        return None
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return str(sig)
+
+
+def _describe_exit(info: ExitInfo) -> str:
+    if info.spawn_failed:
+        return "could not start"
+    if info.unhealthy:
+        return "killed after failing its health check"
+    if info.signal is not None:
+        return f"killed by {_signame(info.signal)}"
+    if info.code is None:
+        return "lost"
+    return f"exit code {info.code}"

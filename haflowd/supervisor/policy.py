@@ -1,0 +1,97 @@
+"""Restart decisions: pure, given the exit, the time and a random source.
+
+- A child that ran longer than ``stable_after`` is restarted at once: it was healthy
+  and a single crash should cost milliseconds, not a backoff.
+- Quick failures back off exponentially (``backoff_initial`` doubling to
+  ``backoff_max``) with ±20 % jitter, so a fleet does not restart in lock-step.
+- ``crash_loop_failures`` failures within ``crash_loop_window`` is a crash loop:
+  ``fatal``. Unlike supervisord's FATAL it is not a dead end: ``start`` or a reload
+  calls :meth:`RestartPolicy.reset` and the child gets a fresh budget.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+
+JITTER = 0.2
+
+
+class Action(str, Enum):
+    RESTART = "restart"
+    STOP = "stop"
+    FATAL = "fatal"
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    """What ended a run of the child."""
+
+    uptime: float
+    code: int | None = None  # exit code, None if killed by a signal or never started
+    signal: int | None = None
+    unhealthy: bool = False  # we killed it because its health probe failed
+    spawn_failed: bool = False
+
+    @property
+    def clean(self) -> bool:
+        return self.code == 0 and not self.unhealthy and not self.spawn_failed
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    delay: float = 0.0
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    restart: str = "always"
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+    stable_after: float = 10.0
+    crash_loop_failures: int = 5
+    crash_loop_window: float = 120.0
+
+
+class RestartPolicy:
+    def __init__(self, settings: PolicySettings, rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self.rng = rng or random.Random()
+        self.consecutive = 0
+        self.failures: deque[float] = deque()
+
+    def reset(self) -> None:
+        self.consecutive = 0
+        self.failures.clear()
+
+    def backoff(self, consecutive: int) -> float:
+        """Delay before restart number ``consecutive`` of a run of quick failures (1-based)."""
+        s = self.settings
+        base = min(s.backoff_max, s.backoff_initial * 2 ** max(0, consecutive - 1))
+        jittered = base * (1 + self.rng.uniform(-JITTER, JITTER))
+        return min(s.backoff_max, max(0.0, jittered))
+
+    def on_exit(self, now: float, info: ExitInfo) -> Decision:
+        s = self.settings
+        if s.restart == "never":
+            return Decision(Action.STOP, reason="restart = never")
+        if s.restart == "on-failure" and info.clean:
+            return Decision(Action.STOP, reason="exited cleanly (restart = on-failure)")
+        self.failures.append(now)
+        while self.failures and self.failures[0] < now - s.crash_loop_window:
+            self.failures.popleft()
+        if len(self.failures) >= s.crash_loop_failures:
+            return Decision(
+                Action.FATAL,
+                reason=f"crash loop: {len(self.failures)} exits within {s.crash_loop_window:g}s",
+            )
+        if info.uptime >= s.stable_after and not info.spawn_failed:
+            self.consecutive = 0
+            return Decision(Action.RESTART, 0.0, reason="was stable; restarting at once")
+        self.consecutive += 1
+        delay = self.backoff(self.consecutive)
+        return Decision(Action.RESTART, delay, reason=f"failure {self.consecutive} in a row")
