@@ -698,10 +698,11 @@ def _health(t: _Table) -> HealthConfig | None:
 def _component(t: _Table, check_system: bool, base: Path) -> ComponentConfig | None:
     name = t.get("name", _NAME_WHAT, _as_name)
     preset_name = t.get(
-        "preset", "one of " + ", ".join(presets.PRESETS), lambda v: _as_choice(v, presets.PRESETS), None
+        "preset", "one of " + ", ".join(presets.PRESETS), lambda v: _as_choice(v, tuple(presets.PRESETS)), None
     )
     preset = presets.PRESETS.get(preset_name) if preset_name else None
-    env = t.get("environment", "a table of NAME = \"value\"", _as_env, {})
+    no_env: dict[str, str] = {}
+    env = t.get("environment", 'a table of NAME = "value"', _as_env, no_env)
     if preset is not None and not t.has("command"):
         command: tuple[str, ...] | None = preset.command
         t.raw("command")
@@ -763,7 +764,8 @@ def _check_start_order(components: Sequence[ComponentConfig], errors: _Errors) -
     for i, c in enumerate(components):
         for dep in c.start_after:
             if dep not in index:
-                errors.add(f"component[{i}].start_after", f"expected names of components; got unknown {json.dumps(dep)}")
+                errors.add(f"component[{i}].start_after",
+                           f"expected names of components; got unknown {json.dumps(dep)}")
             elif dep == c.name:
                 errors.add(f"component[{i}].start_after", f"a component cannot start after itself ({json.dumps(dep)})")
     # cycle detection, reported once per cycle at its first member

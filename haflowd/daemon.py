@@ -13,7 +13,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from haflowd import __version__, config as configmod
+from haflowd import __version__
+from haflowd import config as configmod
 from haflowd.api.control import ControlApi, bind_unix
 from haflowd.api.server import ReadApi
 from haflowd.clock import SYSTEM_CLOCK, Clock

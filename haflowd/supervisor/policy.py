@@ -14,12 +14,12 @@ from __future__ import annotations
 import random
 from collections import deque
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 JITTER = 0.2
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     RESTART = "restart"
     STOP = "stop"
     FATAL = "fatal"
@@ -71,7 +71,7 @@ class RestartPolicy:
     def backoff(self, consecutive: int) -> float:
         """Delay before restart number ``consecutive`` of a run of quick failures (1-based)."""
         s = self.settings
-        base = min(s.backoff_max, s.backoff_initial * 2 ** max(0, consecutive - 1))
+        base: float = min(s.backoff_max, s.backoff_initial * 2.0 ** max(0, consecutive - 1))
         jittered = base * (1 + self.rng.uniform(-JITTER, JITTER))
         return min(s.backoff_max, max(0.0, jittered))
 

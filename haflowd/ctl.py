@@ -1,0 +1,370 @@
+"""``haflowctl``: the operator's CLI. Tables for people, ``--json`` for scripts.
+
+Reads go to the HTTP API, changes to the control socket. A daemon that cannot be
+reached is one line on stderr and exit 3, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import sys
+import time
+import tomllib
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+from haflowd import __version__, config
+
+EXIT_UNREACHABLE = 3
+STATUS_EXIT = {"passing": 0, "warning": 1, "critical": 2}
+DEFAULT_SOCKET = "/run/haflowd/control.sock"
+
+
+class Unreachable(Exception):
+    """The daemon did not answer: one line for the operator, exit 3."""
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self.path)
+        self.sock = s
+
+
+class Client:
+    def __init__(self, api: str, sock: str, timeout: float) -> None:
+        self.api = api.rstrip("/")
+        self.sock = sock
+        self.timeout = timeout
+
+    def get(self, path: str) -> tuple[int, Any]:
+        url = self.api + path
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            try:
+                return e.code, json.loads(e.read())
+            except ValueError:
+                return e.code, {"error": f"HTTP {e.code}"}
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", e)
+            raise Unreachable(f"cannot reach haflowd at {self.api}: {reason}") from None
+
+    def post(self, path: str, timeout: float | None = None) -> tuple[int, Any]:
+        conn = UnixHTTPConnection(self.sock, timeout or self.timeout)
+        try:
+            conn.request("POST", path, body=b"", headers={"Content-Length": "0"})
+            resp = conn.getresponse()
+            body = resp.read()
+        except PermissionError:
+            raise Unreachable(f"permission denied on {self.sock}: run as root or as haflowd's user") from None
+        except FileNotFoundError:
+            raise Unreachable(f"cannot reach haflowd: no control socket at {self.sock}") from None
+        except (OSError, http.client.HTTPException) as e:
+            raise Unreachable(f"cannot reach haflowd at {self.sock}: {e}") from None
+        finally:
+            conn.close()
+        try:
+            return resp.status, json.loads(body)
+        except ValueError:
+            return resp.status, {"ok": False, "error": f"HTTP {resp.status}"}
+
+
+def _from_config(path: str | None) -> dict[str, str]:
+    """api.listen and api.control_socket, read leniently: haflowctl must work even
+    where the full config (with its secret files) is not readable."""
+    try:
+        data = tomllib.loads(config.resolve_path(path).read_text())
+        api = data.get("api", {})
+        out = {}
+        if isinstance(api.get("listen"), str):
+            hp = config.parse_hostport(api["listen"])
+            host = "127.0.0.1" if hp.host in ("0.0.0.0", "") else ("::1" if hp.host == "::" else hp.host)
+            out["api"] = f"http://{config.HostPort(host, hp.port)}"
+        if isinstance(api.get("control_socket"), str):
+            out["socket"] = api["control_socket"]
+        return out
+    except (OSError, ValueError, tomllib.TOMLDecodeError, AttributeError):
+        return {}
+
+
+# --------------------------------------------------------------------------- output
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    cells = [[_cell(v) for v in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for r in cells:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.1f}"
+    return str(v)
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
+        size /= 1024
+    return f"{size:.1f}GiB"
+
+
+def human_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 120:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 172800:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
+
+
+def components_table(comps: list[dict[str, Any]]) -> str:
+    rows = []
+    for c in comps:
+        health = {True: "healthy", False: "UNHEALTHY", None: "-"}[c.get("healthy")]
+        rows.append([c["name"], c["state"].upper() if c["state"] in ("fatal", "backoff") else c["state"],
+                     c.get("pid"), human_age(c.get("uptime_s")), c.get("restarts"), health,
+                     f"{c.get('cpu_percent', 0):.1f}%", human_bytes(c.get("rss_bytes")),
+                     c.get("last_exit_code"), c.get("note", "")])
+    return table(rows, ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "HEALTH", "CPU", "RSS", "EXIT", "NOTE"])
+
+
+def checks_table(checks: list[dict[str, Any]]) -> str:
+    rows = [[c["name"], c["status"].upper() if c["status"] != "passing" else c["status"], c.get("output", "")]
+            for c in checks]
+    return table(rows, ["CHECK", "STATUS", "OUTPUT"])
+
+
+def peers_table(peers: list[dict[str, Any]]) -> str:
+    rows = [[p["name"] + (" (self)" if p.get("self") else ""), p["address"], p["status"],
+             p["incarnation"], human_age(p.get("last_seen_s")),
+             f"{p['rtt_ms']:.1f}ms" if isinstance(p.get("rtt_ms"), int | float) else "-"] for p in peers]
+    return table(rows, ["NAME", "ADDRESS", "STATUS", "INCARNATION", "LAST SEEN", "RTT"])
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_peers(c: Client, a: argparse.Namespace) -> int:
+    _, peers = c.get("/peers")
+    _out(a, peers, lambda: peers_table(peers))
+    return 0 if all(p["status"] == "alive" for p in peers) else 1
+
+
+def cmd_components(c: Client, a: argparse.Namespace) -> int:
+    _, comps = c.get("/components")
+    _out(a, comps, lambda: components_table(comps))
+    return 0
+
+
+def cmd_health(c: Client, a: argparse.Namespace) -> int:
+    if a.cluster:
+        _, body = c.get("/health/cluster")
+
+        def render() -> str:
+            parts = [f"cluster: {body['status']}"]
+            for n in body.get("nodes", []):
+                parts.append(f"\n{n['name']}: {n['status']}" + (" (stale)" if n.get("stale") else ""))
+                parts.append(checks_table(n.get("checks", [])))
+            return "\n".join(parts)
+
+        _out(a, body, render)
+        return STATUS_EXIT.get(body.get("status", "critical"), 2)
+    _, body = c.get("/health")
+    _out(a, body, lambda: f"{body['node']}: {body['status']}\n" + checks_table(body["checks"]))
+    return STATUS_EXIT.get(body.get("status", "critical"), 2)
+
+
+def cmd_status(c: Client, a: argparse.Namespace) -> int:
+    _, s = c.get("/status")
+
+    def render() -> str:
+        lines = [f"node {s['node']}  haflowd {s['version']}  pid {s['pid']}  up {human_age(s['uptime_s'])}"
+                 f"  status: {s['status'].upper()}", "", components_table(s["components"]) if s["components"]
+                 else "no components", ""]
+        bad = [ch for ch in s["checks"] if ch["status"] != "passing"]
+        lines.append(checks_table(bad) if bad else "all checks passing")
+        sync = s.get("sync") or {}
+        lines.append("")
+        lines.append(f"sync: {'enabled' if sync.get('enabled') else 'not configured'}")
+        lines.append(f"postgres: {_summary(s.get('postgres'))}")
+        lines.append(f"rabbitmq: {_summary(s.get('rabbitmq'))}")
+        lines.append(f"peers: {', '.join(p['name'] + '=' + p['status'] for p in s.get('peers', []))}")
+        return "\n".join(lines)
+
+    _out(a, s, render)
+    return STATUS_EXIT.get(s.get("status", "critical"), 2)
+
+
+def _summary(part: dict[str, Any] | None) -> str:
+    if not part:
+        return "not configured"
+    return str(part.get("status", "unknown"))
+
+
+def cmd_action(c: Client, a: argparse.Namespace) -> int:
+    code, body = c.post(f"/components/{urllib.parse.quote(a.name, safe='')}/{a.command}", timeout=a.timeout)
+    if code == 404:
+        _fail(a, body, f"no component named {a.name!r}")
+        return 1
+    if not body.get("ok"):
+        _fail(a, body, body.get("error", f"HTTP {code}"))
+        return 1
+    comp = body.get("component", {})
+    _out(a, body, lambda: f"{a.name}: {body['result']}; now {comp.get('state')}"
+         + (f" (pid {comp['pid']})" if comp.get("pid") else ""))
+    return 0
+
+
+def cmd_reload(c: Client, a: argparse.Namespace) -> int:
+    _code, body = c.post("/reload", timeout=a.timeout)
+    if not body.get("ok"):
+        def render() -> str:
+            return "reload rejected; nothing changed:\n" + "\n".join(body.get("errors") or [body.get("error", "")])
+        if a.json:
+            print(json.dumps(body, indent=2))
+        else:
+            print(render(), file=sys.stderr)
+        return 1
+
+    def render_ok() -> str:
+        comps = body.get("components", {})
+        parts = [f"{k}: {', '.join(v)}" for k, v in comps.items() if v]
+        return "reloaded\n" + "\n".join(parts + body.get("notes", []))
+
+    _out(a, body, render_ok)
+    return 0
+
+
+def cmd_leave(c: Client, a: argparse.Namespace) -> int:
+    _, body = c.post("/leave", timeout=a.timeout)
+    if not body.get("ok"):
+        _fail(a, body, body.get("error", "leave failed"))
+        return 1
+    _out(a, body, lambda: body.get("result", "left the cluster"))
+    return 0
+
+
+def cmd_sync(c: Client, a: argparse.Namespace) -> int:
+    if a.now:
+        code, body = c.post("/sync", timeout=a.timeout)
+        if not body.get("ok", True) and "peers" not in body:
+            _fail(a, body, body.get("error", f"HTTP {code}"))
+            return 1
+    else:
+        _, body = c.get("/sync")
+    peers = body.get("peers", {}) if isinstance(body, dict) else {}
+
+    def render() -> str:
+        rows = [[n, p.get("state"), _ts(p.get("last_success")), p.get("attempts"), _ts(p.get("next_retry")),
+                 p.get("last_error")] for n, p in sorted(peers.items())]
+        return table(rows, ["PEER", "STATE", "LAST SUCCESS", "ATTEMPTS", "NEXT RETRY", "LAST ERROR"])
+
+    _out(a, body, render)
+    return 1 if any(p.get("state") == "failing" for p in peers.values()) else 0
+
+
+def _ts(t: float | None) -> str:
+    return "-" if t is None else time.strftime("%H:%M:%S", time.localtime(t))
+
+
+def _out(a: argparse.Namespace, data: Any, render: Any) -> None:
+    print(json.dumps(data, indent=2) if a.json else render())
+
+
+def _fail(a: argparse.Namespace, data: Any, message: str) -> None:
+    if a.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(f"haflowctl: {message}", file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    p = argparse.ArgumentParser(prog="haflowctl", description="Talk to the local haflowd", parents=[common])
+    p.add_argument("--api", help="read API URL (default: $HAFLOWD_API, the config, http://127.0.0.1:8787)")
+    p.add_argument("--socket", help=f"control socket (default: the config, {DEFAULT_SOCKET})")
+    p.add_argument("--config", help="haflowd config to read the addresses from")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an answer")
+    p.add_argument("--version", action="version", version=f"haflowctl {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    sub.add_parser("peers", parents=[common], help="cluster members")
+    st = sub.add_parser("status", parents=[common], help="this node on one screen")
+    st.add_argument("--cluster", action="store_true", help="every node (needs gossip)")
+    h = sub.add_parser("health", parents=[common], help="the checks")
+    h.add_argument("--cluster", action="store_true", help="every node's checks")
+    sub.add_parser("components", parents=[common], help="supervised components")
+    for action in ("restart", "stop", "start"):
+        sp = sub.add_parser(action, parents=[common], help=f"{action} a component")
+        sp.add_argument("name")
+    sy = sub.add_parser("sync", parents=[common], help="per-peer DAG sync state")
+    sy.add_argument("--now", action="store_true", help="run a sync now and wait for it")
+    sub.add_parser("reload", parents=[common], help="re-read the config")
+    sub.add_parser("leave", parents=[common], help="leave the cluster gracefully")
+    return p
+
+
+COMMANDS = {
+    "peers": cmd_peers, "status": cmd_status, "health": cmd_health, "components": cmd_components,
+    "restart": cmd_action, "stop": cmd_action, "start": cmd_action, "sync": cmd_sync,
+    "reload": cmd_reload, "leave": cmd_leave,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    if a.command == "status" and a.cluster:
+        a.command, a.cluster = "health", True
+    found = _from_config(a.config)
+    api = a.api or os.environ.get("HAFLOWD_API") or found.get("api") or "http://127.0.0.1:8787"
+    sock = a.socket or os.environ.get("HAFLOWD_CONTROL_SOCKET") or found.get("socket") or DEFAULT_SOCKET
+    timeout = a.timeout
+    if a.command in ("restart", "stop", "reload", "leave", "sync") and "--timeout" not in (argv or sys.argv):
+        timeout = 900.0  # a stop may wait out a long stop_timeout; the daemon bounds it
+    a.timeout = timeout
+    client = Client(api, sock, a.timeout if a.command not in ("restart", "stop") else 10.0)
+    try:
+        return COMMANDS[a.command](client, a)
+    except Unreachable as e:
+        print(f"haflowctl: {e}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        print(f"haflowctl: unexpected answer from haflowd: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
