@@ -773,11 +773,17 @@ def _check_start_order(components: Sequence[ComponentConfig], errors: _Errors) -
     state: dict[str, int] = {}
     reported: set[frozenset[str]] = set()
 
-    def visit(n: str, stack: list[str]) -> None:
-        state[n] = 1
-        stack.append(n)
-        for d in graph[n]:
-            if state.get(d) == 1:
+    for c in components:  # depth-first, without recursion: a long chain is no RecursionError
+        if c.name in state:
+            continue
+        state[c.name] = 1
+        stack, todo = [c.name], [iter(graph[c.name])]
+        while todo:
+            d = next(todo[-1], None)
+            if d is None:
+                todo.pop()
+                state[stack.pop()] = 2
+            elif state.get(d) == 1:
                 cycle = [*stack[stack.index(d):], d]
                 key = frozenset(cycle)
                 if key not in reported:
@@ -785,13 +791,9 @@ def _check_start_order(components: Sequence[ComponentConfig], errors: _Errors) -
                     errors.add(f"component[{index[cycle[0]]}].start_after",
                                "start_after forms a cycle: " + " -> ".join(cycle))
             elif d not in state:
-                visit(d, stack)
-        stack.pop()
-        state[n] = 2
-
-    for c in components:
-        if c.name not in state:
-            visit(c.name, [])
+                state[d] = 1
+                stack.append(d)
+                todo.append(iter(graph[d]))
 
 
 def start_order(components: Sequence[ComponentConfig]) -> list[ComponentConfig]:
@@ -799,10 +801,11 @@ def start_order(components: Sequence[ComponentConfig]) -> list[ComponentConfig]:
     done: list[ComponentConfig] = []
     names: set[str] = set()
     pending = list(components)
+    known = {x.name for x in components}
     while pending:
         progressed = False
         for c in list(pending):
-            if all(d in names or d not in {x.name for x in components} for d in c.start_after):
+            if all(d in names or d not in known for d in c.start_after):
                 done.append(c)
                 names.add(c.name)
                 pending.remove(c)

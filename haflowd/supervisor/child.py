@@ -404,7 +404,15 @@ class Child:
         limiter = LineLimiter(self.cfg.log_rate_limit, self.clock)
         while True:
             try:
-                line = await stream.readline()
+                if limiter.dropped:  # say how much was dropped even if the child goes quiet
+                    line = await asyncio.wait_for(stream.readline(), 1.0)
+                else:
+                    line = await stream.readline()
+            except TimeoutError:
+                self.log.warning("output_suppressed", stream=name, lines=limiter.dropped,
+                                 detail=f"more than {self.cfg.log_rate_limit} lines/s")
+                limiter.dropped = 0
+                continue
             except ValueError:  # a line longer than the buffer: take what is there
                 line = await stream.read(2**16)
             if not line:

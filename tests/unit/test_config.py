@@ -550,6 +550,43 @@ def test_start_order(tmp_path: Path) -> None:
     assert config.start_order([]) == []
 
 
+def _chain(n: int, closed: bool) -> str:
+    """c0 after c1 after ... after c(n-1) (after c0 when closed): deeper than the stack."""
+    out = []
+    for i in range(n):
+        after = f"c{i + 1}" if i < n - 1 else ("c0" if closed else None)
+        out.append(f'[[component]]\nname = "c{i}"\ncommand = ["x"]\n')
+        if after:
+            out.append(f'start_after = ["{after}"]\n')
+    return "".join(out)
+
+
+def test_a_long_start_after_chain_is_no_recursion_error(tmp_path: Path) -> None:
+    n = 1500
+    cfg = config.loads(_chain(n, closed=False), tmp_path / "h.toml", check_system=False)
+    assert len(cfg.components) == n
+    order = config.start_order(cfg.components[-300:])
+    assert [c.name for c in order] == [f"c{i}" for i in reversed(range(n - 300, n))]
+    lines = _errors(lambda: config.loads(_chain(n, closed=True), tmp_path / "h.toml"))
+    [line] = lines
+    assert line.startswith(f"{tmp_path / 'h.toml'}: component[0].start_after: "
+                           "start_after forms a cycle: c0 -> c1 -> c2 -> ")
+    assert line.endswith(" -> c1499 -> c0")
+
+
+def test_cycles_are_reported_once_each(tmp_path: Path) -> None:
+    p = tmp_path / "h.toml"
+    comps = {"a": ["b"], "b": ["a"], "c": ["d"], "d": ["e"], "e": ["c", "a"], "f": ["e"]}
+    p.write_text("".join(
+        f'[[component]]\nname = "{n}"\ncommand = ["x"]\nstart_after = {json.dumps(after)}\n'
+        for n, after in comps.items()
+    ))
+    assert _errors(lambda: config.load(p, check_system=False)) == [
+        f"{p}: component[0].start_after: start_after forms a cycle: a -> b -> a",
+        f"{p}: component[2].start_after: start_after forms a cycle: c -> d -> e -> c",
+    ]
+
+
 def test_relative_secret_files_resolve_against_the_config_directory(tmp_path: Path) -> None:
     sub = tmp_path / "etc"
     sub.mkdir()
@@ -565,7 +602,7 @@ def test_loads_without_a_file(tmp_path: Path) -> None:
     cfg = config.loads('[node]\nname = "n1"\n', tmp_path / "virtual.toml", check_system=False)
     assert cfg.node.name == "n1"
     assert _errors(lambda: config.loads("x = ", Path("/v.toml"))) == [
-        "/v.toml: invalid TOML: Invalid value (at line 1, column 5)"
+        "/v.toml: invalid TOML: Invalid value (at end of document)"
     ]
 
 
@@ -674,8 +711,8 @@ def test_parse_hostport(text: str, default_port: int | None, expected: HostPort 
         ("host:65536", None),
         ("host:-1", None),
         ("host:http", None),
-        ("host:８０", None),
-        ("host:٨٠", None),
+        ("host:\uff18\uff10", None),
+        ("host:\u0668\u0660", None),
         ("::1:8787", None),
         ("::1", 80),
         ("[::1]:", None),
@@ -758,22 +795,16 @@ def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]
 
 
 def _replaced(doc: Any, path: tuple[Any, ...], value: Any) -> Any:
-    if not path:
-        return value
+    """A copy of ``doc`` with the item at ``path`` set to ``value`` (or deleted)."""
     head, rest = path[0], path[1:]
-    if isinstance(doc, dict):
-        out = dict(doc)
-        if value is _DELETE and not rest:
-            del out[head]
-        else:
-            out[head] = _replaced(doc[head], rest, value)
-        return out
-    out_list = list(doc)
-    if value is _DELETE and not rest:
-        del out_list[head]
+    out = dict(doc) if isinstance(doc, dict) else list(doc)
+    if rest:
+        out[head] = _replaced(doc[head], rest, value)
+    elif value is _DELETE:
+        del out[head]
     else:
-        out_list[head] = _replaced(doc[head], rest, value)
-    return out_list
+        out[head] = value
+    return out
 
 
 _DELETE = object()
@@ -808,13 +839,18 @@ def test_fuzz_wrong_values_never_crash(full_path: Path) -> None:
 def test_fuzz_unknown_keys_everywhere(full_path: Path) -> None:
     doc = tomllib.loads(full_path.read_text())
     p = full_path.parent / "mutated.toml"
-    tables = [path for path in _paths(doc) if isinstance(_get(doc, path), dict)]
+    # every table but environment, whose keys are the child's variables
+    tables = [
+        path for path in _paths(doc)
+        if isinstance(_get(doc, path), dict) and path[-1] != "environment"
+    ]
+    assert len(tables) > 10
     for path in [(), *tables]:
         table = _get(doc, path)
         for extra in ("zzz_unknown", *[k + "s" for k in table][:3]):
             if extra in table:
                 continue
-            p.write_text(_toml(_replaced(doc, (*path, extra), 1) if path else {**doc, extra: 1}))
+            p.write_text(_toml(_replaced(doc, (*path, extra), 1)))
             lines = _errors(lambda: config.load(p, check_system=False))
             dotted = _dotted((*path, extra))
             assert any(line.startswith(f"{p}: {dotted}: unknown key") for line in lines), lines

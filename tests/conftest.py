@@ -1,0 +1,213 @@
+"""Shared fixtures: a real haflowd subprocess with its own ports, socket and data dir."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(fn: Callable[[], T], timeout: float = 10.0, what: str = "condition", interval: float = 0.02) -> T:
+    """Poll ``fn`` until it returns something truthy; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+        except (OSError, ValueError, KeyError) as e:
+            last = e
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def tree_pids(pid: int) -> set[int]:
+    """A process and all its descendants."""
+    try:
+        p = psutil.Process(pid)
+        return {pid, *(c.pid for c in p.children(recursive=True))}
+    except psutil.Error:
+        return set()
+
+
+def alive(pids: set[int]) -> set[int]:
+    out = set()
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.add(pid)
+        except psutil.Error:
+            continue
+    return out
+
+
+@dataclass
+class Daemon:
+    dir: Path
+    port: int
+    config: Path
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path = field(init=False)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.log = self.dir / "haflowd.log"
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def socket(self) -> Path:
+        return self.dir / "control.sock"
+
+    def start(self, wait: bool = True, extra_env: dict[str, str] | None = None) -> Daemon:
+        env = {**os.environ, **self.env, **(extra_env or {})}
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "haflowd", "--config", str(self.config)],
+                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=self.dir,
+            )
+        if wait:
+            wait_until(self.live, 15, "haflowd /liveness")
+        return self
+
+    def live(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"haflowd exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
+        try:
+            return self.get("/liveness")[0] == 200
+        except OSError:
+            return False
+
+    def get(self, path: str, method: str = "GET") -> tuple[int, Any]:
+        req = urllib.request.Request(self.api + path, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                body = r.read()
+                return r.status, (json.loads(body) if body and path != "/metrics" else body)
+        except urllib.error.HTTPError as e:
+            body = e.read()
+            return e.code, (json.loads(body) if body else None)
+
+    def components(self) -> dict[str, dict[str, Any]]:
+        return {c["name"]: c for c in self.get("/components")[1]}
+
+    def comp(self, name: str) -> dict[str, Any]:
+        return self.components()[name]
+
+    def wait_state(self, name: str, state: str, timeout: float = 10.0, **more: Any) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            c = self.comp(name)
+            if c["state"] == state and all(c.get(k) == v for k, v in more.items()):
+                return c
+            return None
+        return wait_until(check, timeout, f"{name} to be {state} {more or ''}")
+
+    def ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "haflowd.ctl", "--api", self.api, "--socket", str(self.socket), *args],
+            capture_output=True, text=True, timeout=timeout,
+        )
+
+    def write_config(self, body: str) -> None:
+        self.config.write_text(render_config(self, body))
+
+    def log_events(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_text().splitlines():
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+        return out
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def guard_pids(self) -> set[int]:
+        return {c["guard_pid"] for c in self.components().values() if c.get("guard_pid")}
+
+    def all_pids(self) -> set[int]:
+        """Every process below the daemon: guards, children, grandchildren."""
+        assert self.proc is not None
+        return tree_pids(self.proc.pid) - {self.proc.pid}
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            pids = self.all_pids()
+            self.proc.kill()
+            self.proc.wait(10)
+            for pid in pids:
+                with contextlib.suppress(psutil.Error):
+                    psutil.Process(pid).kill()
+
+
+def render_config(d: Daemon, body: str) -> str:
+    head = f"""
+        [node]
+        name = "test"
+        data_dir = "{d.dir / 'data'}"
+
+        [api]
+        listen = "127.0.0.1:{d.port}"
+        control_socket = "{d.socket}"
+    """
+    return textwrap.dedent(head) + textwrap.dedent(body)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    """``daemon(config_body)`` → a started haflowd; everything it started dies at teardown."""
+    made: list[Daemon] = []
+
+    def make(body: str, start: bool = True, env: dict[str, str] | None = None) -> Daemon:
+        d = Daemon(dir=tmp_path / f"d{len(made)}", port=free_port(), config=Path())
+        d.dir.mkdir()
+        d.config = d.dir / "haflowd.toml"
+        d.env = env or {}
+        d.write_config(body.replace("@DIR@", str(d.dir)).replace("@PY@", sys.executable))
+        made.append(d)
+        return d.start() if start else d
+
+    yield make
+    for d in made:
+        d.kill()
+        # whatever carries this daemon's marker must be gone too
+        for p in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                if str(d.dir) in p.environ().get("HAFLOWD_SUPERVISOR", ""):
+                    p.send_signal(signal.SIGKILL)
