@@ -309,9 +309,12 @@ def _fail(a: argparse.Namespace, data: Any, message: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # --json may come before or after the command; SUPPRESS keeps the subcommand's
+    # default from overwriting a --json given before it
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="machine-readable output")
-    p = argparse.ArgumentParser(prog="haflowctl", description="Talk to the local haflowd", parents=[common])
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    p = argparse.ArgumentParser(prog="haflowctl", description="Talk to the local haflowd")
+    p.add_argument("--json", action="store_true", default=False, help="machine-readable output")
     p.add_argument("--api", help="read API URL (default: $HAFLOWD_API, the config, http://127.0.0.1:8787)")
     p.add_argument("--socket", help=f"control socket (default: the config, {DEFAULT_SOCKET})")
     p.add_argument("--config", help="haflowd config to read the addresses from")

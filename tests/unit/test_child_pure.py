@@ -1,0 +1,180 @@
+"""The pure helpers of a supervised child: output rate limit, JSON health verdict, exit text."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from haflowd.supervisor.child import LineLimiter, _describe_exit, _json_verdict
+from haflowd.supervisor.policy import ExitInfo
+from haflowd.testing import FakeClock
+
+# =========================================================================== LineLimiter
+
+
+@pytest.mark.parametrize("rate", [1, 2, 5, 200])
+def test_a_burst_of_rate_lines_then_drops(rate: int) -> None:
+    clock = FakeClock()
+    limiter = LineLimiter(rate, clock)
+    assert [limiter.allow() for _ in range(rate)] == [(True, 0)] * rate
+    assert [limiter.allow() for _ in range(3)] == [(False, 0)] * 3
+    assert limiter.dropped == 3
+
+    clock.advance(1.0)
+    assert limiter.allow() == (True, 3)  # the drops are reported once, on the next line that gets through
+    assert limiter.dropped == 0
+    assert [limiter.allow() for _ in range(rate - 1)] == [(True, 0)] * (rate - 1)
+    assert limiter.allow() == (False, 0)
+
+
+@pytest.mark.parametrize(
+    ("rate", "advance", "allowed"),
+    [
+        (4, 0.25, 1),  # one line's worth of tokens
+        (4, 0.5, 2),
+        (4, 0.1, 0),
+        (4, 1.0, 4),
+        (4, 100.0, 4),  # the bucket holds at most ``rate`` tokens
+        (10, 0.5, 5),
+        (1, 0.5, 0),
+        (1, 1.0, 1),
+    ],
+)
+def test_tokens_refill_with_time(rate: int, advance: float, allowed: int) -> None:
+    clock = FakeClock()
+    limiter = LineLimiter(rate, clock)
+    for _ in range(rate):
+        assert limiter.allow()[0]
+    assert limiter.allow() == (False, 0)
+    clock.advance(advance)
+    got = [limiter.allow() for _ in range(rate + 2)]
+    assert [ok for ok, _ in got] == [True] * allowed + [False] * (rate + 2 - allowed)
+    if allowed:
+        assert got[0] == (True, 1)
+
+
+def test_a_quiet_child_cannot_save_up_more_than_a_burst() -> None:
+    clock = FakeClock()
+    limiter = LineLimiter(3, clock)
+    clock.advance(3600)
+    assert [limiter.allow()[0] for _ in range(5)] == [True, True, True, False, False]
+
+
+def test_drops_accumulate_until_reported() -> None:
+    clock = FakeClock()
+    limiter = LineLimiter(2, clock)
+    limiter.allow()
+    limiter.allow()
+    for _ in range(10):
+        assert limiter.allow() == (False, 0)
+    assert limiter.dropped == 10
+    clock.advance(0.25)  # half a line's worth of tokens: still dropping
+    assert limiter.allow() == (False, 0)
+    clock.advance(0.5)
+    assert limiter.allow() == (True, 11)
+    assert limiter.dropped == 0
+    assert limiter.allow() == (False, 0)
+
+
+@pytest.mark.parametrize("rate", [0, -1])
+def test_rate_zero_is_unlimited(rate: int) -> None:
+    clock = FakeClock()
+    limiter = LineLimiter(rate, clock)
+    assert all(limiter.allow() == (True, 0) for _ in range(10_000))
+    assert limiter.dropped == 0
+
+
+# =========================================================================== _json_verdict
+
+
+@pytest.mark.parametrize(
+    ("body", "verdict"),
+    [
+        (b'{"status": "unhealthy"}', "unhealthy"),
+        (b'{"status": "down"}', "down"),
+        (b'{"status": "fail"}', "fail"),
+        (b'{"status": "failed"}', "failed"),
+        (b'{"status": "failing"}', "failing"),
+        (b'{"status": "error"}', "error"),
+        (b'{"status": "critical"}', "critical"),
+        (b'{"status": "dead"}', "dead"),
+        (b'{"status": "DOWN"}', "DOWN"),  # case-insensitive; reported as the body said it
+        (b'{"status": " Unhealthy\\n"}', " Unhealthy\n"),
+        (b'{"status": "down", "details": {"db": "ok"}}', "down"),
+        (b'  {"status":"fail"}  \n', "fail"),
+        ('{"status": "unhealthy", "note": "é"}'.encode(), "unhealthy"),
+    ],
+)
+def test_json_verdict_unhealthy(body: bytes, verdict: str) -> None:
+    assert _json_verdict(body) == verdict
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"status": "healthy"}',
+        b'{"status": "ok"}',
+        b'{"status": "OK"}',
+        b'{"status": "up"}',
+        b'{"status": "pass"}',
+        b'{"status": "passing"}',
+        b'{"status": "degraded"}',
+        b'{"status": ""}',
+        b'{"status": null}',
+        b'{"status": 0}',
+        b'{"status": false}',
+        b'{"status": ["down"]}',
+        b'{"status": {"status": "down"}}',
+        b'{"state": "down"}',
+        b"{}",
+        # nested statuses are not ours to judge (Airflow's monitor/health reports other components)
+        b'{"metadatabase": {"status": "unhealthy"}, "scheduler": {"status": "unhealthy"}}',
+        b'[{"status": "down"}]',
+        b'["down"]',
+        b'"down"',
+        b"1",
+        b"null",
+        b"",
+        b"OK",
+        b"<html>down</html>",
+        b'{"status": "down"',  # truncated
+        b"\xff\xfe\x00garbage",
+    ],
+)
+def test_json_verdict_none(body: bytes) -> None:
+    assert _json_verdict(body) is None
+
+
+@pytest.mark.xfail(
+    strict=True, raises=RecursionError,
+    reason="_json_verdict catches ValueError only: a deeply nested body (within the 64 KiB read) raises "
+           "RecursionError, which escapes probe() and kills the probe task and then the child's lifecycle",
+)
+@pytest.mark.parametrize("body", [b"[" * 65536, b'{"a":' * 20000])
+def test_json_verdict_survives_deep_nesting(body: bytes) -> None:
+    assert _json_verdict(body) is None
+
+
+# =========================================================================== _describe_exit
+
+
+@pytest.mark.parametrize(
+    ("info", "text"),
+    [
+        (ExitInfo(uptime=0.0, spawn_failed=True), "could not start"),
+        (ExitInfo(uptime=0.0, code=127, spawn_failed=True), "could not start"),
+        (ExitInfo(uptime=5.0, signal=int(signal.SIGTERM), unhealthy=True), "killed after failing its health check"),
+        (ExitInfo(uptime=5.0, code=0, unhealthy=True), "killed after failing its health check"),
+        (ExitInfo(uptime=5.0, signal=int(signal.SIGKILL)), "killed by SIGKILL"),
+        (ExitInfo(uptime=5.0, signal=int(signal.SIGTERM)), "killed by SIGTERM"),
+        (ExitInfo(uptime=5.0, signal=int(signal.SIGSEGV)), "killed by SIGSEGV"),
+        (ExitInfo(uptime=5.0, signal=200), "killed by 200"),
+        (ExitInfo(uptime=5.0), "lost"),
+        (ExitInfo(uptime=5.0, code=0), "exit code 0"),
+        (ExitInfo(uptime=5.0, code=1), "exit code 1"),
+        (ExitInfo(uptime=5.0, code=137), "exit code 137"),
+    ],
+)
+def test_describe_exit(info: ExitInfo, text: str) -> None:
+    assert _describe_exit(info) == text
