@@ -37,8 +37,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     """An unexpected error is a 500 with one line, logged, never a traceback to the client."""
     try:
         return await handler(request)
-    except web.HTTPException:
-        raise
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return json_response({"error": e.reason}, status=e.status)  # every body is JSON
     except Exception as e:
         log.exception("api_error", path=request.path)
         return json_response({"error": f"internal error: {type(e).__name__}"}, status=500)
