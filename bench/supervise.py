@@ -418,16 +418,15 @@ def percentile(xs: Sequence[float], q: float) -> float:
 
 def summary_ms(seconds: list[float]) -> dict[str, Any]:
     ms = [s * 1000 for s in seconds]
-    return {
-        "n": len(ms),
+    stats = {
         "min": min(ms),
         "median": percentile(ms, 50),
         "p95": percentile(ms, 95),
         "p99": percentile(ms, 99),
         "max": max(ms),
         "mean": sum(ms) / len(ms),
-        "samples": [round(x, 3) for x in ms],
     }
+    return {"n": len(ms), **{k: round(v, 3) for k, v in stats.items()}, "samples": [round(x, 3) for x in ms]}
 
 
 def crash_loop(daemon: Daemon, fifo: PidFifo, crashes: int) -> tuple[list[float], int]:

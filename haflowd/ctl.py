@@ -318,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api", help="read API URL (default: $HAFLOWD_API, the config, http://127.0.0.1:8787)")
     p.add_argument("--socket", help=f"control socket (default: the config, {DEFAULT_SOCKET})")
     p.add_argument("--config", help="haflowd config to read the addresses from")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an answer")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds to wait for an answer (default 10; 900 for changes, which may wait out a stop)")
     p.add_argument("--version", action="version", version=f"haflowctl {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -352,11 +353,10 @@ def main(argv: list[str] | None = None) -> int:
     found = _from_config(a.config)
     api = a.api or os.environ.get("HAFLOWD_API") or found.get("api") or "http://127.0.0.1:8787"
     sock = a.socket or os.environ.get("HAFLOWD_CONTROL_SOCKET") or found.get("socket") or DEFAULT_SOCKET
-    timeout = a.timeout
-    if a.command in ("restart", "stop", "reload", "leave", "sync") and "--timeout" not in (argv or sys.argv):
-        timeout = 900.0  # a stop may wait out a long stop_timeout; the daemon bounds it
-    a.timeout = timeout
-    client = Client(api, sock, a.timeout if a.command not in ("restart", "stop") else 10.0)
+    if a.timeout is None:
+        # a stop may wait out a long stop_timeout; the daemon bounds it
+        a.timeout = 900.0 if a.command in ("restart", "stop", "reload", "leave", "sync") else 10.0
+    client = Client(api, sock, a.timeout)
     try:
         return COMMANDS[a.command](client, a)
     except Unreachable as e:

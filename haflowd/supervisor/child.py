@@ -528,7 +528,7 @@ def _json_verdict(body: bytes) -> str | None:
     """A 2xx answer whose JSON says it is unhealthy is unhealthy (top-level ``status``)."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if isinstance(data, dict):
         status = data.get("status")

@@ -71,7 +71,7 @@ class RestartPolicy:
     def backoff(self, consecutive: int) -> float:
         """Delay before restart number ``consecutive`` of a run of quick failures (1-based)."""
         s = self.settings
-        base: float = min(s.backoff_max, s.backoff_initial * 2.0 ** max(0, consecutive - 1))
+        base: float = min(s.backoff_max, s.backoff_initial * 2.0 ** min(max(0, consecutive - 1), 60))
         jittered = base * (1 + self.rng.uniform(-JITTER, JITTER))
         return min(s.backoff_max, max(0.0, jittered))
 
@@ -89,7 +89,9 @@ class RestartPolicy:
                 Action.FATAL,
                 reason=f"crash loop: {len(self.failures)} exits within {s.crash_loop_window:g}s",
             )
-        if info.uptime >= s.stable_after and not info.spawn_failed:
+        # an unhealthy kill is no proof of stability: a child that goes unhealthy on every
+        # start must back off, not be restarted at once for ever
+        if info.uptime >= s.stable_after and not info.spawn_failed and not info.unhealthy:
             self.consecutive = 0
             return Decision(Action.RESTART, 0.0, reason="was stable; restarting at once")
         self.consecutive += 1

@@ -24,6 +24,7 @@ from haflowd.supervisor.child import COMPONENT_ENV, MARKER_ENV, Child, Usage
 STATE_FILE = "children.json"
 SAMPLE_INTERVAL_S = 5.0
 LEFTOVER_WAIT_S = 3.0
+KICK_DELAY_S = 0.5
 
 log = structlog.get_logger()
 
@@ -50,6 +51,7 @@ class Supervisor:
         self.configs = list(components)
         self.children: dict[str, Child] = {}
         self._changed = asyncio.Event()
+        self._kick = asyncio.Event()
         self._http: aiohttp.ClientSession | None = None
         self._sampler: asyncio.Task[None] | None = None
         self._cpu_prev: dict[str, tuple[float, float]] = {}
@@ -120,10 +122,14 @@ class Supervisor:
             http=self.http,
             deps_ready=self.deps_ready,
             on_change=self._on_change,
-            on_spawn=lambda _c: self._write_state(),
+            on_spawn=self._on_spawn,
             clock=self.clock,
             rng=self.rng,
         )
+
+    def _on_spawn(self, _child: Child) -> None:
+        self._write_state()
+        self._kick.set()  # measure the new tree soon, not a whole interval later
 
     def http(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
@@ -224,8 +230,12 @@ class Supervisor:
 
     async def _sample_loop(self) -> None:
         while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), self.sample_interval)
+            if self._kick.is_set():
+                await asyncio.sleep(KICK_DELAY_S)  # let the new tree form
+                self._kick.clear()
             await self.sample()
-            await asyncio.sleep(self.sample_interval)
 
     async def sample(self) -> None:
         """Sum CPU and memory over each component's whole tree, in a thread."""
@@ -245,27 +255,37 @@ class Supervisor:
 
 
 def _measure(guards: dict[str, tuple[int | None, float]]) -> dict[str, Usage]:
+    """One pass over /proc for the parent map, then each guard's tree from it."""
+    kids: dict[int, list[int]] = {}
+    for p in psutil.process_iter(["ppid"]):
+        ppid = p.info.get("ppid")
+        if ppid:
+            kids.setdefault(ppid, []).append(p.pid)
     out: dict[str, Usage] = {}
     for name, (gpid, base) in guards.items():
         u = Usage(cpu_seconds=base)
-        if gpid is not None:
-            try:
-                guard = psutil.Process(gpid)
-                t = guard.cpu_times()
-                total = t.children_user + t.children_system  # reaped by the guard
-                for p in guard.children(recursive=True):
-                    try:
-                        with p.oneshot():
-                            ct = p.cpu_times()
-                            total += ct.user + ct.system + ct.children_user + ct.children_system
-                            u.rss_bytes += p.memory_info().rss
-                            u.processes += 1
-                    except psutil.Error:
-                        continue
-                u.cpu_seconds = base + total
-            except psutil.Error:
-                pass
         out[name] = u
+        if gpid is None:
+            continue
+        try:
+            t = psutil.Process(gpid).cpu_times()
+        except psutil.Error:
+            continue
+        total = t.children_user + t.children_system  # whatever the guard has reaped
+        stack = list(kids.get(gpid, ()))
+        while stack:
+            pid = stack.pop()
+            stack.extend(kids.get(pid, ()))
+            try:
+                p = psutil.Process(pid)
+                with p.oneshot():
+                    ct = p.cpu_times()
+                    total += ct.user + ct.system + ct.children_user + ct.children_system
+                    u.rss_bytes += p.memory_info().rss
+                    u.processes += 1
+            except psutil.Error:
+                continue
+        u.cpu_seconds = base + total
     return out
 
 

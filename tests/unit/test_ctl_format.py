@@ -25,7 +25,7 @@ def cells(text: str, headers: list[str]) -> list[dict[str, str]]:
         for i, h in enumerate(headers):
             end = starts[i + 1] if i + 1 < len(headers) else None
             if end is not None:
-                assert line[end - 2:end] == "  " or line[end - 2:end].strip() == "", f"{h} overflows: {line!r}"
+                assert line[end - 2:end].strip() == "", f"{h} overflows into the next column: {line!r}"
             row[h] = line[starts[i]:end].strip()
         out.append(row)
     return out
@@ -60,7 +60,6 @@ def test_table_aligns_columns() -> None:
     ],
 )
 def test_table_cells(value: Any, cell: str) -> None:
-    assert table([["x", value, "end"]], ["A", "B", "C"]).split("\n")[1].split("  ")[0] == "x"
     [row] = cells(table([["x", value, "end"]], ["A", "B", "C"]), ["A", "B", "C"])
     assert row == {"A": "x", "B": cell, "C": "end"}
 
@@ -273,7 +272,7 @@ def _parse_cases() -> list[Any]:
 def test_parser_accepts_every_documented_command(argv: list[str], expected: dict[str, Any]) -> None:
     a = build_parser().parse_args(argv)
     assert {k: getattr(a, k) for k in expected} == expected
-    assert ctl.COMMANDS[a.command]
+    assert a.command in ctl.COMMANDS
 
 
 @pytest.mark.parametrize(
@@ -282,7 +281,7 @@ def test_parser_accepts_every_documented_command(argv: list[str], expected: dict
         ["--json", "--api", "http://10.0.0.1:8787", "peers"],
         ["--api", "http://10.0.0.1:8787", "peers", "--json"],
         ["--api", "http://10.0.0.1:8787", "--json", "peers"],
-        ["--json", "peers", "--json"],
+        ["--json", "--api", "http://10.0.0.1:8787", "peers", "--json"],
     ],
 )
 def test_json_with_global_options(argv: list[str]) -> None:
@@ -295,7 +294,7 @@ def test_parser_global_options() -> None:
                                    "--timeout", "2.5", "components"])
     assert (a.api, a.socket, a.config, a.timeout, a.command) == ("http://h:1", "/tmp/s", "/etc/x.toml", 2.5,
                                                                  "components")
-    assert build_parser().parse_args(["peers"]).timeout == 10.0
+    assert build_parser().parse_args(["peers"]).timeout is None  # main() picks 10 s or 900 s by command
 
 
 def test_every_parser_command_has_a_handler() -> None:
@@ -352,9 +351,7 @@ def test_status_cluster_is_health_cluster(handled: list[argparse.Namespace]) -> 
         (["peers"], 10.0),
         (["--timeout", "5", "reload"], 5.0),
         (["--timeout", "5", "peers"], 5.0),
-        pytest.param(["--timeout=5", "reload"], 5.0, marks=pytest.mark.xfail(
-            strict=True, reason="main() looks for the literal word '--timeout' in argv, so '--timeout=5' is "
-                                "overridden by the 900 s default for mutating commands")),
+        (["--timeout=5", "reload"], 5.0),
     ],
 )
 def test_timeout(argv: list[str], timeout: float, handled: list[argparse.Namespace]) -> None:

@@ -1,0 +1,25 @@
+"""scripts/demo is the main job: it must work from a clean start and leave nothing behind."""
+
+from __future__ import annotations
+
+import subprocess
+
+import psutil
+
+from tests.conftest import ROOT
+
+
+def test_demo_once_runs_and_cleans_up():
+    r = subprocess.run([str(ROOT / "scripts" / "demo"), "--once"], capture_output=True, text=True, timeout=180,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "status: PASSING" in r.stdout
+    assert "leftovers_killed" in r.stdout and "restarting at once" in r.stdout
+    assert "Traceback" not in r.stdout + r.stderr
+    # nothing of the demo survives it
+    leftovers = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info.get("cmdline") or [])
+        if "haflowd-demo." in cmd:
+            leftovers.append(cmd)
+    assert not leftovers, leftovers
