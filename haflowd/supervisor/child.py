@@ -122,8 +122,8 @@ class Child:
         self.clock = clock
         self.policy = RestartPolicy(_settings(cfg), rng)
         self.log = structlog.get_logger().bind(component=cfg.name)
-        self.state = "stopped"
-        self.note = "not started"
+        self.state = "starting"
+        self.note = "queued"
         self.pid: int | None = None
         self.started_mono: float | None = None
         self.started_wall: float | None = None

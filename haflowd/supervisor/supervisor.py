@@ -55,6 +55,8 @@ class Supervisor:
         self._http: aiohttp.ClientSession | None = None
         self._sampler: asyncio.Task[None] | None = None
         self._cpu_prev: dict[str, tuple[float, float]] = {}
+        for cfg in start_order(self.configs):  # visible in the API before they start
+            self.children[cfg.name] = self._make(cfg)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -63,8 +65,6 @@ class Supervisor:
         killed = await asyncio.to_thread(self.reap_leftovers)
         if killed:
             log.warning("leftovers_from_earlier_run_killed", count=killed)
-        for cfg in start_order(self.configs):
-            self.children[cfg.name] = self._make(cfg)
         for child in self.children.values():
             child.start()
         self._sampler = asyncio.create_task(self._sample_loop(), name="resource-sampler")

@@ -18,8 +18,9 @@ def test_demo_once_runs_and_cleans_up():
     assert "Traceback" not in r.stdout + r.stderr
     # nothing of the demo survives it
     leftovers = []
-    for p in psutil.process_iter(["cmdline"]):
+    for p in psutil.process_iter(["cmdline", "environ"]):
         cmd = " ".join(p.info.get("cmdline") or [])
-        if "haflowd-demo." in cmd:
+        marker = (p.info.get("environ") or {}).get("HAFLOWD_SUPERVISOR", "")
+        if "haflowd-demo." in cmd or "haflowd-demo." in marker:
             leftovers.append(cmd)
     assert not leftovers, leftovers

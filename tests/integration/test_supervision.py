@@ -249,8 +249,8 @@ name = "app"
 command = ["sleep", "3900"]
 start_after = ["db"]
 """)
-    app = d.comp("app")
-    assert app["state"] == "starting" and "waiting for db" in app["note"]
+    wait_until(lambda: "waiting for db" in d.comp("app")["note"], 5, "app to wait for db")
+    assert d.comp("db")["healthy"] is not True and d.comp("app")["pid"] is None
     d.wait_state("app", "running")
     assert d.comp("db")["healthy"] is True
     assert d.comp("app")["started_at"] >= d.comp("db")["started_at"]
@@ -303,7 +303,7 @@ name = "busy"
 command = ["sh", "-c", "sh -c 'while :; do :; done' & sleep 4100 & exec sleep 4101"]
 """, env={})
     d.wait_state("busy", "running")
-    c = wait_until(lambda: (c := d.comp("busy"))["cpu_seconds"] > 0.2 and c["processes"] >= 3 and c, 15,
+    c = wait_until(lambda: (c := d.comp("busy"))["cpu_seconds"] > 0.2 and c["processes"] >= 3 and c["cpu_percent"] > 10 and c, 20,
                    "CPU seconds of the busy grandchild")
     assert c["rss_bytes"] > 1_000_000
     assert c["cpu_percent"] > 10
