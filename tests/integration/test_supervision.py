@@ -387,3 +387,50 @@ command = ["sh", "-c", "echo $(id -un) $(pwd) $HOME > {out}; exec sleep 4300"]
 def test_control_socket_mode_0600(daemon):
     d = daemon('[[component]]\nname = "x"\ncommand = ["sleep", "4400"]\n')
     assert (Path(d.socket).stat().st_mode & 0o777) == 0o600
+
+
+def test_command_probe_restarts_when_it_fails(daemon, tmp_path):
+    flag = tmp_path / "healthy"
+    flag.touch()
+    d = daemon(f"""
+[[component]]
+name = "svc"
+command = ["sleep", "4500"]
+stop_timeout = "1s"
+[component.health]
+command = ["sh", "-c", "test -f {flag} || {{ echo flag missing; exit 1; }}"]
+interval = "300ms"
+timeout = "300ms"
+failures = 2
+start_period = "0s"
+""")
+    first = d.wait_state("svc", "running", healthy=True)
+    flag.unlink()
+    c = wait_until(lambda: (c := d.comp("svc"))["pid"] not in (None, first["pid"]) and c, 10, "a restart")
+    assert c["restarts"] >= 1
+    failed = [e for e in d.log_events() if e.get("event") == "probe_failed"]
+    assert failed and "flag missing" in failed[0]["output"]
+    flag.touch()
+    d.wait_state("svc", "running", timeout=10, healthy=True)
+
+
+def test_secrets_never_reach_the_log_or_the_api(daemon):
+    d = daemon("""
+[[component]]
+name = "leaky"
+command = ["sh", "-c", "echo the password is hunter2-secret; exec sleep 4600"]
+
+[rabbitmq]
+amqp_url = "amqp://haflowd:hunter2-secret@127.0.0.1:1/%2F"
+[[rabbitmq.node]]
+name = "rabbit@x"
+management_url = "http://127.0.0.1:1"
+password = "hunter2-secret"
+""")
+    d.wait_state("leaky", "running")
+    wait_until(lambda: "the password is" in d.log_text(), 5, "the child's line")
+    assert "hunter2-secret" not in d.log_text()
+    assert "the password is ***" in d.log_text()
+    for path in ("/status", "/health", "/components", "/metrics"):
+        body = d.get(path)[1]
+        assert "hunter2-secret" not in (body.decode() if isinstance(body, bytes) else str(body))
