@@ -158,6 +158,15 @@ class Child:
             return
         self.policy.reset()
         self._task = asyncio.create_task(self._lifecycle(), name=f"child:{self.name}")
+        self._task.add_done_callback(self._lifecycle_done)
+
+    def _lifecycle_done(self, task: asyncio.Task[None]) -> None:
+        """A bug in the lifecycle must show as a fatal component, not vanish silently."""
+        if task.cancelled() or task.exception() is None:
+            return
+        err = task.exception()
+        self.log.error("lifecycle_crashed", error=f"{type(err).__name__}: {err}")
+        self._set("fatal", f"internal error: {type(err).__name__}: {err}")
 
     async def stop(self, reason: str = "stopped by request") -> None:
         """Stop in order: stop_signal to the group, then SIGKILL to the tree."""
