@@ -599,8 +599,8 @@ def _gossip(t: _Table, base: Path) -> GossipConfig:
         except ValueError:
             t.errors.add(t.key(f"seeds[{i}]"), f'expected an address "host:port"; got {describe(s)}')
     keys = _gossip_keys(t, base)
-    interval = t.duration("probe_interval", 1.0)
-    timeout = t.duration("probe_timeout", 0.5)
+    interval = t.duration("probe_interval", 0.3)  # see README, "gossip defaults"
+    timeout = t.duration("probe_timeout", 0.15)
     if interval and timeout and timeout >= interval:
         t.errors.add(
             t.key("probe_timeout"),
@@ -612,9 +612,9 @@ def _gossip(t: _Table, base: Path) -> GossipConfig:
         advertise=advertise or listen or parse_hostport("0.0.0.0:7946"),
         seeds=tuple(seeds),
         keys=keys,
-        probe_interval=interval or 1.0,
-        probe_timeout=timeout or 0.5,
-        indirect_checks=t.integer("indirect_checks", 2, lo=0, hi=16) or 0,
+        probe_interval=interval or 0.3,
+        probe_timeout=timeout or 0.15,
+        indirect_checks=t.integer("indirect_checks", 3, lo=0, hi=16) or 0,
         suspicion_mult=t.integer("suspicion_mult", 4, lo=1, hi=100) or 4,
         leave_on_terminate=bool(t.boolean("leave_on_terminate", True)),
     )

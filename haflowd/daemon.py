@@ -20,7 +20,8 @@ from haflowd.api.server import ReadApi
 from haflowd.clock import SYSTEM_CLOCK, Clock
 from haflowd.config import Config
 from haflowd.errors import ConfigError, HaflowdError
-from haflowd.health import CheckRegistry
+from haflowd.gossip.transport import GossipNode
+from haflowd.health import CheckRegistry, Status
 from haflowd.logs import REDACTOR
 from haflowd.notify import SystemdNotifier
 from haflowd.supervisor.supervisor import Supervisor
@@ -61,6 +62,9 @@ class Daemon:
         self.supervisor = Supervisor(
             cfg.components, node=self.node, data_dir=cfg.node.data_dir, registry=self.registry, clock=clock
         )
+        self.gossip: GossipNode | None = None
+        if cfg.gossip is not None:
+            self.gossip = GossipNode(cfg.gossip, self.node, cfg.node.data_dir, clock, summary=self.summary)
         self.notifier = SystemdNotifier()
         self.started_wall = clock.wall()
         self._tick = clock.monotonic()
@@ -76,17 +80,59 @@ class Daemon:
         return max(0.0, self.clock.monotonic() - self._tick - TICK_S)
 
     def peers(self) -> list[dict[str, Any]]:
-        """A node without [gossip] is a cluster of one: itself."""
-        address = str(self.config.gossip.advertise) if self.config.gossip else str(self.config.api.listen)
-        return [{"name": self.node, "address": address, "status": "alive", "incarnation": 0,
-                 "last_seen_s": 0.0, "self": True}]
+        """Every member, this node included; without [gossip], a cluster of one."""
+        if self.gossip is not None:
+            return self.gossip.peers()
+        return [{"name": self.node, "address": str(self.config.api.listen), "status": "alive", "incarnation": 0,
+                 "last_seen_s": 0.0, "rtt_ms": None, "suspect_since": None, "self": True}]
+
+    def summary(self) -> dict[str, Any]:
+        """What this node tells the others about itself (no timestamps: it changes only on news)."""
+        health = self.registry.to_json(self.node)
+        return {
+            "version": __version__,
+            "status": health["status"],
+            "checks": [{k: c[k] for k in ("name", "status", "output")} for c in health["checks"]],
+            "components": [{"name": c.name, "state": c.state, "healthy": c.healthy}
+                           for c in self.supervisor.children.values()],
+        }
 
     def cluster_health(self) -> dict[str, Any]:
-        me = self.registry.to_json(self.node)
-        nodes = [{"name": self.node, "status": me["status"], "checks": me["checks"], "stale": False}]
+        """200 when every alive node is passing/warning and no peer is dead."""
+        own = self.summary()
+        if self.gossip is not None:
+            nodes = self.gossip.cluster(own)
+        else:
+            nodes = [{"name": self.node, "member_status": "alive", "status": own["status"], "stale": False,
+                      "checks": own["checks"], "components": own["components"], "version": own["version"]}]
         ok = all(n["status"] != "critical" for n in nodes)
         worst = max((n["status"] for n in nodes), key=["passing", "warning", "critical"].index)
         return {"status": worst, "ok": ok, "nodes": nodes}
+
+    async def leave(self) -> dict[str, Any]:
+        if self.gossip is None:
+            return {"ok": False, "error": "this node has no [gossip] section: it is a cluster of one"}
+        if self.gossip.left:
+            return {"ok": True, "result": "already left"}
+        await self.gossip.leave()
+        return {"ok": True, "result": f"left the cluster (incarnation {self.gossip.core.incarnation}); "
+                                      "peers now show this node as left"}
+
+    def _gossip_check(self) -> None:
+        g = self.gossip
+        if g is None:
+            return
+        if g.core.name_conflict:
+            self.registry.set("gossip", Status.CRITICAL,
+                              f"another live node uses the name {self.node!r} at {g.core.name_conflict}")
+        elif g.left:
+            self.registry.set("gossip", Status.WARNING, "this node has left the cluster")
+        elif g.core.lhm >= 4:
+            self.registry.set("gossip", Status.WARNING,
+                              f"this node is slow (local health multiplier {g.core.lhm}); it probes less")
+        else:
+            live = g.core.live_count()
+            self.registry.set("gossip", Status.PASSING, f"{live} of {len(g.core.members)} members alive")
 
     def status(self) -> dict[str, Any]:
         health = self.registry.to_json(self.node)
@@ -118,6 +164,13 @@ class Daemon:
             loop.add_signal_handler(sig, self.request_stop, sig)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         self._tasks.append(asyncio.create_task(self._ticker(), name="ticker"))
+        if self.gossip is not None:
+            try:
+                await self.gossip.start()
+            except OSError as e:
+                await self._close_servers()
+                raise StartupError(f"cannot listen on {self.config.gossip.listen if self.config.gossip else '?'} "
+                                   f"([gossip] listen): {e.strerror or e}") from None
         await self.supervisor.start()
         self.log.info("started", version=__version__, api=str(self.config.api.listen),
                       control_socket=str(self.config.api.control_socket),
@@ -126,7 +179,11 @@ class Daemon:
         await self._stop.wait()
         self.notifier.stopping()
         self.log.info("stopping")
+        if self.gossip is not None and self.config.gossip is not None and self.config.gossip.leave_on_terminate:
+            await self.gossip.leave()
         await self.supervisor.stop_all()
+        if self.gossip is not None:
+            await self.gossip.stop()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -182,6 +239,7 @@ class Daemon:
         while True:
             now = self.clock.monotonic()
             self._tick = now
+            self._gossip_check()
             if wd and now >= next_wd:
                 self.notifier.watchdog()
                 next_wd = now + wd / 2
@@ -214,6 +272,13 @@ class Daemon:
             for section in ("node", "api"):
                 if getattr(new, section) != getattr(self.config, section):
                     notes.append(f"[{section}] changed: takes effect at the next restart of haflowd")
+            if self.gossip is not None and new.gossip is not None:
+                self.gossip.set_keys(new.gossip)  # key rotation needs no restart
+                old_g = dataclasses.replace(self.config.gossip, keys=()) if self.config.gossip else None
+                if dataclasses.replace(new.gossip, keys=()) != old_g:
+                    notes.append("[gossip] changed: keys are in use now; the rest takes effect at the next restart")
+            elif (self.gossip is None) != (new.gossip is None):
+                notes.append("[gossip] added or removed: takes effect at the next restart of haflowd")
             for n in notes:
                 self.log.warning("reload_partial", detail=n)
             if notes:

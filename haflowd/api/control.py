@@ -65,8 +65,8 @@ class ControlApi:
         return json_response({"ok": ok, **detail}, 200 if ok else 422)
 
     async def leave(self, request: web.Request) -> web.Response:
-        return json_response(
-            {"ok": False, "error": "this node has no [gossip] section: it is a cluster of one"}, 409)
+        result = await self.d.leave()
+        return json_response(result, 200 if result["ok"] else 409)
 
     async def sync(self, request: web.Request) -> web.Response:
         return json_response({"ok": False, "error": "this node has no [sync] section"}, 409)

@@ -43,6 +43,21 @@ class DaemonCollector(Collector):
         yield up
         yield st
 
+        msgs = CounterMetricFamily("haflowd_gossip_messages", "gossip messages by direction and type",
+                                   labels=["direction", "type"])
+        rejected = CounterMetricFamily("haflowd_gossip_rejected", "gossip requests refused, by reason",
+                                       labels=["reason"])
+        if d.gossip is not None:
+            for (direction, type_), n in sorted(d.gossip.message_counts().items()):
+                msgs.add_metric([direction, type_], n)
+            for reason, n in sorted(d.gossip.rejected.items()):
+                rejected.add_metric([reason], n)
+            lhm = GaugeMetricFamily("haflowd_gossip_local_health", "Lifeguard local health multiplier (0 healthy)")
+            lhm.add_metric([], d.gossip.core.lhm)
+            yield lhm
+        yield msgs
+        yield rejected
+
         comp_up = GaugeMetricFamily("haflowd_component_up", "1 when the component is running",
                                     labels=["component"])
         healthy = GaugeMetricFamily("haflowd_component_healthy",

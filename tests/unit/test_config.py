@@ -386,9 +386,9 @@ def test_defaults_inside_sections(tmp_path: Path) -> None:
         advertise=HostPort("0.0.0.0", 7946),
         seeds=(),
         keys=(Secret(KEY),),
-        probe_interval=1.0,
-        probe_timeout=0.5,
-        indirect_checks=2,
+        probe_interval=0.3,
+        probe_timeout=0.15,
+        indirect_checks=3,
         suspicion_mult=4,
         leave_on_terminate=True,
     )

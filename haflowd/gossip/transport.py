@@ -1,0 +1,317 @@
+"""Gossip over signed HTTP: the thin I/O around the membership core.
+
+Every message is one ``POST /gossip`` whose answer may carry the immediate replies
+(an ack to a ping, the state answering a push-pull) so a probe costs one round trip.
+Requests and answers are signed (signing.py); a request is verified *before* its body
+is parsed, and anything refused is counted by reason and never reaches the core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from haflowd.clock import SYSTEM_CLOCK, Clock
+from haflowd.config import GossipConfig
+from haflowd.gossip import signing
+from haflowd.gossip.membership import ALIVE, DEAD, LEFT, SUSPECT, GossipSettings, Membership, Message, Outgoing
+
+PATH = "/gossip"
+MAX_BODY = 1024 * 1024
+STATE_FILE = "gossip.json"
+MAX_SLEEP_S = 0.05
+REJECT_REASONS = (*signing.REASONS, "malformed", "too_large", "wrong_method")
+
+log = structlog.get_logger()
+
+
+def settings_from(cfg: GossipConfig) -> GossipSettings:
+    return GossipSettings(
+        probe_interval=cfg.probe_interval,
+        probe_timeout=cfg.probe_timeout,
+        indirect_checks=cfg.indirect_checks,
+        suspicion_mult=cfg.suspicion_mult,
+    )
+
+
+def keyring_from(cfg: GossipConfig) -> signing.Keyring:
+    return signing.Keyring([base64.b64decode(k.reveal()) for k in cfg.keys])
+
+
+class GossipNode:
+    """One daemon's membership: the core, its listener, its client, its timers."""
+
+    def __init__(self, cfg: GossipConfig, node: str, data_dir: Path, clock: Clock = SYSTEM_CLOCK,
+                 summary: Callable[[], dict[str, Any]] | None = None) -> None:
+        self.cfg = cfg
+        self.node = node
+        self.clock = clock
+        self.state_path = data_dir / STATE_FILE
+        self.summary = summary
+        self.address = str(cfg.advertise)
+        ring = keyring_from(cfg)
+        self.signer = signing.Signer(ring, node, clock)
+        self.verifier = signing.Verifier(ring, clock)
+        incarnation = self._load_incarnation() + 1  # a restarted node outranks its dead past
+        self.core = Membership(node, self.address, clock, settings_from(cfg), incarnation=incarnation,
+                               seeds=[str(s) for s in cfg.seeds])
+        self._saved_incarnation = -1
+        self._save_incarnation()
+        self.rejected: dict[str, int] = dict.fromkeys(REJECT_REASONS, 0)
+        self.send_errors = 0
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: web.AppRunner | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._sends: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self.left = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_route("*", PATH, self._handle)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.cfg.listen.host, self.cfg.listen.port, reuse_address=True)
+        await site.start()
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit_per_host=8, keepalive_timeout=30),
+            timeout=aiohttp.ClientTimeout(total=max(1.0, 8 * self.cfg.probe_timeout), connect=1.0),
+        )
+        self._dispatch(self.core.start())
+        self._task = asyncio.create_task(self._run(), name="gossip")
+        log.info("gossip_started", listen=str(self.cfg.listen), advertise=self.address,
+                 incarnation=self.core.incarnation, seeds=[str(s) for s in self.cfg.seeds])
+
+    async def leave(self, timeout: float = 2.0) -> None:
+        """Tell peers we are leaving and wait (bounded) until they were told."""
+        if self.left:
+            return
+        self.left = True
+        sends = self._dispatch(self.core.leave())
+        if sends:
+            await asyncio.wait(sends, timeout=timeout)
+        self._save_incarnation()
+        log.info("gossip_left", incarnation=self.core.incarnation, told=len(sends))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for t in list(self._sends):
+            t.cancel()
+        if self._sends:
+            await asyncio.wait(self._sends, timeout=1.0)
+        if self._session is not None:
+            await self._session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def set_keys(self, cfg: GossipConfig) -> None:
+        """Key rotation on reload: the first key signs, all verify, nothing else changes."""
+        ring = keyring_from(cfg)
+        self.signer.set_keyring(ring)
+        self.verifier.set_keyring(ring)
+        self.cfg = cfg
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _run(self) -> None:
+        summary_every = 1.0
+        next_summary = 0.0
+        while True:
+            now = self.clock.monotonic()
+            if self.summary is not None and now >= next_summary:
+                next_summary = now + summary_every
+                try:
+                    self.core.set_summary(self.summary())
+                except Exception:
+                    log.exception("gossip_summary_failed")
+            self._dispatch(self.core.tick())
+            self._after_core()
+            delay = min(MAX_SLEEP_S, max(0.0, self.core.next_wakeup() - self.clock.monotonic()))
+            expected = self.clock.monotonic() + delay
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+            lag = self.clock.monotonic() - expected
+            if lag > 0:
+                self.core.note_lag(lag)
+
+    def _after_core(self) -> None:
+        for c in self.core.drain_changes():
+            if c.node == self.node and c.new == "conflict":
+                log.error("gossip_name_conflict", peer=c.node, detail=c.reason)
+                continue
+            level = "warning" if c.new in (SUSPECT, DEAD) else "info"
+            getattr(log, level)("peer_status", peer=c.node, old=c.old, new=c.new, incarnation=c.incarnation,
+                                reason=c.reason)
+        self._save_incarnation()
+
+    def _dispatch(self, out: list[Outgoing]) -> list[asyncio.Task[None]]:
+        tasks = []
+        for o in out:
+            t = asyncio.create_task(self._send(o))
+            self._sends.add(t)
+            t.add_done_callback(self._sends.discard)
+            tasks.append(t)
+        return tasks
+
+    async def _send(self, o: Outgoing) -> None:
+        assert self._session is not None
+        body = json.dumps(o.message.to_json(), separators=(",", ":")).encode()
+        headers = self.signer.sign_request("POST", PATH, body)
+        headers["Content-Type"] = "application/json"
+        try:
+            async with self._session.post(f"http://{o.address}{PATH}", data=body, headers=headers) as resp:
+                data = await resp.content.read(MAX_BODY + 1)
+                if resp.status != 200:
+                    self.send_errors += 1
+                    if resp.status == 401:
+                        log.warning("gossip_refused_by_peer", address=o.address, status=resp.status)
+                    return
+                verdict = self.verifier.verify_response(PATH, headers[signing.NONCE], resp.headers, data)
+                if not verdict.ok:
+                    self._reject(verdict.reason or "bad_signature", o.address)
+                    return
+                replies = _parse_messages(data)
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+            self.send_errors += 1
+            return
+        for msg in replies:
+            self._dispatch(self.core.handle(msg))
+        if replies:
+            self._after_core()
+            self._wake.set()
+
+    # ------------------------------------------------------------------ the listener
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.method != "POST":
+            return self._refuse("wrong_method", 405, request)
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            return self._refuse("too_large", 413, request)
+        try:
+            body = await request.content.read(MAX_BODY + 1)
+        except (aiohttp.ClientError, OSError):
+            return self._refuse("malformed", 400, request)
+        if len(body) > MAX_BODY:
+            return self._refuse("too_large", 413, request)
+        verdict = self.verifier.verify_request(request.method, request.path_qs, request.headers, body)
+        if not verdict.ok:  # before the body is parsed
+            return self._refuse(verdict.reason or "bad_signature", 401, request)
+        try:
+            msg = Message.from_json(json.loads(body))
+            if msg.source != verdict.sender:
+                raise ValueError("sender header and body disagree")
+        except (ValueError, RecursionError):
+            return self._refuse("malformed", 400, request)
+        out = self.core.handle(msg)
+        replies = [o.message for o in out if o.address == msg.source_addr]
+        self._dispatch([o for o in out if o.address != msg.source_addr])
+        self._after_core()
+        self._wake.set()
+        payload = json.dumps([m.to_json() for m in replies], separators=(",", ":")).encode()
+        headers = self.signer.sign_response(PATH, request.headers[signing.NONCE], payload)
+        headers["Content-Type"] = "application/json"
+        return web.Response(body=payload, headers=headers)
+
+    def _refuse(self, reason: str, status: int, request: web.Request) -> web.Response:
+        self._reject(reason, request.remote or "?")
+        return web.Response(status=status, text=json.dumps({"error": reason}), content_type="application/json")
+
+    def _reject(self, reason: str, peer: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        log.warning("gossip_rejected", reason=reason, remote=peer)
+
+    # ------------------------------------------------------------------ state
+
+    def _load_incarnation(self) -> int:
+        try:
+            value = json.loads(self.state_path.read_text()).get("incarnation", 0)
+            return value if isinstance(value, int) and value >= 0 else 0
+        except (OSError, ValueError, AttributeError):
+            return 0
+
+    def _save_incarnation(self) -> None:
+        inc = self.core.incarnation
+        if inc == self._saved_incarnation:
+            return
+        try:
+            self.state_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.state_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"incarnation": inc}))
+            tmp.replace(self.state_path)
+            self._saved_incarnation = inc
+        except OSError as e:
+            log.error("gossip_state_write_failed", path=str(self.state_path), error=str(e))
+
+    # ------------------------------------------------------------------ views
+
+    def peers(self) -> list[dict[str, Any]]:
+        now = self.clock.monotonic()
+        wall_offset = self.clock.wall() - now
+        out = []
+        for m in sorted(self.core.members.values(), key=lambda m: m.name):
+            me = m.name == self.node
+            since = self.core.suspect_since(m.name)
+            out.append({
+                "name": m.name,
+                "address": m.address,
+                "status": m.status,
+                "incarnation": m.incarnation,
+                "last_seen_s": 0.0 if me else (round(now - m.last_seen, 3) if m.last_seen is not None else None),
+                "rtt_ms": round(m.rtt * 1000, 2) if m.rtt is not None else None,
+                "suspect_since": round(since + wall_offset, 3) if since is not None else None,
+                "self": me,
+            })
+        return out
+
+    def cluster(self, own: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every node's last known summary; a dead node's is marked stale."""
+        nodes = []
+        for m in sorted(self.core.members.values(), key=lambda m: m.name):
+            if m.status == LEFT:
+                continue
+            if m.name == self.node:
+                data = own
+            else:
+                s = self.core.summaries.get(m.name)
+                data = s.data if s is not None else {}
+            alive = m.status in (ALIVE, SUSPECT)
+            status = data.get("status", "critical") if alive else "critical"
+            nodes.append({
+                "name": m.name,
+                "member_status": m.status,
+                "status": status,
+                "stale": not alive,
+                "checks": data.get("checks", []),
+                "components": data.get("components", []),
+                "version": data.get("version"),
+            })
+        return nodes
+
+    def message_counts(self) -> dict[tuple[str, str], int]:
+        out = {}
+        for key, n in self.core.counters.items():
+            direction, type_ = key.split(":", 1)
+            out[(direction, type_)] = n
+        return out
+
+
+def _parse_messages(data: bytes) -> list[Message]:
+    items = json.loads(data) if data else []
+    if not isinstance(items, list):
+        raise ValueError("answer is not a list")
+    return [Message.from_json(x) for x in items]
