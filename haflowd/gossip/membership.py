@@ -386,7 +386,7 @@ class Membership:
         out: list[Outgoing] = []
         if msg.source == self.name:
             if msg.source_addr and msg.source_addr != self.address:
-                self._conflict(msg.source_addr)
+                out += self._conflict(msg.source_addr)
             return out
         src = self.members.get(msg.source)
         if src is not None and src.status in (ALIVE, SUSPECT):
@@ -624,7 +624,7 @@ class Membership:
         me = self.members[self.name]
         if u.kind == ALIVE:
             if u.address and u.address != self.address and u.incarnation >= me.incarnation:
-                self._conflict(u.address)
+                return self._conflict(u.address)
             return []
         if self.leaving or u.incarnation < me.incarnation:
             return []
@@ -655,11 +655,16 @@ class Membership:
             self.summaries[s.node] = s
             self._enqueue_summary(s)
 
-    def _conflict(self, other: str) -> None:
-        if self.name_conflict != other:
-            self.name_conflict = other
-            self._changed(self.name, None, "conflict", self.incarnation,
-                          f"another live node uses the name {self.name!r} at {other}")
+    def _conflict(self, other: str) -> list[Outgoing]:
+        """Two live nodes with one name: loud on both, never a silent flap. We tell the
+        other one directly, so it raises the same alarm."""
+        if self.name_conflict == other:
+            return []
+        self.name_conflict = other
+        self._changed(self.name, None, "conflict", self.incarnation,
+                      f"another live node uses the name {self.name!r} at {other}")
+        me = Update(ALIVE, self.name, self.incarnation, self.address)
+        return [Outgoing(other, self._msg("gossip", updates=(me,)))]
 
     # ------------------------------------------------------------------ dissemination
 

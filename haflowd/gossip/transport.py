@@ -290,7 +290,8 @@ class GossipNode:
                 s = self.core.summaries.get(m.name)
                 data = s.data if s is not None else {}
             alive = m.status in (ALIVE, SUSPECT)
-            status = data.get("status", "critical") if alive else "critical"
+            # a live peer whose summary has not arrived yet is unknown, not failing
+            status = data.get("status", "warning") if alive else "critical"
             nodes.append({
                 "name": m.name,
                 "member_status": m.status,
