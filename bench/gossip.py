@@ -1,0 +1,943 @@
+"""haflowd against HashiCorp Serf as a failure detector: time from a node's failure to ``dead`` everywhere.
+
+    scripts/bench gossip [--runs N] [--json] [--keep-tmp]
+
+Three haflowd daemons (n1..n3) and three Serf agents (s1..s3) run side by side, both
+with their default gossip settings (haflowd: no gossip tuning in the config; Serf:
+``serf agent`` with the default ``lan`` profile, i.e. memberlist's LAN timings). In
+every run one node of each cluster fails at the same moment and the two survivors of
+each cluster are polled every ~20 ms (haflowd: ``GET /peers``; Serf: ``serf members
+-format=json``) until the victim shows ``dead`` (haflowd) / ``failed`` (Serf). A
+survivor's detection time is from t0, taken right before the failure is injected, to
+the completion of its first poll that shows it; a run's value is the max over the two
+survivors (dead on *every* survivor). Two scenarios:
+
+(a) ``kill -9``: the daemon / agent is SIGKILLed (three nodes each on 127.0.0.1,
+    distinct ports). Its ports then refuse connections. After the run the victim is
+    restarted with the same name (and haflowd with the same data_dir).
+(b) cut link: three network namespaces (one per node pair n_i + s_i) on a bridge that
+    lives in a fourth namespace, addresses 198.18.0.1-3/24; the failure is
+    ``ip netns exec NS ip link set eth0 down`` on the victim's namespace: silence, no
+    refusal. The survivors' views are read from inside their namespaces (each polling
+    thread enters the namespace with setns(2), as ``ip netns exec`` does); haflowd's API
+    and Serf's RPC listen on each namespace's own 127.0.0.1. After the run the link is
+    restored; a cluster that has not healed by itself within HEAL_GRACE_S gets its
+    victim restarted (Serf retries failed members only every 30 s by default).
+
+Before every failure all three nodes of both clusters see each other ``alive``, then
+the bench waits SETTLE_S plus a random 0..JITTER_S (so the failure lands at a random
+phase of the probe rounds). Victims rotate n1, n2, n3, ...; in (a) which cluster's
+victim is killed first alternates.
+
+Every wait has a deadline; everything started is torn down in ``finally`` (SIGTERM,
+then SIGKILL to the process group; every process left in a namespace this bench made
+is SIGKILLed; the namespaces are deleted; the temp dir is removed). Only 127.0.0.0/8
+and addresses inside namespaces made by this bench are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import concurrent.futures
+import contextlib
+import ctypes
+import http.client
+import json
+import math
+import os
+import platform
+import random
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable  # scripts/bench runs this file with the venv's python
+
+MIN_RUNS = 5
+MAX_RUNS = 1000
+POLL_EVERY_S = 0.02  # survivors' views are read this often (start to start)
+POLL_TIMEOUT_S = 2.0  # one poll (an HTTP GET, a `serf members`)
+START_TIMEOUT_S = 30.0  # a daemon/agent up and answering
+CONVERGE_TIMEOUT_S = 90.0  # all three see all three alive
+DETECT_TIMEOUT_S = 60.0  # failure -> dead on every survivor; far beyond either default
+HEAL_GRACE_S = 10.0  # (b): wait this long for a healed link to heal the membership, then restart the victim
+PRIME_TIMEOUT_S = 10.0  # every poller has seen the victim alive once
+SETTLE_S = 2.0  # after convergence, before the next failure...
+JITTER_S = 1.0  # ...plus a random 0..JITTER_S
+STOP_TIMEOUT_S = 10.0  # SIGTERM to exit, then SIGKILL
+CMD_TIMEOUT_S = 10.0  # one `ip` command
+
+NS_PREFIX = "hfgossip"
+NS_RE = re.compile(rf"^{NS_PREFIX}-(\d+)x[0-9a-f]+-(br|n\d)$")
+SUBNET = "198.18.0"  # 198.18.0.0/15 is reserved for benchmarking (RFC 2544)
+NS_IFACE = "eth0"
+NS_HAFLOWD_API = 8080  # on the namespace's own 127.0.0.1
+NS_HAFLOWD_GOSSIP = 7946
+NS_SERF_BIND = 7947
+NS_SERF_RPC = 7373
+CLONE_NEWNET = 0x40000000
+
+HAFLOWD_DEAD = ("dead",)
+SERF_DEAD = ("failed",)
+
+
+class BenchError(Exception):
+    pass
+
+
+class Terminated(BaseException):
+    """SIGTERM/SIGHUP to the bench: unwind so every ``finally`` tears down."""
+
+
+def log(msg: str) -> None:
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def wait_until(what: str, timeout: float, check: Callable[[], Any], every: float = 0.2) -> Any:
+    """Call ``check()`` until it returns something truthy; BenchError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise BenchError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(min(every, left))
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 for both TCP and UDP (Serf binds both)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                u.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return port
+    raise BenchError("no free port on 127.0.0.1")
+
+
+def toml_str(s: str) -> str:
+    return json.dumps(s)  # a JSON string is a valid TOML basic string
+
+
+def run_cmd(argv: list[str], timeout: float = CMD_TIMEOUT_S, check: bool = True) -> subprocess.CompletedProcess[str]:
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+    except subprocess.TimeoutExpired as e:
+        raise BenchError(f"{shlex.join(argv)}: no exit within {timeout:g}s") from e
+    if check and r.returncode != 0:
+        raise BenchError(f"{shlex.join(argv)}: exit {r.returncode}: {r.stderr.strip()}")
+    return r
+
+
+# ---------------------------------------------------------------- network namespaces
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def enter_netns(name: str) -> None:
+    """Move the *calling thread* into netns ``name`` (what ``ip netns exec`` does for a process).
+
+    Sockets this thread opens afterwards, and processes it spawns, live in that namespace.
+    """
+    fd = os.open(f"/run/netns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({name}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+class Site:
+    """Where a node runs: the root namespace (loopback) or a namespace this bench made.
+
+    Everything that talks to a node (readiness, views, polls) runs on this site's
+    threads, which sit in the node's namespace.
+    """
+
+    def __init__(self, netns: str | None, workers: int = 6) -> None:
+        self.netns = netns
+        init: Callable[..., object] | None = None
+        initargs: tuple[Any, ...] = ()
+        if netns is not None:
+            init, initargs = enter_netns, (netns,)
+        self.pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix=f"site-{netns or 'root'}", initializer=init, initargs=initargs
+        )
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        return argv if self.netns is None else ["ip", "netns", "exec", self.netns, *argv]
+
+    def call(self, fn: Callable[[], Any], timeout: float = POLL_TIMEOUT_S + 5) -> Any:
+        try:
+            return self.pool.submit(fn).result(timeout)
+        except concurrent.futures.TimeoutError as e:
+            raise BenchError(f"a call on site {self.netns or 'root'} took over {timeout:g}s") from e
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def ns_pids(ns: str) -> list[int]:
+    r = run_cmd(["ip", "netns", "pids", ns], check=False)
+    return [int(x) for x in r.stdout.split() if x.isdigit()]
+
+
+def delete_namespaces(names: Sequence[str]) -> None:
+    """SIGKILL whatever still runs in them, then delete them (node namespaces before the bridge's)."""
+    for ns in names:
+        pids = [p for p in ns_pids(ns) if p != os.getpid()]
+        procs = []
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                p = psutil.Process(pid)
+                p.kill()
+                procs.append(p)
+        if procs:
+            log(f"killed {len(procs)} process(es) left in netns {ns}")
+            psutil.wait_procs(procs, timeout=5)
+    for ns in names:
+        r = run_cmd(["ip", "netns", "del", ns], check=False)
+        if r.returncode != 0 and "No such file" not in r.stderr:
+            log(f"ip netns del {ns}: exit {r.returncode}: {r.stderr.strip()}")
+
+
+def sweep_stale_namespaces() -> None:
+    """Delete namespaces an earlier run of this bench left behind (its pid no longer runs)."""
+    r = run_cmd(["ip", "netns", "list"], check=False)
+    stale = []
+    for line in r.stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        m = NS_RE.match(name)
+        if m and not psutil.pid_exists(int(m.group(1))):
+            stale.append(name)
+    if stale:
+        log(f"deleting {len(stale)} namespace(s) left by an earlier run: {' '.join(stale)}")
+        delete_namespaces(sorted(stale, key=lambda n: n.endswith("-br")))
+
+
+class Testbed:
+    """Three node namespaces with a veth each onto a bridge in a fourth namespace.
+
+    Nothing is created in the root namespace: the veth pairs are made inside the bridge's
+    namespace with their other end moved straight into the node's.
+    """
+
+    def __init__(self) -> None:
+        token = f"{os.getpid()}x{secrets.token_hex(2)}"
+        self.bridge = f"{NS_PREFIX}-{token}-br"
+        self.nodes = [f"{NS_PREFIX}-{token}-n{i}" for i in (1, 2, 3)]
+        self.created: list[str] = []
+
+    @staticmethod
+    def address(i: int) -> str:
+        return f"{SUBNET}.{i + 1}"
+
+    def create(self) -> None:
+        sh = run_cmd
+        sh(["ip", "netns", "add", self.bridge])
+        self.created.append(self.bridge)
+        sh(["ip", "-n", self.bridge, "link", "set", "lo", "up"])
+        sh(["ip", "-n", self.bridge, "link", "add", "br0", "type", "bridge"])
+        sh(["ip", "-n", self.bridge, "link", "set", "br0", "up"])
+        for i, ns in enumerate(self.nodes):
+            sh(["ip", "netns", "add", ns])
+            self.created.insert(0, ns)  # deleted before the bridge's
+            sh(["ip", "-n", ns, "link", "set", "lo", "up"])
+            port = f"veth{i + 1}"
+            sh(["ip", "-n", self.bridge, "link", "add", port, "type", "veth", "peer", "name", NS_IFACE, "netns", ns])
+            sh(["ip", "-n", self.bridge, "link", "set", port, "master", "br0"])
+            sh(["ip", "-n", self.bridge, "link", "set", port, "up"])
+            sh(["ip", "-n", ns, "addr", "add", f"{self.address(i)}/24", "dev", NS_IFACE])
+            sh(["ip", "-n", ns, "link", "set", NS_IFACE, "up"])
+
+    def link(self, i: int, up: bool) -> None:
+        run_cmd(["ip", "netns", "exec", self.nodes[i], "ip", "link", "set", NS_IFACE, "up" if up else "down"])
+
+    def destroy(self) -> None:
+        created, self.created = self.created, []
+        delete_namespaces(created)
+
+
+# ----------------------------------------------------------------------- the nodes
+
+
+class Node:
+    """One gossiping process (a haflowd daemon or a Serf agent) in its own session."""
+
+    system = "?"
+    dead_statuses: tuple[str, ...] = ()
+
+    def __init__(self, name: str, site: Site, workdir: Path) -> None:
+        self.name = name
+        self.site = site
+        self.dir = workdir
+        self.dir.mkdir(parents=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.out = self.dir / "stdout.log"
+        self.err = self.dir / "stderr.log"
+        self.starts = 0
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def view(self) -> dict[str, str] | None:
+        """{member: status} as this node sees it; None if it does not answer. Call on its site."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        if self.proc is not None:
+            raise BenchError(f"{self.name} started twice")
+        self.starts += 1
+        with open(self.out, "ab") as out, open(self.err, "ab") as err:
+            self.proc = subprocess.Popen(
+                self.site.wrap(self.argv()), cwd=self.dir, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                start_new_session=True,
+            )
+
+    def check_alive(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            code = None if self.proc is None else self.proc.returncode
+            raise BenchError(f"{self.system} {self.name} is not running (exit {code}); {self.tail()}")
+
+    def tail(self, lines: int = 15) -> str:
+        parts = []
+        for f in (self.err, self.out):
+            with contextlib.suppress(OSError):
+                text = f.read_text(errors="replace").splitlines()[-lines:]
+                if text:
+                    parts.append(f"--- {self.name}/{f.name}:\n" + "\n".join(text))
+        return "\n".join(parts) or "no output"
+
+    def wait_up(self) -> None:
+        def up() -> bool:
+            self.check_alive()
+            v = self.site.call(self.view)
+            return bool(v) and v.get(self.name) == "alive"
+
+        wait_until(f"{self.system} {self.name} up", START_TIMEOUT_S, up)
+
+    def kill9(self) -> None:
+        """``kill -9`` of the process itself (``ip netns exec`` execs it: same pid)."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+
+    def reap(self) -> None:
+        """After kill9: collect it, and anything left in its group."""
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        try:
+            proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired as e:
+            raise BenchError(f"{self.system} {self.name} survived SIGKILL") from e
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL to the group; then SIGKILL to any descendant still alive."""
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        seen: list[psutil.Process] = []
+        with contextlib.suppress(psutil.Error):
+            seen = psutil.Process(proc.pid).children(recursive=True)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                log(f"{self.system} {self.name} ignored SIGTERM for {STOP_TIMEOUT_S:g}s; SIGKILL")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        # The group outlives its leader only while members remain, so its id cannot have been reused.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        alive = [p for p in seen if p.is_running()]
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        if alive:
+            psutil.wait_procs(alive, timeout=5)
+
+    def listeners(self) -> list[str]:
+        """Addresses this process listens on (TCP listen, UDP bound)."""
+        out: list[str] = []
+        if self.proc is None:
+            return out
+        with contextlib.suppress(psutil.Error):
+            for c in psutil.Process(self.proc.pid).net_connections(kind="inet"):
+                if (c.status == psutil.CONN_LISTEN or c.type == socket.SOCK_DGRAM) and c.laddr:
+                    out.append(f"{c.laddr.ip}:{c.laddr.port}")
+        return out
+
+
+class HaflowdNode(Node):
+    system = "haflowd"
+    dead_statuses = HAFLOWD_DEAD
+
+    def __init__(self, name: str, site: Site, workdir: Path, api: tuple[str, int], gossip: tuple[str, int],
+                 seeds: list[str], key_file: Path) -> None:
+        super().__init__(name, site, workdir)
+        self.api = api
+        self.gossip_addr = f"{gossip[0]}:{gossip[1]}"
+        self.config = self.dir / "haflowd.toml"
+        lines = [
+            "[node]",
+            f"name = {toml_str(name)}",
+            f"data_dir = {toml_str(str(self.dir / 'data'))}",
+            "[api]",
+            f'listen = "{api[0]}:{api[1]}"',
+            f"control_socket = {toml_str(str(self.dir / 'ctl.sock'))}",
+            "[gossip]",  # listen, seeds and key only: the bench measures the default timings
+            f'listen = "{self.gossip_addr}"',
+            f"seeds = [{', '.join(toml_str(s) for s in seeds)}]",
+            f"key_file = {toml_str(str(key_file))}",
+        ]
+        self.config.write_text("\n".join(lines) + "\n")
+
+    def argv(self) -> list[str]:
+        return [PYTHON, "-m", "haflowd", "--config", str(self.config), "--log-format", "json"]
+
+    def view(self) -> dict[str, str] | None:
+        conn = http.client.HTTPConnection(self.api[0], self.api[1], timeout=POLL_TIMEOUT_S)
+        try:
+            conn.request("GET", "/peers")
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.status != 200:
+                return None
+            return {str(p["name"]): str(p["status"]) for p in json.loads(body)}
+        except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError):
+            return None
+        finally:
+            conn.close()
+
+
+class SerfNode(Node):
+    system = "serf"
+    dead_statuses = SERF_DEAD
+
+    def __init__(self, name: str, site: Site, workdir: Path, bind: tuple[str, int], rpc: tuple[str, int]) -> None:
+        super().__init__(name, site, workdir)
+        self.bind = f"{bind[0]}:{bind[1]}"
+        self.rpc = f"{rpc[0]}:{rpc[1]}"
+        self.join: list[str] = []
+
+    def argv(self) -> list[str]:
+        # Default LAN profile, no tuning: only who we are, where we listen, whom we join.
+        return ["serf", "agent", f"-node={self.name}", f"-bind={self.bind}", f"-rpc-addr={self.rpc}",
+                *(f"-join={a}" for a in self.join)]
+
+    def view(self) -> dict[str, str] | None:
+        try:
+            r = subprocess.run(
+                ["serf", "members", f"-rpc-addr={self.rpc}", "-format=json"],
+                capture_output=True, timeout=POLL_TIMEOUT_S, stdin=subprocess.DEVNULL, check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return None
+        if r.returncode != 0:
+            return None
+        try:
+            return {str(m["name"]): str(m["status"]) for m in json.loads(r.stdout)["members"]}
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+class Cluster:
+    def __init__(self, system: str, nodes: list[Node]) -> None:
+        self.system = system
+        self.nodes = nodes
+
+    @property
+    def names(self) -> list[str]:
+        return [n.name for n in self.nodes]
+
+    def all_alive(self, among: Sequence[Node] | None = None) -> bool:
+        """Does every node (of ``among``) see every node alive?"""
+        for n in among or self.nodes:
+            n.check_alive()
+            v = n.site.call(n.view)
+            if not v or any(v.get(m) != "alive" for m in self.names):
+                return False
+        return True
+
+    def wait_converged(self, timeout: float = CONVERGE_TIMEOUT_S) -> None:
+        wait_until(f"{self.system}: all of {', '.join(self.names)} alive on all", timeout, self.all_alive)
+
+    def views(self) -> dict[str, dict[str, str] | None]:
+        out: dict[str, dict[str, str] | None] = {}
+        for n in self.nodes:
+            try:
+                out[n.name] = n.site.call(n.view)
+            except BenchError:
+                out[n.name] = None
+        return out
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            try:
+                n.stop()
+            except Exception as e:  # keep tearing down the others
+                log(f"stopping {n.system} {n.name}: {e}")
+
+
+def start_clusters(h: Cluster, s: Cluster) -> None:
+    """haflowd: all at once (each seeds the other two). Serf: s1 first, s2 and s3 join it."""
+    for n in h.nodes:
+        n.start()
+    first = s.nodes[0]
+    assert isinstance(first, SerfNode)
+    first.start()
+    first.wait_up()
+    for n in s.nodes[1:]:
+        assert isinstance(n, SerfNode)
+        n.join = [first.bind]
+        n.start()
+    for n in [*h.nodes, *s.nodes[1:]]:
+        n.wait_up()
+    h.wait_converged()
+    s.wait_converged()
+
+
+def restart(node: Node, cluster: Cluster) -> None:
+    """Start a failed victim again under the same name; a Serf agent joins the survivors."""
+    if isinstance(node, SerfNode):
+        node.join = [o.bind for o in cluster.nodes if o is not node and isinstance(o, SerfNode)]
+    node.start()
+    node.wait_up()
+
+
+# ----------------------------------------------------------------- detection runs
+
+
+@dataclass
+class Watch:
+    """One survivor's polling of one victim."""
+
+    survivor: str
+    polls: int = 0
+    failed_polls: int = 0
+    poll_s: list[float] = field(default_factory=list)
+    primed: threading.Event = field(default_factory=threading.Event)
+    dead_at: float | None = None  # perf_counter at the completion of the first poll that showed it
+    first_not_alive: tuple[float, str] | None = None
+    error: str | None = None
+
+
+def watch(node: Node, victim: str, w: Watch, stop: threading.Event, deadline: float) -> Watch:
+    """Poll ``node``'s view every POLL_EVERY_S until ``victim`` shows dead there (runs on node's site)."""
+    while not stop.is_set():
+        if time.monotonic() > deadline:
+            w.error = "deadline"
+            return w
+        a = time.perf_counter()
+        v = node.view()
+        b = time.perf_counter()
+        w.polls += 1
+        w.poll_s.append(b - a)
+        status = v.get(victim) if v else None
+        if status is None:
+            w.failed_polls += 1
+        else:
+            if not w.primed.is_set():
+                if status != "alive":
+                    w.error = f"{victim} was {status!r} before the failure"
+                    w.primed.set()
+                    return w
+                w.primed.set()
+            if status != "alive" and w.first_not_alive is None:
+                w.first_not_alive = (b, status)
+            if status in node.dead_statuses:
+                w.dead_at = b
+                return w
+        stop.wait(max(0.0, POLL_EVERY_S - (time.perf_counter() - a)))
+    w.error = w.error or "stopped"
+    return w
+
+
+def detect(clusters: list[Cluster], victim_idx: int, inject: Callable[[], dict[str, float]]) -> dict[str, Any]:
+    """Start pollers on every survivor, inject the failure, wait for dead everywhere."""
+    stop = threading.Event()
+    deadline = time.monotonic() + PRIME_TIMEOUT_S + DETECT_TIMEOUT_S
+    jobs: list[tuple[Cluster, Watch, concurrent.futures.Future[Watch]]] = []
+    try:
+        for c in clusters:
+            victim = c.nodes[victim_idx]
+            for n in c.nodes:
+                if n is victim:
+                    continue
+                w = Watch(n.name)
+                jobs.append((c, w, n.site.pool.submit(watch, n, victim.name, w, stop, deadline)))
+        for c, w, _ in jobs:
+            if not w.primed.wait(PRIME_TIMEOUT_S) or w.error:
+                raise BenchError(f"{c.system} {w.survivor}: {w.error or 'no answer'} before the failure")
+        t0 = inject()
+        out: dict[str, Any] = {}
+        for c, w, fut in jobs:
+            try:
+                fut.result(max(0.0, deadline - time.monotonic()) + POLL_TIMEOUT_S + 5)
+            except concurrent.futures.TimeoutError:
+                w.error = "poller hung"
+            victim_name = c.nodes[victim_idx].name
+            if w.dead_at is None:
+                raise BenchError(
+                    f"{c.system}: {w.survivor} did not see {victim_name} dead within {DETECT_TIMEOUT_S:g}s "
+                    f"({w.error}); views now: {c.views()}"
+                )
+            rec = out.setdefault(c.system, {"victim": victim_name, "survivors": {}})
+            first = w.first_not_alive
+            rec["survivors"][w.survivor] = {
+                "dead_s": round(w.dead_at - t0[c.system], 4),
+                "first_not_alive_s": round(first[0] - t0[c.system], 4) if first else None,
+                "first_not_alive": first[1] if first else None,
+                "polls": w.polls,
+                "failed_polls": w.failed_polls,
+                "poll_ms_median": round(percentile(w.poll_s, 50) * 1000, 2),
+            }
+        for rec in out.values():
+            rec["value_s"] = max(s["dead_s"] for s in rec["survivors"].values())
+        return out
+    finally:
+        stop.set()
+
+
+def settle() -> None:
+    time.sleep(SETTLE_S + random.uniform(0, JITTER_S))
+
+
+def scenario_kill(tmp: Path, runs: int, key_file: Path) -> dict[str, Any]:
+    """(a) kill -9 on loopback."""
+    site = Site(None, workers=8)
+    h = s = None
+    try:
+        ports = [(free_port(), free_port()) for _ in range(3)]
+        gossip = [f"127.0.0.1:{g}" for _, g in ports]
+        h = Cluster("haflowd", [
+            HaflowdNode(f"n{i + 1}", site, tmp / "kill" / f"n{i + 1}", ("127.0.0.1", api), ("127.0.0.1", g),
+                        [a for j, a in enumerate(gossip) if j != i], key_file)
+            for i, (api, g) in enumerate(ports)
+        ])
+        s = Cluster("serf", [
+            SerfNode(f"s{i + 1}", site, tmp / "kill" / f"s{i + 1}", ("127.0.0.1", free_port()),
+                     ("127.0.0.1", free_port()))
+            for i in range(3)
+        ])
+        log("(a) kill -9: starting 3 haflowd daemons and 3 serf agents on 127.0.0.1")
+        start_clusters(h, s)
+        listeners = {n.name: n.listeners() for n in [*h.nodes, *s.nodes]}
+        outside = sorted({a for ls in listeners.values() for a in ls if not a.startswith("127.")})
+        results = []
+        for r in range(runs):
+            settle()
+            vi = r % 3
+            order = [h, s] if r % 2 == 0 else [s, h]
+
+            def inject(vi: int = vi, order: list[Cluster] = order) -> dict[str, float]:
+                t0 = {}
+                for c in order:
+                    t0[c.system] = time.perf_counter()
+                    c.nodes[vi].kill9()
+                return t0
+
+            res = detect([h, s], vi, inject)
+            res["killed_first"] = order[0].system
+            results.append(res)
+            log(f"(a) run {r + 1}/{runs}: " + ", ".join(
+                f"{c.system} {res[c.system]['victim']} dead everywhere after {res[c.system]['value_s']:.3f}s"
+                for c in (h, s)))
+            for c in (h, s):
+                c.nodes[vi].reap()
+            for c in (h, s):
+                restart(c.nodes[vi], c)
+            h.wait_converged()
+            s.wait_converged()
+        return {"runs": results, "non_loopback_listeners": outside}
+    finally:
+        for cluster in (h, s):
+            if cluster is not None:
+                cluster.stop()
+        site.close()
+
+
+def scenario_cut(tmp: Path, runs: int, key_file: Path) -> dict[str, Any]:
+    """(b) a cut link in network namespaces."""
+    bed = Testbed()
+    sites: list[Site] = []
+    h = s = None
+    try:
+        log(f"(b) cut link: creating namespaces {', '.join(bed.nodes)} and {bed.bridge} (bridge), "
+            f"{SUBNET}.1-3/24")
+        bed.create()
+        sites = [Site(ns) for ns in bed.nodes]
+        addrs = [bed.address(i) for i in range(3)]
+        gossip = [f"{a}:{NS_HAFLOWD_GOSSIP}" for a in addrs]
+        h = Cluster("haflowd", [
+            HaflowdNode(f"n{i + 1}", sites[i], tmp / "cut" / f"n{i + 1}", ("127.0.0.1", NS_HAFLOWD_API),
+                        (addrs[i], NS_HAFLOWD_GOSSIP), [a for j, a in enumerate(gossip) if j != i], key_file)
+            for i in range(3)
+        ])
+        s = Cluster("serf", [
+            SerfNode(f"s{i + 1}", sites[i], tmp / "cut" / f"s{i + 1}", (addrs[i], NS_SERF_BIND),
+                     ("127.0.0.1", NS_SERF_RPC))
+            for i in range(3)
+        ])
+        log("(b) cut link: starting 3 haflowd daemons and 3 serf agents, one of each per namespace")
+        start_clusters(h, s)
+        results = []
+        for r in range(runs):
+            settle()
+            vi = r % 3
+
+            def inject(vi: int = vi) -> dict[str, float]:
+                t0 = time.perf_counter()
+                bed.link(vi, up=False)
+                return {"haflowd": t0, "serf": t0}
+
+            res = detect([h, s], vi, inject)
+            log(f"(b) run {r + 1}/{runs}: " + ", ".join(
+                f"{c.system} {res[c.system]['victim']} dead everywhere after {res[c.system]['value_s']:.3f}s"
+                for c in (h, s)))
+            bed.link(vi, up=True)
+            healed_at = time.monotonic()
+            for c in (h, s):
+                try:
+                    c.wait_converged(HEAL_GRACE_S - (time.monotonic() - healed_at))
+                    res[c.system]["healed_by"] = "link up"
+                    res[c.system]["heal_s"] = round(time.monotonic() - healed_at, 3)
+                except BenchError:
+                    victim = c.nodes[vi]
+                    log(f"(b) {c.system}: not healed {HEAL_GRACE_S:g}s after link up; restarting {victim.name}")
+                    victim.kill9()
+                    victim.reap()
+                    restart(victim, c)
+                    c.wait_converged()
+                    res[c.system]["healed_by"] = "victim restarted"
+            results.append(res)
+        return {"runs": results, "namespaces": [*bed.nodes, bed.bridge]}
+    finally:
+        for cluster in (h, s):
+            if cluster is not None:
+                cluster.stop()
+        for site in sites:
+            site.close()
+        bed.destroy()
+
+
+# ------------------------------------------------------------------- figures
+
+
+def percentile(xs: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    s = sorted(xs)
+    k = (len(s) - 1) * q / 100
+    lo = math.floor(k)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def summary_s(xs: list[float]) -> dict[str, Any]:
+    stats = {"min": min(xs), "p50": percentile(xs, 50), "p99": percentile(xs, 99), "max": max(xs),
+             "mean": sum(xs) / len(xs)}
+    return {"n": len(xs), **{k: round(v, 4) for k, v in stats.items()}, "samples": [round(x, 4) for x in xs]}
+
+
+def summarise(raw: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {k: v for k, v in raw.items() if k != "runs"}
+    for system in ("haflowd", "serf"):
+        out[system] = summary_s([r[system]["value_s"] for r in raw["runs"]])
+        out[system]["first_survivor"] = summary_s(
+            [min(s["dead_s"] for s in r[system]["survivors"].values()) for r in raw["runs"]])
+        polls = [s["poll_ms_median"] for r in raw["runs"] for s in r[system]["survivors"].values()]
+        out[system]["poll_ms_median"] = round(percentile(polls, 50), 2)
+    out["ratio_p50_serf_over_haflowd"] = round(out["serf"]["p50"] / out["haflowd"]["p50"], 3)
+    out["runs"] = raw["runs"]
+    return out
+
+
+def simulator_figures() -> dict[str, Any] | None:
+    """Placeholder: the simulator's figures for the same scenarios, to print beside the measured ones."""
+    return None
+
+
+def versions() -> dict[str, str]:
+    from haflowd import __version__
+
+    serf = "?"
+    with contextlib.suppress(OSError, subprocess.SubprocessError, BenchError):
+        lines = run_cmd(["serf", "version"], check=False).stdout.strip().splitlines()
+        serf = lines[0].removeprefix("Serf ").strip() if lines else "?"
+    with contextlib.suppress(OSError, subprocess.SubprocessError, BenchError):
+        deb = run_cmd(["dpkg-query", "-W", "-f=${Version}", "serf"], check=False).stdout.strip()
+        if deb:
+            serf += f" (Debian package {deb})"  # Debian's build reports an older version string
+    return {
+        "haflowd": __version__,
+        "serf": serf,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "cpus": str(os.cpu_count()),
+    }
+
+
+def gossip_defaults() -> dict[str, Any]:
+    from haflowd.gossip.membership import GossipSettings
+
+    g = GossipSettings()
+    return {"probe_interval_s": g.probe_interval, "probe_timeout_s": g.probe_timeout,
+            "suspicion_mult": g.suspicion_mult, "indirect_checks": g.indirect_checks}
+
+
+def table(title: str, rows: list[tuple[str, str, str]]) -> str:
+    head = ("", "haflowd", "serf")
+    w0 = max(len(r[0]) for r in [head, *rows])
+    w1 = max(len(r[1]) for r in [head, *rows])
+    w2 = max(len(r[2]) for r in [head, *rows])
+    lines = [title, f"  {head[0]:<{w0}}  {head[1]:>{w1}}  {head[2]:>{w2}}"]
+    lines += [f"  {a:<{w0}}  {b:>{w1}}  {c:>{w2}}" for a, b, c in rows]
+    return "\n".join(lines)
+
+
+TITLES = {
+    "kill9": "(a) kill -9 of one daemon/agent, three nodes on 127.0.0.1",
+    "cut_link": "(b) cut link (ip link set eth0 down on the victim), three network namespaces on a bridge",
+}
+
+
+def render(report: dict[str, Any]) -> str:
+    v = report["versions"]
+    g = report["haflowd_gossip_defaults"]
+    out = [
+        f"haflowd {v['haflowd']}, serf {v['serf']}, python {v['python']}, linux {v['kernel']}, {v['cpus']} CPUs",
+        f"defaults: haflowd probe_interval {g['probe_interval_s']:g}s, probe_timeout {g['probe_timeout_s']:g}s, "
+        f"suspicion_mult {g['suspicion_mult']}; serf agent -profile=lan (its default)",
+        f"failure -> dead on every survivor, seconds ({report['runs']} runs each; survivors polled every "
+        f"{POLL_EVERY_S * 1000:g} ms)",
+        "",
+    ]
+    for key in ("kill9", "cut_link"):
+        sc = report["scenarios"].get(key)
+        if not sc:
+            continue
+        h, s = sc["haflowd"], sc["serf"]
+        rows = [(k, f"{h[k]:.3f}", f"{s[k]:.3f}") for k in ("min", "p50", "p99", "max")]
+        rows.append(("p50, first survivor to see it", f"{h['first_survivor']['p50']:.3f}",
+                     f"{s['first_survivor']['p50']:.3f}"))
+        rows.append(("one poll, ms (median)", f"{h['poll_ms_median']:.1f}", f"{s['poll_ms_median']:.1f}"))
+        out.append(table(TITLES[key], rows))
+        out.append(f"  ratio of p50s, serf / haflowd: {sc['ratio_p50_serf_over_haflowd']:.2f}x")
+        heals = [r["serf"].get("healed_by") for r in sc["runs"]] + [r["haflowd"].get("healed_by") for r in sc["runs"]]
+        restarted = sum(1 for x in heals if x == "victim restarted")
+        if restarted:
+            out.append(f"  (healing between runs: {restarted} victim restart(s) after the link came back)")
+        if sc.get("non_loopback_listeners"):
+            out.append(f"  WARNING: listening outside loopback: {', '.join(sc['non_loopback_listeners'])}")
+        out.append("")
+    sim = report.get("simulator")
+    if sim is not None:
+        out.append("simulator: " + json.dumps(sim))
+    return "\n".join(out).rstrip()
+
+
+# --------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="scripts/bench gossip", description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("--runs", type=int, default=MIN_RUNS,
+                   help=f"failures per scenario (default {MIN_RUNS}, at least {MIN_RUNS})")
+    p.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
+    p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs) for inspection")
+    args = p.parse_args(argv)
+    if not MIN_RUNS <= args.runs <= MAX_RUNS:
+        p.error(f"--runs: expected {MIN_RUNS}..{MAX_RUNS}")
+    return args
+
+
+def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    key_file = tmp / "gossip.key"
+    key_file.write_text(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+    key_file.chmod(0o600)
+    report: dict[str, Any] = {
+        "versions": versions(),
+        "haflowd_gossip_defaults": gossip_defaults(),
+        "runs": args.runs,
+        "poll_every_ms": POLL_EVERY_S * 1000,
+        "scenarios": {},
+    }
+    report["scenarios"]["kill9"] = summarise(scenario_kill(tmp, args.runs, key_file))
+    report["scenarios"]["cut_link"] = summarise(scenario_cut(tmp, args.runs, key_file))
+    sim = simulator_figures()
+    if sim is not None:
+        report["simulator"] = sim
+    return report
+
+
+@contextlib.contextmanager
+def signals_unwind() -> Iterator[None]:
+    def terminated(signum: int, _frame: Any) -> None:
+        raise Terminated(signal.Signals(signum).name)
+
+    old = {s: signal.signal(s, terminated) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    missing = [b for b in ("serf", "ip") if shutil.which(b) is None]
+    if missing:
+        log(f"not on PATH: {', '.join(missing)} (apt-get install serf iproute2)")
+        return 1
+    if os.geteuid() != 0:
+        log("needs root: scenario (b) creates network namespaces")
+        return 1
+    tmp = Path(tempfile.mkdtemp(prefix="haflowd-bench-gossip-"))
+    try:
+        with signals_unwind():
+            sweep_stale_namespaces()
+            report = run(args, tmp)
+    except BenchError as e:
+        log(f"failed: {e}")
+        return 1
+    except (KeyboardInterrupt, Terminated):
+        log("interrupted")
+        return 130
+    finally:
+        if args.keep_tmp:
+            log(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps(report, indent=2) if args.json else render(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
