@@ -17,6 +17,7 @@ from haflowd import __version__
 from haflowd import config as configmod
 from haflowd.api.control import ControlApi, bind_unix
 from haflowd.api.server import ReadApi
+from haflowd.checks import Checker
 from haflowd.clock import SYSTEM_CLOCK, Clock
 from haflowd.config import Config
 from haflowd.errors import ConfigError, HaflowdError
@@ -50,6 +51,13 @@ def secrets_of(cfg: Config) -> list[str]:
     return out
 
 
+def make_checkers(cfg: Config, registry: CheckRegistry, clock: Clock) -> list[Checker]:
+    """One checker per configured service; none without its section."""
+    checkers: list[Checker] = []
+    # the checkers register here as they are built (checks/postgres.py, checks/rabbitmq.py)
+    return checkers
+
+
 class Daemon:
     LIVENESS_MAX_LAG_S = 5.0
 
@@ -65,6 +73,7 @@ class Daemon:
         self.gossip: GossipNode | None = None
         if cfg.gossip is not None:
             self.gossip = GossipNode(cfg.gossip, self.node, cfg.node.data_dir, clock, summary=self.summary)
+        self.checkers: list[Checker] = make_checkers(cfg, self.registry, clock)
         self.notifier = SystemdNotifier()
         self.started_wall = clock.wall()
         self._tick = clock.monotonic()
@@ -146,8 +155,7 @@ class Daemon:
             "components": self.supervisor.snapshot(),
             "peers": self.peers(),
             "sync": {"enabled": False} if self.config.sync is None else {"enabled": self.config.sync.enabled},
-            "postgres": None,
-            "rabbitmq": None,
+            **{c.name: c.snapshot() for c in self.checkers},
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -171,6 +179,8 @@ class Daemon:
                 await self._close_servers()
                 raise StartupError(f"cannot listen on {self.config.gossip.listen if self.config.gossip else '?'} "
                                    f"([gossip] listen): {e.strerror or e}") from None
+        for checker in self.checkers:
+            self._tasks.append(asyncio.create_task(checker.run(), name=f"check:{checker.name}"))
         await self.supervisor.start()
         self.log.info("started", version=__version__, api=str(self.config.api.listen),
                       control_socket=str(self.config.api.control_socket),
@@ -189,6 +199,8 @@ class Daemon:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        for checker in self.checkers:
+            await checker.close()
         await self._close_servers()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)

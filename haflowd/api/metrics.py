@@ -87,6 +87,9 @@ class DaemonCollector(Collector):
             procs.add_metric([c.name], c.usage.processes)
         yield from (comp_up, healthy, state, restarts, cpu, rss, procs)
 
+        for checker in d.checkers:
+            yield from checker.collect()
+
         checks = GaugeMetricFamily("haflowd_check_status", "0 passing, 1 warning, 2 critical",
                                    labels=["check"])
         for r in d.registry.results():

@@ -68,6 +68,8 @@ class ReadApi:
         r.add_get("/status", self.status)
         r.add_get("/metrics", self.metrics)
         r.add_get("/openapi.json", self.openapi)
+        for checker in self.d.checkers:
+            app.add_routes(checker.routes())
         return app
 
     async def liveness(self, request: web.Request) -> web.Response:

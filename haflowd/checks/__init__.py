@@ -1,0 +1,48 @@
+"""Checks of the cluster's stateful services (PostgreSQL, RabbitMQ).
+
+Each checker probes on its own schedule, in the background, bounded by its timeout,
+and keeps its last result; the API, the metrics, the check registry and the gossiped
+summary read that result. A request never waits on a probe.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from typing import Any
+
+from aiohttp import web
+from prometheus_client.core import Metric
+
+from haflowd.clock import Clock
+from haflowd.health import CheckRegistry
+
+
+class Checker(abc.ABC):
+    """One service's checker: ``run`` loops for ever; the rest are views of its last result."""
+
+    name: str
+
+    def __init__(self, registry: CheckRegistry, clock: Clock) -> None:
+        self.registry = registry
+        self.clock = clock
+
+    @abc.abstractmethod
+    async def run(self) -> None:
+        """Probe every interval until cancelled; never raises (errors are results)."""
+
+    @abc.abstractmethod
+    def snapshot(self) -> dict[str, Any]:
+        """The body of ``GET /<name>``: the last result, with ``checked_at``."""
+
+    @abc.abstractmethod
+    def collect(self) -> Iterator[Metric]:
+        """Prometheus metrics from the last result."""
+
+    def routes(self) -> list[web.RouteDef]:
+        """Extra read-only routes (GET, HEAD comes with them), e.g. ``/postgres/primary``."""
+        return []
+
+    async def close(self) -> None:
+        """Release connections; called once at shutdown after ``run`` was cancelled."""
+        return None
