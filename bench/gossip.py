@@ -44,7 +44,6 @@ import contextlib
 import ctypes
 import http.client
 import json
-import math
 import os
 import platform
 import random
@@ -56,15 +55,15 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
+from common import BenchError, free_port, log, percentile, run_main, table, toml_str, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable  # scripts/bench runs this file with the venv's python
@@ -95,50 +94,6 @@ CLONE_NEWNET = 0x40000000
 
 HAFLOWD_DEAD = ("dead",)
 SERF_DEAD = ("failed",)
-
-
-class BenchError(Exception):
-    pass
-
-
-class Terminated(BaseException):
-    """SIGTERM/SIGHUP to the bench: unwind so every ``finally`` tears down."""
-
-
-def log(msg: str) -> None:
-    print(f"bench: {msg}", file=sys.stderr, flush=True)
-
-
-def wait_until(what: str, timeout: float, check: Callable[[], Any], every: float = 0.2) -> Any:
-    """Call ``check()`` until it returns something truthy; BenchError after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise BenchError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(min(every, left))
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 for both TCP and UDP (Serf binds both)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                u.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return port
-    raise BenchError("no free port on 127.0.0.1")
-
-
-def toml_str(s: str) -> str:
-    return json.dumps(s)  # a JSON string is a valid TOML basic string
 
 
 def run_cmd(argv: list[str], timeout: float = CMD_TIMEOUT_S, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -635,7 +590,7 @@ def scenario_kill(tmp: Path, runs: int, key_file: Path) -> dict[str, Any]:
     site = Site(None, workers=8)
     h = s = None
     try:
-        ports = [(free_port(), free_port()) for _ in range(3)]
+        ports = [(free_port(udp_too=True), free_port(udp_too=True)) for _ in range(3)]
         gossip = [f"127.0.0.1:{g}" for _, g in ports]
         h = Cluster("haflowd", [
             HaflowdNode(f"n{i + 1}", site, tmp / "kill" / f"n{i + 1}", ("127.0.0.1", api), ("127.0.0.1", g),
@@ -643,8 +598,8 @@ def scenario_kill(tmp: Path, runs: int, key_file: Path) -> dict[str, Any]:
             for i, (api, g) in enumerate(ports)
         ])
         s = Cluster("serf", [
-            SerfNode(f"s{i + 1}", site, tmp / "kill" / f"s{i + 1}", ("127.0.0.1", free_port()),
-                     ("127.0.0.1", free_port()))
+            SerfNode(f"s{i + 1}", site, tmp / "kill" / f"s{i + 1}", ("127.0.0.1", free_port(udp_too=True)),
+                     ("127.0.0.1", free_port(udp_too=True)))
             for i in range(3)
         ])
         log("(a) kill -9: starting 3 haflowd daemons and 3 serf agents on 127.0.0.1")
@@ -751,15 +706,6 @@ def scenario_cut(tmp: Path, runs: int, key_file: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------- figures
 
 
-def percentile(xs: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    s = sorted(xs)
-    k = (len(s) - 1) * q / 100
-    lo = math.floor(k)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
-
 def summary_s(xs: list[float]) -> dict[str, Any]:
     stats = {"min": min(xs), "p50": percentile(xs, 50), "p99": percentile(xs, 99), "max": max(xs),
              "mean": sum(xs) / len(xs)}
@@ -812,16 +758,6 @@ def gossip_defaults() -> dict[str, Any]:
             "suspicion_mult": g.suspicion_mult, "indirect_checks": g.indirect_checks}
 
 
-def table(title: str, rows: list[tuple[str, str, str]]) -> str:
-    head = ("", "haflowd", "serf")
-    w0 = max(len(r[0]) for r in [head, *rows])
-    w1 = max(len(r[1]) for r in [head, *rows])
-    w2 = max(len(r[2]) for r in [head, *rows])
-    lines = [title, f"  {head[0]:<{w0}}  {head[1]:>{w1}}  {head[2]:>{w2}}"]
-    lines += [f"  {a:<{w0}}  {b:>{w1}}  {c:>{w2}}" for a, b, c in rows]
-    return "\n".join(lines)
-
-
 TITLES = {
     "kill9": "(a) kill -9 of one daemon/agent, three nodes on 127.0.0.1",
     "cut_link": "(b) cut link (ip link set eth0 down on the victim), three network namespaces on a bridge",
@@ -848,7 +784,7 @@ def render(report: dict[str, Any]) -> str:
         rows.append(("p50, first survivor to see it", f"{h['first_survivor']['p50']:.3f}",
                      f"{s['first_survivor']['p50']:.3f}"))
         rows.append(("one poll, ms (median)", f"{h['poll_ms_median']:.1f}", f"{s['poll_ms_median']:.1f}"))
-        out.append(table(TITLES[key], rows))
+        out.append(table(TITLES[key], ("", "haflowd", "serf"), rows))
         out.append(f"  ratio of p50s, serf / haflowd: {sc['ratio_p50_serf_over_haflowd']:.2f}x")
         heals = [r["serf"].get("healed_by") for r in sc["runs"]] + [r["haflowd"].get("healed_by") for r in sc["runs"]]
         restarted = sum(1 for x in heals if x == "victim restarted")
@@ -897,19 +833,6 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     return report
 
 
-@contextlib.contextmanager
-def signals_unwind() -> Iterator[None]:
-    def terminated(signum: int, _frame: Any) -> None:
-        raise Terminated(signal.Signals(signum).name)
-
-    old = {s: signal.signal(s, terminated) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     missing = [b for b in ("serf", "ip") if shutil.which(b) is None]
@@ -919,24 +842,12 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         log("needs root: scenario (b) creates network namespaces")
         return 1
-    tmp = Path(tempfile.mkdtemp(prefix="haflowd-bench-gossip-"))
-    try:
-        with signals_unwind():
-            sweep_stale_namespaces()
-            report = run(args, tmp)
-    except BenchError as e:
-        log(f"failed: {e}")
-        return 1
-    except (KeyboardInterrupt, Terminated):
-        log("interrupted")
-        return 130
-    finally:
-        if args.keep_tmp:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    print(json.dumps(report, indent=2) if args.json else render(report))
-    return 0
+
+    def go(tmp: Path) -> dict[str, Any]:
+        sweep_stale_namespaces()
+        return run(args, tmp)
+
+    return run_main("haflowd-bench-gossip-", args.keep_tmp, args.json, go, render)
 
 
 if __name__ == "__main__":

@@ -35,14 +35,14 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
+from common import BenchError, free_port, log, percentile, run_main, table, toml_str, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable  # scripts/bench runs this file with the venv's python
@@ -58,37 +58,7 @@ SAMPLE_EVERY_S = 0.5
 MAX_CRASHES = 1000
 MAX_LINE = 4096
 SLEEPER = ["sleep", "100000"]  # the footprint test's children
-
-
-class BenchError(Exception):
-    pass
-
-
-class Terminated(BaseException):
-    """SIGTERM/SIGHUP to the bench: unwind so every ``finally`` tears down."""
-
-
-def log(msg: str) -> None:
-    print(f"bench: {msg}", file=sys.stderr, flush=True)
-
-
-def wait_until(what: str, timeout: float, check: Any, every: float = 0.2) -> Any:
-    """Call ``check()`` until it returns something truthy; BenchError after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise BenchError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(min(every, left))
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+HEAD = ("", "haflowd", "supervisord")
 
 
 def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
@@ -99,10 +69,6 @@ def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
         return resp.status, resp.read()
     finally:
         conn.close()
-
-
-def toml_str(s: str) -> str:
-    return json.dumps(s)  # a JSON string is a valid TOML basic string
 
 
 def announcing_child(fifo: Path) -> list[str]:
@@ -407,15 +373,6 @@ def running(daemon: Daemon) -> Iterator[Daemon]:
 # --------------------------------------------------------------- measurements
 
 
-def percentile(xs: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    s = sorted(xs)
-    k = (len(s) - 1) * q / 100
-    lo = math.floor(k)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
-
 def summary_ms(seconds: list[float]) -> dict[str, Any]:
     ms = [s * 1000 for s in seconds]
     stats = {
@@ -571,16 +528,6 @@ def versions() -> dict[str, str]:
     }
 
 
-def table(title: str, rows: list[tuple[str, str, str]]) -> str:
-    head = ("", "haflowd", "supervisord")
-    w0 = max(len(r[0]) for r in [head, *rows])
-    w1 = max(len(r[1]) for r in [head, *rows])
-    w2 = max(len(r[2]) for r in [head, *rows])
-    lines = [title, f"  {head[0]:<{w0}}  {head[1]:>{w1}}  {head[2]:>{w2}}"]
-    lines += [f"  {a:<{w0}}  {b:>{w1}}  {c:>{w2}}" for a, b, c in rows]
-    return "\n".join(lines)
-
-
 def render(report: dict[str, Any]) -> str:
     v = report["versions"]
     out = [
@@ -592,7 +539,8 @@ def render(report: dict[str, Any]) -> str:
     if lat:
         h, s = lat["haflowd"], lat["supervisord"]
         rows = [(k, f"{h[k]:.2f}", f"{s[k]:.2f}") for k in ("min", "median", "p95", "p99", "max", "mean")]
-        out.append(table(f"restart latency, ms (SIGKILL -> new pid announced; {lat['crashes']} crashes each)", rows))
+        out.append(table(f"restart latency, ms (SIGKILL -> new pid announced; {lat['crashes']} crashes each)",
+                         HEAD, rows))
         out.append(f"  ratio of medians, supervisord / haflowd: {lat['ratio_median_supervisord_over_haflowd']:.2f}x")
         out.append("")
     fp = report.get("footprint")
@@ -618,6 +566,7 @@ def render(report: dict[str, Any]) -> str:
             table(
                 f"footprint: {CHILDREN} children (sleep), sampled {fp['idle_seconds']:g}s "
                 f"after all running + {FOOTPRINT_WARMUP_S:g}s",
+                HEAD,
                 rows,
             )
         )
@@ -669,28 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("supervisord") is None or shutil.which("supervisorctl") is None:
         log("supervisord/supervisorctl not on PATH (apt-get install supervisor)")
         return 1
-
-    def terminated(signum: int, _frame: Any) -> None:
-        raise Terminated(signal.Signals(signum).name)
-
-    signal.signal(signal.SIGTERM, terminated)
-    signal.signal(signal.SIGHUP, terminated)
-    tmp = Path(tempfile.mkdtemp(prefix="haflowd-bench-"))
-    try:
-        report = run(args, tmp)
-    except BenchError as e:
-        log(f"failed: {e}")
-        return 1
-    except (KeyboardInterrupt, Terminated):
-        log("interrupted")
-        return 130
-    finally:
-        if args.keep_tmp:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    print(json.dumps(report, indent=2) if args.json else render(report))
-    return 0
+    return run_main("haflowd-bench-", args.keep_tmp, args.json, lambda tmp: run(args, tmp), render)
 
 
 if __name__ == "__main__":
