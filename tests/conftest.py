@@ -211,3 +211,77 @@ def daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
             with contextlib.suppress(psutil.Error):
                 if str(d.dir) in p.environ().get("HAFLOWD_SUPERVISOR", ""):
                     p.send_signal(signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------- gossip helpers
+
+
+def new_gossip_key() -> str:
+    """A fresh gossip key: 32 random bytes, base64 (one line of a key file)."""
+    import base64
+
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def gossip_body(listen: str, seeds: list[str], key_file: Path, advertise: str | None = None) -> str:
+    """A ``[gossip]`` section for the ``daemon`` fixture's body."""
+    seed_list = ", ".join(f'"{s}"' for s in seeds)
+    adv = f'advertise = "{advertise}"\n' if advertise else ""
+    return f'\n[gossip]\nlisten = "{listen}"\n{adv}seeds = [{seed_list}]\nkey_file = "{key_file}"\n'
+
+
+def rename_node(d: Daemon, name: str) -> None:
+    """Give a daemon made by ``daemon(..., start=False)`` its own node name (the default is "test")."""
+    d.config.write_text(d.config.read_text().replace('name = "test"', f'name = "{name}"', 1))
+
+
+def peer_map(d: Daemon) -> dict[str, dict[str, Any]]:
+    """``GET /peers`` by name."""
+    status, body = d.get("/peers")
+    assert status == 200, body
+    return {p["name"]: p for p in body}
+
+
+def peer_changes(d: Daemon, peer: str | None = None, new: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The ``peer_status`` events in a daemon's JSON log, optionally about one peer / to some statuses."""
+    return [e for e in d.log_events() if e.get("event") == "peer_status"
+            and (peer is None or e.get("peer") == peer) and (not new or e.get("new") in new)]
+
+
+def first_seen(observers: dict[str, Daemon], pred: Callable[[str, dict[str, dict[str, Any]]], bool],
+               timeout: float, what: str, t0: float | None = None) -> dict[str, float]:
+    """Poll every observer's /peers; the time (from t0) at which each first satisfied ``pred``."""
+    t0 = time.monotonic() if t0 is None else t0
+    deadline = time.monotonic() + timeout
+    seen: dict[str, float] = {}
+    last: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        for name, d in observers.items():
+            if name in seen:
+                continue
+            try:
+                peers = peer_map(d)
+            except OSError as e:
+                last[name] = e
+                continue
+            last[name] = {p: (v["status"], v["incarnation"]) for p, v in peers.items()}
+            if pred(name, peers):
+                seen[name] = time.monotonic() - t0
+        if len(seen) == len(observers):
+            return seen
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; seen: {seen}; last views: {last}")
+
+
+def status_of(peer: str, *statuses: str, min_inc: int = -1) -> Callable[[str, dict[str, dict[str, Any]]], bool]:
+    """A ``first_seen`` predicate: ``peer`` has one of ``statuses`` at an incarnation above ``min_inc``."""
+
+    def pred(_observer: str, peers: dict[str, dict[str, Any]]) -> bool:
+        p = peers.get(peer)
+        return p is not None and p["status"] in statuses and p["incarnation"] > min_inc
+    return pred
+
+
+def fmt(times: dict[str, float]) -> str:
+    """``first_seen``'s answer for people: "n1 1.61s, n2 1.62s"."""
+    return ", ".join(f"{n} {t:.2f}s" for n, t in sorted(times.items()))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,7 @@ ALIVE, SUSPECT, DEAD, LEFT = "alive", "suspect", "dead", "left"
 STATUSES = (ALIVE, SUSPECT, DEAD, LEFT)
 MAX_LHM = 8
 MAX_PIGGYBACK = 24
+NACK_FRACTION = 0.8  # a helper nacks within this share of the probe timeout, so the nack is in time
 
 
 # --------------------------------------------------------------------------- settings
@@ -185,16 +187,18 @@ class Message:
         if not _is_inc(seq):
             raise ValueError("bad seq")
         target, taddr = d.get("target", ""), d.get("target_addr", "")
-        if (target and not _is_name(target)) or not isinstance(taddr, str) or len(taddr) > 300:
+        if (target != "" and not _is_name(target)) or not isinstance(taddr, str) or len(taddr) > 300:
             raise ValueError("bad target")
-        ups, sums = d.get("updates", []), d.get("summaries", [])
+        ups, sums, reply = d.get("updates", []), d.get("summaries", []), d.get("reply", False)
+        if not isinstance(reply, bool):
+            raise ValueError("bad reply flag")
         if not isinstance(ups, list) or not isinstance(sums, list) or len(ups) > 10_000 or len(sums) > 10_000:
             raise ValueError("bad updates")
         return Message(
             type=str(t), source=str(source), source_addr=addr, seq=int(seq), target=target or "", target_addr=taddr,
             updates=tuple(Update.from_json(u) for u in ups),
             summaries=tuple(Summary.from_json(s) for s in sums),
-            reply=bool(d.get("reply", False)),
+            reply=reply,
         )
 
 
@@ -247,6 +251,7 @@ class Suspicion:
     hi: float
     k: int
     confirmers: set[str] = field(default_factory=set)
+    accuser: str = ""  # who raised it first: named when we pass the suspicion on
 
     def deadline(self) -> float:
         return self.start + suspicion_timeout(self.lo, self.hi, self.k, max(0, len(self.confirmers) - 1))
@@ -298,7 +303,15 @@ class Membership:
         self.rng = rng or random.Random()
         self.seeds = [a for a in seeds if a != address]
         now = clock.monotonic()
-        self.members: dict[str, Member] = {name: Member(name, address, incarnation, ALIVE, now, now)}
+        self.members: dict[str, Member] = {}
+        # indices kept in step with every member change, so no timer scans all members
+        self._live: list[str] = []  # alive or suspect members other than us, in no order
+        self._live_at: dict[str, int] = {}  # name → its position in _live
+        self._dead: dict[str, None] = {}  # dead members, oldest death first
+        self._left = 0  # members that left, us included
+        self._live_addrs: dict[str, int] = {}  # address → alive or suspect members there, us included
+        self._state: tuple[Update, ...] | None = None  # our push-pull state, rebuilt after a change
+        self._add(Member(name, address, incarnation, ALIVE, now, now))
         self.lhm = 0
         self.leaving = False
         self.name_conflict: str | None = None  # the address of another live node with our name
@@ -311,6 +324,9 @@ class Membership:
         self._relays: dict[int, _Relay] = {}
         self._suspicions: dict[str, Suspicion] = {}
         self._queue: dict[tuple[str, str], _Broadcast] = {}
+        # the queue by rank (-1 urgent, else transmits so far), oldest first; a broadcast replaced
+        # in _queue stays here until it comes up, and is skipped then
+        self._tiers: dict[int, deque[_Broadcast]] = {}
         self._next_probe = now + self.rng.uniform(0, self.s.probe_interval)
         self._next_gossip = now
         self._next_push_pull = now + self.s.push_pull_interval
@@ -324,21 +340,27 @@ class Membership:
         return self.members[self.name].incarnation
 
     def live_count(self) -> int:
-        return sum(1 for m in self.members.values() if m.status in (ALIVE, SUSPECT))
+        return len(self._live) + (self.members[self.name].status in (ALIVE, SUSPECT))
 
     def cluster_size(self) -> int:
-        return sum(1 for m in self.members.values() if m.status != LEFT)
+        return len(self.members) - self._left
 
     def scaled(self, seconds: float) -> float:
         return seconds * (1 + self.lhm)
 
     def next_wakeup(self) -> float:
-        times = [self._next_probe, self._next_gossip, self._next_push_pull, self._next_reconnect]
-        if self._probe is not None:
-            times.append(self._probe.end if self._probe.indirect else self._probe.direct_deadline)
-        times += [r.deadline for r in self._relays.values()]
-        times += [s.deadline() for s in self._suspicions.values()]
-        return min(times)
+        """When ``tick`` has something to do; it can move earlier after ``handle``."""
+        t = min(self._next_probe, self._next_push_pull, self._next_reconnect)
+        if self._queue and self._next_gossip < t:  # gossip rounds only while updates are pending
+            t = self._next_gossip
+        p = self._probe
+        if p is not None:
+            t = min(t, p.end if p.indirect else p.direct_deadline)
+        for r in self._relays.values():
+            t = min(t, r.deadline)
+        for s in self._suspicions.values():
+            t = min(t, s.deadline())
+        return t
 
     def suspect_since(self, node: str) -> float | None:
         s = self._suspicions.get(node)
@@ -370,11 +392,14 @@ class Membership:
         """Graceful leave: peers mark us ``left``, not ``dead``."""
         self.leaving = True
         me = self.members[self.name]
+        self._unindex(me)
         me.status = LEFT
+        self._index(me)
         u = Update(LEFT, self.name, me.incarnation, self.address, self.name)
         self._queue.clear()
+        self._tiers.clear()
         self._enqueue(u, urgent=True)
-        others = [m for m in self.members.values() if m.name != self.name and m.status in (ALIVE, SUSPECT)]
+        others = [self.members[n] for n in self._live]
         targets = others if len(others) <= 10 else self.rng.sample(others, 10)
         return [Outgoing(m.address, self._msg("gossip", updates=(u,))) for m in targets]
 
@@ -392,15 +417,23 @@ class Membership:
         if src is not None and src.status in (ALIVE, SUSPECT):
             src.last_seen = now
         t = msg.type
+        fixes: tuple[Update, ...] = ()
         if t != "push-pull":
+            fixes = self._corrections(msg.updates)
+            members = self.members
             for u in msg.updates:
+                m = members.get(u.node)
+                if m is not None and u.kind == ALIVE and u.incarnation <= m.incarnation and u.node != self.name:
+                    continue  # the commonest news: nothing new (what _apply would conclude)
                 out += self._apply(u, now, from_push_pull=False)
             for s in msg.summaries:
                 self._apply_summary(s)
+            if t != "ping" and any(u.node == self.name for u in fixes):  # it still spreads a refuted claim
+                out.append(Outgoing(msg.source_addr, self._msg("gossip", updates=fixes)))
         if t == "ping":
             if msg.target and msg.target != self.name:
                 return out
-            out.append(Outgoing(msg.source_addr, self._msg("ack", seq=msg.seq, piggyback=True)))
+            out.append(Outgoing(msg.source_addr, self._msg("ack", seq=msg.seq, piggyback=True, extra=fixes)))
         elif t == "ack":
             out += self._on_ack(msg, now)
         elif t == "nack":
@@ -411,7 +444,7 @@ class Membership:
             if self.leaving:
                 return out
             seq = self._next_seq()
-            self._relays[seq] = _Relay(msg.source_addr, msg.seq, now + self.scaled(self.s.probe_timeout))
+            self._relays[seq] = _Relay(msg.source_addr, msg.seq, now + NACK_FRACTION * self.s.probe_timeout)
             out.append(Outgoing(msg.target_addr, self._msg("ping", seq=seq, target=msg.target,
                                                             target_addr=msg.target_addr, piggyback=True)))
         elif t == "push-pull":
@@ -419,6 +452,17 @@ class Membership:
             if not msg.reply:
                 out.append(Outgoing(msg.source_addr, self._state_msg(reply=True)))
         return out
+
+    def _corrections(self, updates: Iterable[Update]) -> tuple[Update, ...]:
+        """Suspect/dead/left claims older than a member's alive incarnation we know (refuted
+        claims the sender missed): our newer view, to send back so the sender does not condemn."""
+        out = []
+        for u in updates:
+            if u.kind != ALIVE:
+                m = self.members.get(u.node)
+                if m is not None and m.status == ALIVE and m.incarnation > u.incarnation:
+                    out.append(Update(ALIVE, m.name, m.incarnation, m.address))
+        return tuple(out)
 
     def _on_ack(self, msg: Message, now: float) -> list[Outgoing]:
         relay = self._relays.pop(msg.seq, None)
@@ -442,10 +486,11 @@ class Membership:
         now = self.clock.monotonic()
         out: list[Outgoing] = []
         late = self.s.probe_timeout  # a timer seen this late means *we* were stalled
-        for seq, r in list(self._relays.items()):
-            if now >= r.deadline:
-                del self._relays[seq]
-                out.append(Outgoing(r.requester, self._msg("nack", seq=r.seq)))
+        if self._relays:
+            for seq, r in list(self._relays.items()):
+                if now >= r.deadline:
+                    del self._relays[seq]
+                    out.append(Outgoing(r.requester, self._msg("nack", seq=r.seq)))
         p = self._probe
         if p is not None and not p.indirect and now >= p.direct_deadline:
             if now - p.direct_deadline > late:
@@ -458,19 +503,20 @@ class Membership:
                 self._abandon_probe()
             else:
                 out += self._probe_failed(p, now)
-        if self._probe is None and now >= self._next_probe and not self.leaving:
+        if self._probe is None and now >= self._next_probe:
             out += self._start_probe(now)
-        for node, s in list(self._suspicions.items()):
-            if now >= s.deadline():
-                out += self._declare_dead(node, now)
-        if now >= self._next_gossip:
+        if self._suspicions:
+            for node, s in list(self._suspicions.items()):
+                if now >= s.deadline():
+                    out += self._declare_dead(node, now)
+        if self._queue and now >= self._next_gossip:
             self._next_gossip = now + self.s.gossip_interval
             out += self._gossip(now)
         if now >= self._next_push_pull:
             self._next_push_pull = now + push_pull_scale(self.s.push_pull_interval, self.cluster_size())
-            peers = [m for m in self.members.values() if m.name != self.name and m.status == ALIVE]
+            peers = self._sample_alive(1, exclude=self.name)
             if peers:
-                out.append(self._push_pull_to(self.rng.choice(peers).address))
+                out.append(self._push_pull_to(peers[0].address))
         if now >= self._next_reconnect:
             out += self._reconnect()
         return out
@@ -482,18 +528,22 @@ class Membership:
         self._next_probe = self.clock.monotonic()
 
     def _start_probe(self, now: float) -> list[Outgoing]:
-        target = self._next_target()
         interval = self.scaled(self.s.probe_interval)
-        self._next_probe = now + interval
+        self._next_probe = now + interval  # also while leaving: next_wakeup must not stay in the past
+        target = None if self.leaving else self._next_target()
         if target is None:
             return []
         seq = self._next_seq()
         self._probe = Probe(target.name, seq, now, now + self.scaled(self.s.probe_timeout), now + interval)
-        extra: tuple[Update, ...] = ()
+        extra: list[Update] = []
         if target.status == SUSPECT:  # Lifeguard: tell the suspect, so it refutes at once
-            extra = (Update(SUSPECT, target.name, target.incarnation, target.address, self.name),)
+            extra.append(Update(SUSPECT, target.name, target.incarnation, target.address, self.name))
+        for node, s in self._suspicions.items():  # and ask whoever we probe whether it was refuted
+            m = self.members.get(node)
+            if node != target.name and m is not None and m.status == SUSPECT and len(extra) < MAX_PIGGYBACK:
+                extra.append(Update(SUSPECT, node, m.incarnation, m.address, s.accuser))
         return [Outgoing(target.address, self._msg("ping", seq=seq, target=target.name,
-                                                   target_addr=target.address, piggyback=True, extra=extra))]
+                                                   target_addr=target.address, piggyback=True, extra=tuple(extra)))]
 
     def _next_target(self) -> Member | None:
         for _ in range(2):
@@ -502,7 +552,7 @@ class Membership:
                 m = self.members.get(name)
                 if m is not None and m.status in (ALIVE, SUSPECT) and name != self.name:
                     return m
-            self._order = [n for n, m in self.members.items() if n != self.name and m.status in (ALIVE, SUSPECT)]
+            self._order = list(self._live)
             self.rng.shuffle(self._order)
         return None
 
@@ -512,9 +562,7 @@ class Membership:
         if target is None:
             self._probe = None
             return []
-        helpers = [m for m in self.members.values()
-                   if m.name not in (self.name, p.target) and m.status == ALIVE]
-        chosen = self.rng.sample(helpers, min(self.s.indirect_checks, len(helpers)))
+        chosen = self._sample_alive(self.s.indirect_checks, exclude=p.target)
         p.expected_nacks = len(chosen)
         return [Outgoing(h.address, self._msg("ping-req", seq=p.seq, target=target.name,
                                               target_addr=target.address, piggyback=True)) for h in chosen]
@@ -536,25 +584,52 @@ class Membership:
         return self._apply(Update(DEAD, node, m.incarnation, m.address, self.name), now, False)
 
     def _gossip(self, now: float) -> list[Outgoing]:
+        """To ``gossip_nodes`` random members: alive, suspect, or dead for less than ``gossip_to_dead``."""
         if not self._queue:
             return []
-        targets = [m for m in self.members.values() if m.name != self.name and (
-            m.status in (ALIVE, SUSPECT) or (m.status == DEAD and now - m.since < self.s.gossip_to_dead))]
-        if not targets:
-            return []
-        chosen = self.rng.sample(targets, min(self.s.gossip_nodes, len(targets)))
-        out = []
-        for m in chosen:
-            msg = self._msg("gossip", piggyback=True)
-            if msg.updates or msg.summaries:
-                out.append(Outgoing(m.address, msg))
+        recent = []
+        for name in reversed(self._dead):
+            if now - self.members[name].since >= self.s.gossip_to_dead:
+                break
+            recent.append(name)
+        live = self._live
+        total = len(live) + len(recent)
+        out: list[Outgoing] = []
+        for i in self.rng.sample(range(total), min(self.s.gossip_nodes, total)):
+            if not self._queue:  # drained by the previous target: nothing left to send (or count)
+                break
+            m = self.members[live[i] if i < len(live) else recent[i - len(live)]]
+            out.append(Outgoing(m.address, self._msg("gossip", piggyback=True)))
         return out
+
+    def _sample_alive(self, k: int, exclude: str) -> list[Member]:
+        """Up to ``k`` distinct random alive members (not suspect), never us or ``exclude``.
+
+        Draws positions in ``_live`` at random and skips the ineligible, which is a uniform
+        choice among the eligible; only when that keeps missing (mostly suspects) it scans.
+        """
+        live, members = self._live, self.members
+        n = len(live)
+        if n > 4 * k + 8:
+            chosen: list[Member] = []
+            seen: set[int] = set()
+            for _ in range(8 * k + 16):
+                i = self.rng.randrange(n)
+                if i in seen:
+                    continue
+                seen.add(i)
+                m = members[live[i]]
+                if m.status == ALIVE and m.name != exclude:
+                    chosen.append(m)
+                    if len(chosen) == k:
+                        return chosen
+        pool = [members[x] for x in live if x != exclude and members[x].status == ALIVE]
+        return self.rng.sample(pool, min(k, len(pool)))
 
     def _reconnect(self) -> list[Outgoing]:
         """Re-contact one dead member or unanswered seed: what heals a healed partition."""
-        known_alive = {m.address for m in self.members.values() if m.status in (ALIVE, SUSPECT)}
-        dead = [m.address for m in self.members.values() if m.status == DEAD]
-        seeds = [a for a in self.seeds if a not in known_alive]
+        dead = [self.members[n].address for n in self._dead]
+        seeds = [a for a in self.seeds if not self._live_addrs.get(a)]
         alone = self.live_count() <= 1
         self._next_reconnect = self.clock.monotonic() + (self.s.join_retry if alone else self.s.reconnect_interval)
         if alone and seeds:
@@ -573,16 +648,20 @@ class Membership:
             if m is None:
                 if not u.address:
                     return []
-                self.members[u.node] = Member(u.node, u.address, u.incarnation, ALIVE, now, now)
+                self._add(Member(u.node, u.address, u.incarnation, ALIVE, now, now))
                 self._order.insert(self.rng.randint(0, len(self._order)), u.node)
                 self._changed(u.node, None, ALIVE, u.incarnation, "joined")
             elif u.incarnation > m.incarnation:
+                self._unindex(m)
                 m.incarnation = u.incarnation
                 if u.address:
                     m.address = u.address
                 self._suspicions.pop(u.node, None)
-                if m.status != ALIVE:
+                changed = m.status != ALIVE
+                if changed:
                     m.status, m.since = ALIVE, now
+                self._index(m)
+                if changed:
                     self._changed(u.node, old, ALIVE, u.incarnation,
                                   "refuted" if old == SUSPECT else "came back")
             else:
@@ -596,25 +675,36 @@ class Membership:
                     return []
                 s.confirmers.add(u.sender)  # an independent confirmation: the timeout shrinks
             else:
+                self._unindex(m)
                 m.status, m.incarnation, m.since = SUSPECT, u.incarnation, now
+                self._index(m)
                 n = self.cluster_size()
                 lo = suspicion_min(self.s.suspicion_mult, n, self.s.probe_interval)
                 self._suspicions[u.node] = Suspicion(
                     now, lo, lo * self.s.suspicion_max_mult,
-                    expected_confirmations(self.s.suspicion_mult, n), {u.sender or self.name})
+                    expected_confirmations(self.s.suspicion_mult, n), {u.sender or self.name}, u.sender or self.name)
                 self._changed(u.node, old, SUSPECT, u.incarnation, f"suspected by {u.sender or self.name}")
         elif u.kind == DEAD:
             if m is None or u.incarnation < m.incarnation or m.status in (DEAD, LEFT):
                 return []
-            if from_push_pull:  # another node's verdict: suspect first, let it refute
+            # another node's verdict about a member we heard from ourselves within a
+            # suspicion timeout (a stale verdict after a healed partition, or a full-state
+            # merge): suspect it first and let it refute, rather than kill a live node
+            heard_lately = m.status == ALIVE and m.last_seen is not None and now - m.last_seen < suspicion_min(
+                self.s.suspicion_mult, self.cluster_size(), self.s.probe_interval)
+            if u.sender != self.name and (from_push_pull or heard_lately):
                 return self._apply(Update(SUSPECT, u.node, u.incarnation, u.address, u.sender), now, False)
+            self._unindex(m)
             m.status, m.incarnation, m.since = DEAD, u.incarnation, now
+            self._index(m)
             self._suspicions.pop(u.node, None)
             self._changed(u.node, old, DEAD, u.incarnation, f"declared dead by {u.sender or self.name}")
         elif u.kind == LEFT:
             if m is None or u.incarnation < m.incarnation or m.status == LEFT:
                 return []
+            self._unindex(m)
             m.status, m.incarnation, m.since = LEFT, u.incarnation, now
+            self._index(m)
             self._suspicions.pop(u.node, None)
             self._changed(u.node, old, LEFT, u.incarnation, "left gracefully")
         self._enqueue(u)
@@ -629,7 +719,9 @@ class Membership:
         if self.leaving or u.incarnation < me.incarnation:
             return []
         # suspect, dead or left about us, at our incarnation or later: refute
+        self._unindex(me)
         me.incarnation = u.incarnation + 1
+        self._index(me)
         self._lhm(+1)
         refute = Update(ALIVE, self.name, me.incarnation, self.address)
         self._enqueue(refute, urgent=True)
@@ -641,7 +733,11 @@ class Membership:
 
     def _merge_state(self, msg: Message, now: float) -> list[Outgoing]:
         out: list[Outgoing] = []
+        members = self.members
         for u in msg.updates:
+            m = members.get(u.node)
+            if m is not None and u.kind == ALIVE and u.incarnation <= m.incarnation and u.node != self.name:
+                continue  # nothing new (what _apply would conclude)
             out += self._apply(u, now, from_push_pull=True)
         for s in msg.summaries:
             self._apply_summary(s)
@@ -669,18 +765,39 @@ class Membership:
     # ------------------------------------------------------------------ dissemination
 
     def _enqueue(self, u: Update, urgent: bool = False) -> None:
-        self._queue[("m", u.node)] = _Broadcast(("m", u.node), u, None, urgent=urgent)
+        self._put(_Broadcast(("m", u.node), u, None, urgent=urgent))
         if urgent:
             self._next_gossip = self.clock.monotonic()
 
     def _enqueue_summary(self, s: Summary) -> None:
-        self._queue[("s", s.node)] = _Broadcast(("s", s.node), None, s)
+        self._put(_Broadcast(("s", s.node), None, s))
+
+    def _put(self, b: _Broadcast) -> None:
+        """Queue ``b`` in place of an older broadcast about the same node."""
+        if not self._queue:  # gossip rounds resume on their old beat: the next one after now
+            now, interval = self.clock.monotonic(), self.s.gossip_interval
+            if self._next_gossip < now and interval > 0:
+                self._next_gossip += math.ceil((now - self._next_gossip) / interval) * interval
+        self._queue[b.key] = b
+        self._tiers.setdefault(-1 if b.urgent else b.transmits, deque()).append(b)
 
     def _take(self) -> tuple[tuple[Update, ...], tuple[Summary, ...]]:
-        if not self._queue:
+        """Up to MAX_PIGGYBACK broadcasts, urgent first, then the least sent (oldest first)."""
+        queue = self._queue
+        if not queue:
             return (), ()
         limit = retransmit_limit(self.s.retransmit_mult, self.cluster_size())
-        items = sorted(self._queue.values(), key=lambda b: (not b.urgent, b.transmits))[:MAX_PIGGYBACK]
+        items: list[_Broadcast] = []
+        for rank in sorted(self._tiers):
+            tier = self._tiers[rank]
+            while tier and len(items) < MAX_PIGGYBACK:
+                b = tier.popleft()
+                if queue.get(b.key) is b:  # else replaced by a newer one
+                    items.append(b)
+            if not tier:
+                del self._tiers[rank]
+            if len(items) == MAX_PIGGYBACK:
+                break
         ups, sums = [], []
         for b in items:
             b.transmits += 1
@@ -690,24 +807,68 @@ class Membership:
             elif b.summary is not None:
                 sums.append(b.summary)
             if b.transmits >= limit:
-                self._queue.pop(b.key, None)
+                del queue[b.key]
+            else:
+                self._tiers.setdefault(b.transmits, deque()).append(b)
         return tuple(ups), tuple(sums)
 
     def _msg(self, type_: str, *, seq: int = 0, target: str = "", target_addr: str = "",
              piggyback: bool = False, updates: Iterable[Update] = (), extra: tuple[Update, ...] = ()) -> Message:
         ups, sums = self._take() if piggyback else ((), ())
+        if extra and ups:
+            ups = tuple(u for u in ups if u not in extra)
         self._count("out", type_)
         return Message(type_, self.name, self.address, seq=seq, target=target, target_addr=target_addr,
                        updates=(*extra, *updates, *ups), summaries=sums)
 
     def _state_msg(self, reply: bool) -> Message:
-        ups = tuple(Update(m.status, m.name, m.incarnation, m.address) for m in self.members.values())
+        if self._state is None:
+            self._state = tuple(Update(m.status, m.name, m.incarnation, m.address) for m in self.members.values())
         self._count("out", "push-pull")
-        return Message("push-pull", self.name, self.address, updates=ups,
+        return Message("push-pull", self.name, self.address, updates=self._state,
                        summaries=tuple(self.summaries.values()), reply=reply)
 
     def _push_pull_to(self, address: str) -> Outgoing:
         return Outgoing(address, self._state_msg(reply=False))
+
+    # ------------------------------------------------------------------ indices
+
+    def _add(self, m: Member) -> None:
+        self.members[m.name] = m
+        self._index(m)
+
+    def _index(self, m: Member) -> None:
+        """Count ``m`` in the indices under its current status and address."""
+        self._state = None
+        if m.status in (ALIVE, SUSPECT):
+            self._live_addrs[m.address] = self._live_addrs.get(m.address, 0) + 1
+            if m.name != self.name:
+                self._live_at[m.name] = len(self._live)
+                self._live.append(m.name)
+        elif m.status == DEAD:
+            self._dead[m.name] = None
+        else:
+            self._left += 1
+
+    def _unindex(self, m: Member) -> None:
+        """Take ``m`` out of the indices before its status, incarnation or address changes."""
+        self._state = None
+        if m.status in (ALIVE, SUSPECT):
+            left = self._live_addrs[m.address] - 1
+            if left:
+                self._live_addrs[m.address] = left
+            else:
+                del self._live_addrs[m.address]
+            if m.name != self.name:
+                i = self._live_at.pop(m.name)
+                last = self._live.pop()
+                if last != m.name:
+                    self._live[i] = last
+                    self._live_at[last] = i
+        elif m.status == DEAD:
+            del self._dead[m.name]
+        else:
+            self._left -= 1
 
     # ------------------------------------------------------------------ helpers
 

@@ -175,7 +175,7 @@ class GossipNode:
         headers["Content-Type"] = "application/json"
         try:
             async with self._session.post(f"http://{o.address}{PATH}", data=body, headers=headers) as resp:
-                data = await resp.content.read(MAX_BODY + 1)
+                data = await _read_capped(resp.content)
                 if resp.status != 200:
                     self.send_errors += 1
                     if resp.status == 401:
@@ -186,7 +186,7 @@ class GossipNode:
                     self._reject(verdict.reason or "bad_signature", o.address)
                     return
                 replies = _parse_messages(data)
-        except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError, _TooLarge):
             self.send_errors += 1
             return
         for msg in replies:
@@ -203,11 +203,11 @@ class GossipNode:
         if request.content_length is not None and request.content_length > MAX_BODY:
             return self._refuse("too_large", 413, request)
         try:
-            body = await request.content.read(MAX_BODY + 1)
+            body = await _read_capped(request.content)
+        except _TooLarge:
+            return self._refuse("too_large", 413, request)
         except (aiohttp.ClientError, OSError):
             return self._refuse("malformed", 400, request)
-        if len(body) > MAX_BODY:
-            return self._refuse("too_large", 413, request)
         verdict = self.verifier.verify_request(request.method, request.path_qs, request.headers, body)
         if not verdict.ok:  # before the body is parsed
             return self._refuse(verdict.reason or "bad_signature", 401, request)
@@ -309,6 +309,22 @@ class GossipNode:
             direction, type_ = key.split(":", 1)
             out[(direction, type_)] = n
         return out
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_capped(stream: aiohttp.StreamReader) -> bytes:
+    """The whole body (``read(n)`` returns only what has arrived), but never over MAX_BODY."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in stream.iter_chunked(65536):
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _parse_messages(data: bytes) -> list[Message]:
