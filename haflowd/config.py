@@ -126,6 +126,12 @@ class ComponentConfig:
 
 @dataclass(frozen=True)
 class SyncConfig:
+    """``[sync]``: csync2 driven by a schedule, file changes, peers coming back and requests.
+
+    ``peers`` are node names (as gossip knows them); empty means "every other gossip
+    member". ``host_map`` maps a node name to its csync2 host name where they differ.
+    """
+
     enabled: bool
     command: tuple[str, ...]
     interval: float
@@ -135,6 +141,19 @@ class SyncConfig:
     retry_initial: float
     retry_max: float
     peers: tuple[str, ...]
+    host_map: Mapping[str, str] = field(default_factory=dict)
+    port: int = 30865
+    probe_timeout: float = 1.0
+    debounce_max: float = 5.0
+    warn_after: float = 300.0
+    critical_after: float = 1800.0
+
+    def csync2_host(self, node: str) -> str:
+        """The csync2 host name of a node (the same name unless ``host_map`` says otherwise)."""
+        return self.host_map.get(node, node)
+
+    def __hash__(self) -> int:
+        return hash((self.command, self.peers))
 
 
 @dataclass(frozen=True)
@@ -151,14 +170,16 @@ class PostgresConfig:
     timeout: float
     max_lag_bytes: int
     nodes: tuple[PostgresNode, ...]
+    bucardo_dsn: Secret | None = None  # topology = "bucardo": where bucardo.sync/syncrun live
 
 
 @dataclass(frozen=True)
 class RabbitNode:
-    name: str
+    name: str  # the RabbitMQ node name, as in ``rabbitmqctl status``: "rabbit@node1"
     management_url: str
     username: str
     password: Secret | None
+    amqp_url: Secret | None = None  # this node's own AMQP listener, for a per-node round trip
 
 
 @dataclass(frozen=True)
@@ -167,6 +188,9 @@ class RabbitConfig:
     timeout: float
     amqp_url: Secret | None
     nodes: tuple[RabbitNode, ...]
+    queues: tuple[str, ...] = ("default", "celery")  # Celery's queues: depth and consumers
+    queue_warning_depth: int = 1000
+    vhost: str = "/"
 
 
 @dataclass(frozen=True)
@@ -817,6 +841,10 @@ def start_order(components: Sequence[ComponentConfig]) -> list[ComponentConfig]:
 
 
 def _sync(t: _Table) -> SyncConfig:
+    no_peers: tuple[str, ...] = ()
+    no_map: dict[str, str] = {}
+    peers = t.get("peers", f"a list of node names ({_NAME_WHAT})", _as_names, no_peers)
+    host_map = t.get("host_map", 'a table of node name = "csync2 host name"', _as_host_map, no_map)
     cfg = SyncConfig(
         enabled=bool(t.boolean("enabled", True)),
         command=t.strings("command", ("csync2", "-x"), nonempty=True) or ("csync2", "-x"),
@@ -826,17 +854,55 @@ def _sync(t: _Table) -> SyncConfig:
         timeout=t.duration("timeout", 120.0) or 120.0,
         retry_initial=t.duration("retry_initial", 2.0) or 2.0,
         retry_max=t.duration("retry_max", 300.0) or 300.0,
-        peers=t.strings("peers", ()) or (),
+        peers=peers or (),
+        host_map=host_map or {},
+        port=t.integer("port", 30865, lo=1, hi=65535) or 30865,
+        probe_timeout=t.duration("probe_timeout", 1.0) or 1.0,
+        debounce_max=t.duration("debounce_max", 5.0) or 5.0,
+        warn_after=t.duration("warn_after", 300.0) or 300.0,
+        critical_after=t.duration("critical_after", 1800.0) or 1800.0,
     )
     if cfg.retry_max < cfg.retry_initial:
         t.errors.add(t.key("retry_max"), f"expected at least retry_initial ({format_duration(cfg.retry_initial)}); "
                      f"got {t.given('retry_max', cfg.retry_max)}")
+    if cfg.debounce_max < cfg.debounce:
+        t.errors.add(t.key("debounce_max"), f"expected at least debounce ({format_duration(cfg.debounce)}); "
+                     f"got {t.given('debounce_max', cfg.debounce_max)}")
+    if cfg.critical_after < cfg.warn_after:
+        t.errors.add(t.key("critical_after"), f"expected at least warn_after ({format_duration(cfg.warn_after)}); "
+                     f"got {t.given('critical_after', cfg.critical_after)}")
+    if cfg.probe_timeout > cfg.timeout:
+        t.errors.add(t.key("probe_timeout"), f"expected at most timeout ({format_duration(cfg.timeout)}); "
+                     f"got {t.given('probe_timeout', cfg.probe_timeout)}")
     for i, w in enumerate(cfg.watch):
         if not w.is_absolute():
             t.errors.add(t.key(f"watch[{i}]"),
                          f"expected an absolute path; got {describe(t.data['watch'][i])}")
+    seen: set[str] = set()
+    for i, p in enumerate(cfg.peers):
+        if p in seen:
+            t.errors.add(t.key(f"peers[{i}]"), f"duplicate peer {json.dumps(p)}")
+        seen.add(p)
     t.finish()
     return cfg
+
+
+def _as_names(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list):
+        raise TypeError
+    return tuple(_as_name(x) for x in v)
+
+
+def _as_host_map(v: Any) -> dict[str, str]:
+    """node name -> csync2 host name: csync2 takes a host name or an address, no spaces."""
+    if not isinstance(v, dict):
+        raise TypeError
+    out: dict[str, str] = {}
+    for k, val in v.items():
+        if not isinstance(val, str) or not re.match(r"^[A-Za-z0-9_.:@%-]{1,253}\Z", val):
+            raise ValueError
+        out[_as_name(k)] = val
+    return out
 
 
 def _postgres(t: _Table, base: Path) -> PostgresConfig:
@@ -864,6 +930,9 @@ def _postgres(t: _Table, base: Path) -> PostgresConfig:
     names = [n.name for n in nodes]
     if local and names and local not in names:
         t.errors.add(t.key("local_node"), f"expected one of {', '.join(names)}; got {describe(local)}")
+    bucardo = t.secret("bucardo_dsn", base)
+    if bucardo is not None and topology == "streaming":
+        t.errors.add(t.key("bucardo_dsn"), 'expected only with topology = "bucardo"; got topology "streaming"')
     t.finish()
     return PostgresConfig(
         topology=topology or "streaming",
@@ -872,15 +941,28 @@ def _postgres(t: _Table, base: Path) -> PostgresConfig:
         timeout=timeout or 3.0,
         max_lag_bytes=lag if lag is not None else 16 * 2**20,
         nodes=tuple(nodes),
+        bucardo_dsn=bucardo,
     )
 
 
 def _rabbitmq(t: _Table, base: Path) -> RabbitConfig:
+    def _amqp_url(table: _Table) -> Secret | None:
+        """``amqp_url`` / ``amqp_url_file`` (section or node): a secret that must be amqp(s)://."""
+        amqp = table.secret("amqp_url", base)
+        if amqp is not None and not re.match(r"^amqps?://", amqp.reveal()):
+            table.errors.add(table.key("amqp_url"), "expected an amqp:// or amqps:// URL; got another string")
+            return None
+        return amqp
+
     interval = t.duration("interval", 10.0)
     timeout = t.duration("timeout", 3.0)
-    amqp = t.secret("amqp_url", base)
-    if amqp is not None and not re.match(r"^amqps?://", amqp.reveal()):
-        t.errors.add(t.key("amqp_url"), "expected an amqp:// or amqps:// URL; got another string")
+    amqp = _amqp_url(t)
+    queues = t.strings("queues", ("default", "celery"))
+    for i, q in enumerate(queues or ()):
+        if not q:
+            t.errors.add(t.key(f"queues[{i}]"), "expected a queue name; got an empty string")
+    depth = t.integer("queue_warning_depth", 1000, lo=1)
+    vhost = t.nonempty("vhost", "/")
     nodes: list[RabbitNode] = []
     node_tables = t.tables("node")
     if not node_tables and t.data.get("node", _MISSING) in (_MISSING, []):
@@ -892,15 +974,24 @@ def _rabbitmq(t: _Table, base: Path) -> RabbitConfig:
         url = nt.get("management_url", "an http:// or https:// URL", _as_url)
         user = nt.nonempty("username", "guest")
         password = nt.secret("password", base)
+        node_amqp = _amqp_url(nt)
         nt.finish()
         if name in seen:
             t.errors.add(t.key(f"node[{i}].name"), f"duplicate name {json.dumps(name)}")
         elif name:
             seen.add(name)
         if name and url:
-            nodes.append(RabbitNode(name, url.rstrip("/"), user or "guest", password))
+            nodes.append(RabbitNode(name, url.rstrip("/"), user or "guest", password, node_amqp))
     t.finish()
-    return RabbitConfig(interval=interval or 10.0, timeout=timeout or 3.0, amqp_url=amqp, nodes=tuple(nodes))
+    return RabbitConfig(
+        interval=interval or 10.0,
+        timeout=timeout or 3.0,
+        amqp_url=amqp,
+        nodes=tuple(nodes),
+        queues=queues if queues is not None else ("default", "celery"),
+        queue_warning_depth=depth or 1000,
+        vhost=vhost or "/",
+    )
 
 
 # --------------------------------------------------------------------------- entry

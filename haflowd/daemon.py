@@ -26,6 +26,7 @@ from haflowd.health import CheckRegistry, Status
 from haflowd.logs import REDACTOR
 from haflowd.notify import SystemdNotifier
 from haflowd.supervisor.supervisor import Supervisor
+from haflowd.sync.service import SyncService
 
 TICK_S = 0.25
 
@@ -55,6 +56,14 @@ def make_checkers(cfg: Config, registry: CheckRegistry, clock: Clock) -> list[Ch
     """One checker per configured service; none without its section."""
     checkers: list[Checker] = []
     # the checkers register here as they are built (checks/postgres.py, checks/rabbitmq.py)
+    if cfg.rabbitmq is not None:
+        from haflowd.checks.rabbitmq import RabbitChecker  # aio-pika is imported only where it is used
+
+        checkers.append(RabbitChecker(cfg.rabbitmq, registry, clock))
+    if cfg.postgres is not None:
+        from haflowd.checks.postgres import PostgresChecker
+
+        checkers.append(PostgresChecker(cfg.postgres, registry, clock))
     return checkers
 
 
@@ -74,6 +83,11 @@ class Daemon:
         if cfg.gossip is not None:
             self.gossip = GossipNode(cfg.gossip, self.node, cfg.node.data_dir, clock, summary=self.summary)
         self.checkers: list[Checker] = make_checkers(cfg, self.registry, clock)
+        self.sync: SyncService | None = None
+        if cfg.sync is not None:
+            self.sync = SyncService(cfg.sync, self.node, cfg.node.data_dir, self.registry, clock,
+                                    gossip=cfg.gossip is not None)
+            self.checkers.append(self.sync)
         self.notifier = SystemdNotifier()
         self.started_wall = clock.wall()
         self._tick = clock.monotonic()
@@ -252,6 +266,8 @@ class Daemon:
             now = self.clock.monotonic()
             self._tick = now
             self._gossip_check()
+            if self.sync is not None and self.gossip is not None:
+                self.sync.set_members({p["name"]: p["status"] for p in self.gossip.peers() if not p["self"]})
             if wd and now >= next_wd:
                 self.notifier.watchdog()
                 next_wd = now + wd / 2
@@ -291,6 +307,8 @@ class Daemon:
                     notes.append("[gossip] changed: keys are in use now; the rest takes effect at the next restart")
             elif (self.gossip is None) != (new.gossip is None):
                 notes.append("[gossip] added or removed: takes effect at the next restart of haflowd")
+            if new.sync != self.config.sync:
+                notes.append("[sync] changed: takes effect at the next restart of haflowd")
             for n in notes:
                 self.log.warning("reload_partial", detail=n)
             if notes:

@@ -285,3 +285,8 @@ def status_of(peer: str, *statuses: str, min_inc: int = -1) -> Callable[[str, di
 def fmt(times: dict[str, float]) -> str:
     """``first_seen``'s answer for people: "n1 1.61s, n2 1.62s"."""
     return ", ".join(f"{n} {t:.2f}s" for n, t in sorted(times.items()))
+
+
+from tests.fixtures.csync2 import *  # noqa: E402,F403  (csync2 in namespaces: csync2_cluster)
+from tests.fixtures.postgres import *  # noqa: E402,F403  (PostgreSQL fixtures: pg_pair, pg_pair_factory)
+from tests.fixtures.rabbitmq import *  # noqa: E402,F403  (a three-node RabbitMQ cluster: rabbit_cluster)

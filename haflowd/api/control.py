@@ -69,7 +69,15 @@ class ControlApi:
         return json_response(result, 200 if result["ok"] else 409)
 
     async def sync(self, request: web.Request) -> web.Response:
-        return json_response({"ok": False, "error": "this node has no [sync] section"}, 409)
+        """Run a sync now; answer when it is done, with what each peer got."""
+        svc = self.d.sync
+        if svc is None:
+            return json_response({"ok": False, "error": "this node has no [sync] section"}, 409)
+        if not svc.enabled:
+            return json_response({"ok": False, "error": "sync is disabled ([sync] enabled = false)"}, 409)
+        body = await svc.sync_now()
+        self.d.log.info("control", action="sync", result=body.get("result"))
+        return json_response(body, 200 if "peers" in body else 503)
 
 
 def bind_unix(path: Path) -> socket.socket:

@@ -26,6 +26,10 @@ def _get(summary: str, ok: dict[str, Any], extra: dict[str, Any] | None = None,
 _HEALTH = _ref("Health")
 _STATUS = {"type": "string", "enum": ["passing", "warning", "critical"]}
 
+_LAG = {"name": "lag", "in": "query", "required": False, "description": "bytes, or a size such as 16MiB",
+        "schema": {"type": "string"}}
+_NULLABLE_INT = {"type": "integer", "nullable": True}
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {"title": "haflowd read-only API", "version": "0"},
@@ -55,6 +59,20 @@ OPENAPI: dict[str, Any] = {
         "/metrics": {"get": {"summary": "Prometheus text format 0.0.4", "responses": {"200": {
             "description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/openapi.json": _get("This document", _json({"type": "object"}, "OpenAPI 3")),
+        "/rabbitmq": _get("RabbitMQ nodes, alarms, partitions, AMQP round trip and queues (last check)",
+                          _json(_ref("RabbitMQ"), "always")),
+        "/postgres": _get("PostgreSQL nodes, roles, lag and split brain (last probe)",
+                          _json(_ref("Postgres"), "always")),
+        "/postgres/primary": _get("Is this host's node the one primary, with no split brain",
+                                  _json(_ref("Postgres"), "yes"), {"503": _json(_ref("Postgres"), "no, or stale")}),
+        "/postgres/replica": _get("Is this host's node a streaming standby within the lag",
+                                  _json(_ref("Postgres"), "yes"), {"503": _json(_ref("Postgres"), "no, or stale"),
+                                                                   "400": _json({"type": "object"}, "bad lag")},
+                                  [_LAG]),
+        "/postgres/read-only": _get("Is this host's node the primary or a standby within the lag",
+                                    _json(_ref("Postgres"), "yes"), {"503": _json(_ref("Postgres"), "no, or stale"),
+                                                                     "400": _json({"type": "object"}, "bad lag")},
+                                    [_LAG]),
     },
     "components": {"schemas": {
         "Check": {"type": "object", "required": ["name", "status", "output"], "properties": {
@@ -86,5 +104,43 @@ OPENAPI: dict[str, Any] = {
             "cpu_percent": {"type": "number"},
             "rss_bytes": {"type": "integer"},
             "last_exit_code": {"type": "integer", "nullable": True}}},
+        "Postgres": {"type": "object", "required": ["status", "split_brain", "checked_at", "nodes"], "properties": {
+            "status": _STATUS, "output": {"type": "string"}, "split_brain": {"type": "boolean"},
+            "stale": {"type": "boolean"}, "checked_at": {"type": "number", "nullable": True},
+            "primary": {"type": "string", "nullable": True},
+            "ok": {"type": "boolean"}, "reason": {"type": "string"},
+            "nodes": {"type": "array", "items": {"type": "object", "required": [
+                "name", "up", "role", "lag_bytes", "lag_seconds", "timeline", "error"], "properties": {
+                "name": {"type": "string"}, "up": {"type": "boolean"},
+                "role": {"type": "string", "enum": ["primary", "standby"], "nullable": True},
+                "lag_bytes": _NULLABLE_INT, "lag_seconds": {"type": "number", "nullable": True},
+                "timeline": _NULLABLE_INT,
+                "system_identifier": {"type": "string", "nullable": True, "description": "64-bit, as a string"},
+                "error": {"type": "string", "nullable": True},
+                "checked_at": {"type": "number", "nullable": True}}}}}},
+        "RabbitMQ": {"type": "object", "required": ["status", "checked_at", "nodes", "amqp_roundtrip_ms", "error"],
+                     "properties": {
+            "status": _STATUS, "checked_at": {"type": "number", "nullable": True}, "stale": {"type": "boolean"},
+            "output": {"type": "string"}, "amqp_roundtrip_ms": {"type": "number", "nullable": True},
+            "amqp_error": {"type": "string", "nullable": True}, "error": {"type": "string", "nullable": True},
+            "problems": {"type": "array", "items": {"type": "object", "properties": {
+                "status": _STATUS, "text": {"type": "string"}}}},
+            "queues": {"type": "array", "items": {"type": "object", "required": ["name", "exists"], "properties": {
+                "name": {"type": "string"}, "exists": {"type": "boolean", "nullable": True},
+                "messages": {"type": "integer", "nullable": True}, "consumers": {"type": "integer", "nullable": True},
+                "type": {"type": "string", "nullable": True}, "warning": {"type": "string", "nullable": True}}}},
+            "nodes": {"type": "array", "items": {"type": "object", "required": [
+                "name", "running", "partitions", "alarms", "fd_used", "fd_total", "sockets_used", "sockets_total",
+                "cluster_view", "error"], "properties": {
+                "name": {"type": "string"}, "status": _STATUS, "running": {"type": "boolean", "nullable": True},
+                "reachable": {"type": "boolean"},
+                "partitions": {"type": "array", "items": {"type": "string"}},
+                "alarms": {"type": "array", "items": {"type": "string", "enum": ["memory", "disk"]}},
+                "fd_used": {"type": "integer", "nullable": True}, "fd_total": {"type": "integer", "nullable": True},
+                "sockets_used": {"type": "integer", "nullable": True},
+                "sockets_total": {"type": "integer", "nullable": True},
+                "cluster_view": {"type": "array", "items": {"type": "string"}, "nullable": True},
+                "amqp_roundtrip_ms": {"type": "number", "nullable": True},
+                "error": {"type": "string", "nullable": True}}}}}},
     }},
 }

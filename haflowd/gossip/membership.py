@@ -36,6 +36,7 @@ STATUSES = (ALIVE, SUSPECT, DEAD, LEFT)
 MAX_LHM = 8
 MAX_PIGGYBACK = 24
 NACK_FRACTION = 0.8  # a helper nacks within this share of the probe timeout, so the nack is in time
+LAST_CHANCES = 2  # pings to a suspect, a probe timeout apart, that end just before it is declared dead
 
 
 # --------------------------------------------------------------------------- settings
@@ -95,7 +96,7 @@ def push_pull_scale(interval: float, n: int) -> float:
 # --------------------------------------------------------------------------- messages
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Update:
     """A claim about one member; ``sender`` is who made a suspect/dead claim."""
 
@@ -122,7 +123,7 @@ class Update:
         return Update(str(kind), str(node), int(inc), addr, sender)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Summary:
     """A node's own state (health, components, ...) riding along with the gossip."""
 
@@ -143,7 +144,7 @@ class Summary:
         return Summary(d["node"], (v[0], v[1]), d["data"])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Message:
     """One gossip message. ``type``: ping, ack, nack, ping-req, gossip, push-pull."""
 
@@ -203,6 +204,8 @@ class Message:
 
 
 MESSAGE_TYPES = ("ping", "ack", "nack", "ping-req", "gossip", "push-pull")
+_NOBODY = Update(ALIVE, "-", 0)  # a placeholder, never sent
+_COUNTER_KEYS = {(d, t): f"{d}:{t}" for d in ("in", "out") for t in MESSAGE_TYPES}
 
 
 def _is_name(v: Any) -> bool:
@@ -213,13 +216,13 @@ def _is_inc(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**62
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outgoing:
     address: str
     message: Message
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Change:
     """A status change of a member, for logs and metrics."""
 
@@ -233,7 +236,7 @@ class Change:
 # --------------------------------------------------------------------------- state
 
 
-@dataclass
+@dataclass(slots=True)
 class Member:
     name: str
     address: str
@@ -244,7 +247,7 @@ class Member:
     rtt: float | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Suspicion:
     start: float
     lo: float
@@ -252,12 +255,13 @@ class Suspicion:
     k: int
     confirmers: set[str] = field(default_factory=set)
     accuser: str = ""  # who raised it first: named when we pass the suspicion on
+    asked: int = 0  # last-chance pings we sent the suspect ourselves
 
     def deadline(self) -> float:
         return self.start + suspicion_timeout(self.lo, self.hi, self.k, max(0, len(self.confirmers) - 1))
 
 
-@dataclass
+@dataclass(slots=True)
 class Probe:
     target: str
     seq: int
@@ -269,14 +273,14 @@ class Probe:
     nacks: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Relay:
     requester: str  # address
     seq: int  # the requester's seq
     deadline: float
 
 
-@dataclass
+@dataclass(slots=True)
 class _Broadcast:
     key: tuple[str, str]
     update: Update | None
@@ -310,7 +314,8 @@ class Membership:
         self._dead: dict[str, None] = {}  # dead members, oldest death first
         self._left = 0  # members that left, us included
         self._live_addrs: dict[str, int] = {}  # address → alive or suspect members there, us included
-        self._state: tuple[Update, ...] | None = None  # our push-pull state, rebuilt after a change
+        self._state: dict[str, Update] = {}  # each member as our push-pull state tells it
+        self._stale: set[str] = set()  # members changed since _state last told them
         self._add(Member(name, address, incarnation, ALIVE, now, now))
         self.lhm = 0
         self.leaving = False
@@ -359,7 +364,7 @@ class Membership:
         for r in self._relays.values():
             t = min(t, r.deadline)
         for s in self._suspicions.values():
-            t = min(t, s.deadline())
+            t = min(t, s.deadline() - (LAST_CHANCES - s.asked) * self.s.probe_timeout)
         return t
 
     def suspect_since(self, node: str) -> float | None:
@@ -406,29 +411,30 @@ class Membership:
     # ------------------------------------------------------------------ messages in
 
     def handle(self, msg: Message) -> list[Outgoing]:
-        self._count("in", msg.type)
+        t = msg.type
+        self._count("in", t)
         now = self.clock.monotonic()
         out: list[Outgoing] = []
         if msg.source == self.name:
             if msg.source_addr and msg.source_addr != self.address:
                 out += self._conflict(msg.source_addr)
             return out
-        src = self.members.get(msg.source)
+        members = self.members
+        src = members.get(msg.source)
         if src is not None and src.status in (ALIVE, SUSPECT):
             src.last_seen = now
-        t = msg.type
         fixes: tuple[Update, ...] = ()
         if t != "push-pull":
-            fixes = self._corrections(msg.updates)
-            members = self.members
-            for u in msg.updates:
-                m = members.get(u.node)
-                if m is not None and u.kind == ALIVE and u.incarnation <= m.incarnation and u.node != self.name:
-                    continue  # the commonest news: nothing new (what _apply would conclude)
-                out += self._apply(u, now, from_push_pull=False)
+            if msg.updates:
+                fixes = self._corrections(msg.updates)
+                for u in msg.updates:
+                    m = members.get(u.node)
+                    if m is not None and u.kind == ALIVE and u.incarnation <= m.incarnation and u.node != self.name:
+                        continue  # the commonest news: nothing new (what _apply would conclude)
+                    out += self._apply(u, now, from_push_pull=False)
             for s in msg.summaries:
                 self._apply_summary(s)
-            if t != "ping" and any(u.node == self.name for u in fixes):  # it still spreads a refuted claim
+            if fixes and t != "ping" and any(u.node == self.name for u in fixes):  # it spreads a refuted claim
                 out.append(Outgoing(msg.source_addr, self._msg("gossip", updates=fixes)))
         if t == "ping":
             if msg.target and msg.target != self.name:
@@ -456,13 +462,13 @@ class Membership:
     def _corrections(self, updates: Iterable[Update]) -> tuple[Update, ...]:
         """Suspect/dead/left claims older than a member's alive incarnation we know (refuted
         claims the sender missed): our newer view, to send back so the sender does not condemn."""
-        out = []
+        out: dict[str, Update] = {}
         for u in updates:
-            if u.kind != ALIVE:
+            if u.kind != ALIVE and u.node not in out:
                 m = self.members.get(u.node)
                 if m is not None and m.status == ALIVE and m.incarnation > u.incarnation:
-                    out.append(Update(ALIVE, m.name, m.incarnation, m.address))
-        return tuple(out)
+                    out[u.node] = Update(ALIVE, m.name, m.incarnation, m.address)
+        return tuple(out.values())
 
     def _on_ack(self, msg: Message, now: float) -> list[Outgoing]:
         relay = self._relays.pop(msg.seq, None)
@@ -476,7 +482,8 @@ class Membership:
             m.last_seen = now
             if not p.indirect:
                 m.rtt = now - p.sent
-        self._lhm(-1)
+        if self.lhm > 0:  # Lifeguard: a good probe, we are a little healthier
+            self.lhm -= 1
         self._probe = None
         return []
 
@@ -507,8 +514,12 @@ class Membership:
             out += self._start_probe(now)
         if self._suspicions:
             for node, s in list(self._suspicions.items()):
-                if now >= s.deadline():
+                deadline = s.deadline()
+                if now >= deadline:
                     out += self._declare_dead(node, now)
+                elif now >= deadline - (LAST_CHANCES - s.asked) * self.s.probe_timeout:
+                    s.asked += 1
+                    out += self._last_chance(node)
         if self._queue and now >= self._next_gossip:
             self._next_gossip = now + self.s.gossip_interval
             out += self._gossip(now)
@@ -575,6 +586,16 @@ class Membership:
         if m is None or m.status not in (ALIVE, SUSPECT):
             return []
         return self._apply(Update(SUSPECT, m.name, m.incarnation, m.address, self.name), now, False)
+
+    def _last_chance(self, node: str) -> list[Outgoing]:
+        """Before condemning a suspect, ping it with the suspicion: alive, it answers with its
+        refutation, or with the newer incarnation of one we missed (lost, or we were stalled)."""
+        m = self.members.get(node)
+        if m is None or m.status != SUSPECT or self.leaving:
+            return []
+        claim = Update(SUSPECT, m.name, m.incarnation, m.address, self.name)
+        return [Outgoing(m.address, self._msg("ping", seq=self._next_seq(), target=m.name, target_addr=m.address,
+                                              piggyback=True, extra=(claim,)))]
 
     def _declare_dead(self, node: str, now: float) -> list[Outgoing]:
         m = self.members.get(node)
@@ -649,7 +670,7 @@ class Membership:
                 if not u.address:
                     return []
                 self._add(Member(u.node, u.address, u.incarnation, ALIVE, now, now))
-                self._order.insert(self.rng.randint(0, len(self._order)), u.node)
+                self._order.insert(int(self.rng.random() * (len(self._order) + 1)), u.node)
                 self._changed(u.node, None, ALIVE, u.incarnation, "joined")
             elif u.incarnation > m.incarnation:
                 self._unindex(m)
@@ -787,45 +808,59 @@ class Membership:
         if not queue:
             return (), ()
         limit = retransmit_limit(self.s.retransmit_mult, self.cluster_size())
-        items: list[_Broadcast] = []
-        for rank in sorted(self._tiers):
-            tier = self._tiers[rank]
-            while tier and len(items) < MAX_PIGGYBACK:
+        tiers = self._tiers
+        room = MAX_PIGGYBACK
+        taken: list[tuple[int, list[_Broadcast]]] = []  # by the transmits they will have
+        for rank in sorted(tiers):
+            tier = tiers[rank]
+            batch = []
+            while tier and room:
                 b = tier.popleft()
                 if queue.get(b.key) is b:  # else replaced by a newer one
-                    items.append(b)
+                    batch.append(b)
+                    room -= 1
             if not tier:
-                del self._tiers[rank]
-            if len(items) == MAX_PIGGYBACK:
+                del tiers[rank]
+            if batch:
+                taken.append((max(rank, 0) + 1, batch))
+            if not room:
                 break
         ups, sums = [], []
-        for b in items:
-            b.transmits += 1
-            b.urgent = False
-            if b.update is not None:
-                ups.append(b.update)
-            elif b.summary is not None:
-                sums.append(b.summary)
-            if b.transmits >= limit:
-                del queue[b.key]
+        for sent, batch in taken:
+            for b in batch:
+                b.transmits = sent
+                b.urgent = False
+                if b.update is not None:
+                    ups.append(b.update)
+                elif b.summary is not None:
+                    sums.append(b.summary)
+            if sent >= limit:
+                for b in batch:
+                    del queue[b.key]
             else:
-                self._tiers.setdefault(b.transmits, deque()).append(b)
+                tiers.setdefault(sent, deque()).extend(batch)
         return tuple(ups), tuple(sums)
 
     def _msg(self, type_: str, *, seq: int = 0, target: str = "", target_addr: str = "",
              piggyback: bool = False, updates: Iterable[Update] = (), extra: tuple[Update, ...] = ()) -> Message:
-        ups, sums = self._take() if piggyback else ((), ())
-        if extra and ups:
-            ups = tuple(u for u in ups if u not in extra)
+        ups: tuple[Update, ...] = ()
+        sums: tuple[Summary, ...] = ()
+        if piggyback and self._queue:
+            ups, sums = self._take()
+            if extra and ups:
+                ups = tuple(u for u in ups if u not in extra)
+        if extra or updates:
+            ups = (*extra, *updates, *ups)
         self._count("out", type_)
-        return Message(type_, self.name, self.address, seq=seq, target=target, target_addr=target_addr,
-                       updates=(*extra, *updates, *ups), summaries=sums)
+        return Message(type_, self.name, self.address, seq, target, target_addr, ups, sums)
 
     def _state_msg(self, reply: bool) -> Message:
-        if self._state is None:
-            self._state = tuple(Update(m.status, m.name, m.incarnation, m.address) for m in self.members.values())
+        for name in self._stale:
+            m = self.members[name]
+            self._state[name] = Update(m.status, m.name, m.incarnation, m.address)
+        self._stale.clear()
         self._count("out", "push-pull")
-        return Message("push-pull", self.name, self.address, updates=self._state,
+        return Message("push-pull", self.name, self.address, updates=tuple(self._state.values()),
                        summaries=tuple(self.summaries.values()), reply=reply)
 
     def _push_pull_to(self, address: str) -> Outgoing:
@@ -835,11 +870,12 @@ class Membership:
 
     def _add(self, m: Member) -> None:
         self.members[m.name] = m
+        self._state[m.name] = _NOBODY  # its place in the state's order; told at the next _state_msg
         self._index(m)
 
     def _index(self, m: Member) -> None:
         """Count ``m`` in the indices under its current status and address."""
-        self._state = None
+        self._stale.add(m.name)
         if m.status in (ALIVE, SUSPECT):
             self._live_addrs[m.address] = self._live_addrs.get(m.address, 0) + 1
             if m.name != self.name:
@@ -852,7 +888,6 @@ class Membership:
 
     def _unindex(self, m: Member) -> None:
         """Take ``m`` out of the indices before its status, incarnation or address changes."""
-        self._state = None
         if m.status in (ALIVE, SUSPECT):
             left = self._live_addrs[m.address] - 1
             if left:
@@ -883,7 +918,7 @@ class Membership:
         self.changes.append(Change(node, old, new, inc, reason))
 
     def _count(self, direction: str, type_: str) -> None:
-        key = f"{direction}:{type_}"
+        key = _COUNTER_KEYS.get((direction, type_)) or f"{direction}:{type_}"
         self.counters[key] = self.counters.get(key, 0) + 1
 
     def drain_changes(self) -> list[Change]:

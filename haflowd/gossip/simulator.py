@@ -1,0 +1,577 @@
+"""A deterministic discrete-event simulator for the membership core.
+
+N :class:`~haflowd.gossip.membership.Membership` cores share one virtual clock; a queue
+of events (message deliveries and per-node wake-ups at ``next_wakeup()``) drives them.
+The network loses messages with a configurable probability, delays them by a base
+latency plus random jitter, and can be partitioned into groups that cannot reach each
+other. Nodes can crash, restart (incarnation + 1, like the daemon after persisting it),
+stall (a blocked event loop: deliveries queue up and are handled in order when it ends)
+or leave gracefully.
+
+The same seed gives the same run. Measurements: messages sent per node and type,
+detection latency of crashes (crash → ``dead`` on every survivor), false deaths (a
+node marked ``dead`` by someone that could reach it and that never crashed), and a
+convergence check (every live node sees every other live node ``alive``).
+
+    python -m haflowd.gossip.simulator --nodes 100 --minutes 2 --loss 0.1 --seed 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import heapq
+import itertools
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from haflowd.gossip.membership import (
+    ALIVE,
+    DEAD,
+    LEFT,
+    GossipSettings,
+    Membership,
+    Message,
+    Outgoing,
+    suspicion_min,
+)
+
+_WAKE, _DELIVER, _STALL_END = 0, 1, 2
+
+
+class VirtualClock:
+    """The one clock every simulated node reads; only the simulator moves it."""
+
+    def __init__(self, start: float = 1000.0, wall_offset: float = 1_700_000_000.0) -> None:
+        self.now = start
+        self.wall_offset = wall_offset
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return self.now + self.wall_offset
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """Per-message loss probability and one-way latency ``base + uniform(0, jitter)`` seconds."""
+
+    loss: float = 0.0
+    latency: float = 0.001
+    jitter: float = 0.002
+
+
+@dataclass(frozen=True)
+class FalseDeath:
+    time: float
+    observer: str
+    node: str
+
+
+@dataclass
+class Detection:
+    """How long after ``node`` crashed each survivor first saw it ``dead``."""
+
+    node: str
+    crashed_at: float
+    survivors: frozenset[str]
+    seen: dict[str, float] = field(default_factory=dict)  # survivor → latency (s)
+    restarted_at: float | None = None  # no more records after that
+
+    @property
+    def complete(self) -> bool:
+        return self.survivors <= self.seen.keys()
+
+    @property
+    def latency(self) -> float | None:
+        """Crash → dead on every survivor, or None while some survivor has not seen it yet."""
+        if not self.complete:
+            return None
+        return max((self.seen[s] for s in self.survivors), default=0.0)
+
+
+@dataclass
+class _Partition:
+    group: list[int]  # a group number per node
+    start: float
+    end: float | None = None
+
+
+@dataclass
+class _Node:
+    index: int
+    name: str
+    address: str
+    core: Membership
+    rng: random.Random
+    wake_at: float = float("inf")  # the wake-up currently queued (older ones are stale)
+    crashed: bool = False
+    left: bool = False
+    stalled_until: float = 0.0
+    backlog: list[Message] = field(default_factory=list)
+    missed_wake: float | None = None  # the first wake-up that fell inside a stall
+    sent: dict[str, int] = field(default_factory=dict)
+    restarts: int = 0
+
+
+class Simulator:
+    """N membership cores on a simulated network; see the module docstring.
+
+    Time only moves inside :meth:`run_for` / :meth:`run_until`. Faults (``crash``,
+    ``restart``, ``stall``, ``leave``, ``partition``, ``heal``) act at the current time;
+    schedule one for later with :meth:`at`.
+    """
+
+    def __init__(
+        self,
+        nodes: int,
+        *,
+        seed: int = 0,
+        settings: GossipSettings | None = None,
+        network: NetworkSettings | None = None,
+        seeds: int = 3,
+        start_spread: float = 0.0,
+    ) -> None:
+        if nodes < 1:
+            raise ValueError("at least one node")
+        self.settings = settings or GossipSettings()
+        self.network = network or NetworkSettings()
+        self.clock = VirtualClock()
+        self.start_time = self.clock.now
+        self.rng = random.Random(seed)
+        self._heap: list[tuple[float, int, int, int, Message | None]] = []
+        self._ids = itertools.count()  # ties in time go in the order of scheduling
+        self._actions: list[tuple[float, int, Callable[[], None]]] = []
+        self.names = [f"n{i:04d}" for i in range(nodes)]
+        self.addresses = [f"10.0.{i // 250}.{i % 250 + 1}:7946" for i in range(nodes)]
+        self.seed_addresses = self.addresses[:seeds]
+        self._by_addr = {a: i for i, a in enumerate(self.addresses)}
+        self._by_name = {n: i for i, n in enumerate(self.names)}
+        self._group = [0] * nodes  # partition group per node
+        self._partitions: list[_Partition] = []
+        self._ever_crashed: set[str] = set()
+        # after a heal, deaths between the two sides are still expected for a while: stale
+        # suspicions and verdicts from the partition run out
+        lo = suspicion_min(self.settings.suspicion_mult, nodes, self.settings.probe_interval)
+        self.partition_grace = 2 * lo * self.settings.suspicion_max_mult
+        self.nodes: list[_Node] = []
+        self.detections: dict[str, Detection] = {}
+        self.false_deaths: list[FalseDeath] = []
+        self.dropped = 0
+        self.delivered = 0
+        self.events = 0
+        for i in range(nodes):
+            rng = random.Random(self.rng.getrandbits(64))
+            self.nodes.append(_Node(i, self.names[i], self.addresses[i], self._core(i, 0, rng), rng))
+        for node in self.nodes:
+            delay = self.rng.uniform(0, start_spread) if start_spread > 0 else 0.0
+            self.at(delay, lambda node=node: self._start(node))  # type: ignore[misc]
+
+    # ------------------------------------------------------------------ views
+
+    @property
+    def now(self) -> float:
+        """Seconds of simulated time since the start."""
+        return self.clock.now - self.start_time
+
+    def core(self, name: str) -> Membership:
+        return self.nodes[self._by_name[name]].core
+
+    def live_names(self) -> list[str]:
+        """Nodes that run: not crashed, not left (a stalled node is live)."""
+        return [n.name for n in self.nodes if not n.crashed and not n.left]
+
+    def status(self, observer: str, node: str) -> str | None:
+        m = self.core(observer).members.get(node)
+        return m.status if m else None
+
+    def converged(self) -> bool:
+        """Every live node sees every other live node ``alive``."""
+        live = self.live_names()
+        for name in live:
+            members = self.core(name).members
+            for other in live:
+                m = members.get(other)
+                if m is None or m.status != ALIVE:
+                    return False
+        return True
+
+    def sees_all_alive(self, observers: Iterable[str], nodes: Iterable[str]) -> bool:
+        targets = list(nodes)
+        for name in observers:
+            members = self.core(name).members
+            for other in targets:
+                m = members.get(other)
+                if m is None or m.status != ALIVE:
+                    return False
+        return True
+
+    def sent_by_type(self) -> dict[str, int]:
+        """Messages sent by every node since the start, per message type."""
+        out: dict[str, int] = {}
+        for n in self.nodes:
+            for t, c in n.sent.items():
+                out[t] = out.get(t, 0) + c
+        return out
+
+    def sent_total(self) -> int:
+        return sum(sum(n.sent.values()) for n in self.nodes)
+
+    # ------------------------------------------------------------------ faults
+
+    def at(self, delay: float, action: Callable[[], None]) -> None:
+        """Run ``action`` ``delay`` simulated seconds from now."""
+        heapq.heappush(self._actions, (self.clock.now + delay, next(self._ids), action))
+
+    def crash(self, name: str) -> None:
+        node = self.nodes[self._by_name[name]]
+        if node.crashed:
+            return
+        node.crashed = True
+        node.backlog.clear()
+        self._ever_crashed.add(name)
+        survivors = frozenset(n.name for n in self.nodes if not n.crashed and not n.left)
+        self.detections[name] = Detection(name, self.now, survivors)
+
+    def restart(self, name: str) -> None:
+        """A fresh core with the persisted incarnation + 1, joining through the seeds."""
+        node = self.nodes[self._by_name[name]]
+        incarnation = node.core.incarnation + 1
+        node.crashed = node.left = False
+        node.stalled_until = 0.0
+        node.backlog.clear()
+        node.missed_wake = None
+        node.restarts += 1
+        node.core = self._core(node.index, incarnation, node.rng)
+        det = self.detections.get(name)
+        if det is not None and det.restarted_at is None:
+            det.restarted_at = self.now
+        self._start(node)
+
+    def stall(self, name: str, seconds: float) -> None:
+        """Block the node's event loop for ``seconds``: no ticks, deliveries queue up."""
+        node = self.nodes[self._by_name[name]]
+        if node.crashed or node.left:
+            return
+        end = self.clock.now + seconds
+        if end > node.stalled_until:
+            node.stalled_until = end
+            self._push(end, _STALL_END, node.index, None)
+
+    def leave(self, name: str) -> None:
+        node = self.nodes[self._by_name[name]]
+        if node.crashed or node.left:
+            return
+        self._send(node, node.core.leave())
+        self._collect(node)
+        node.left = True  # it stops at once, as the daemon does after its leave broadcast
+
+    def partition(self, *groups: Iterable[str]) -> None:
+        """Split the network: nodes in different groups cannot reach each other.
+
+        Nodes not named in any group form one more group together.
+        """
+        group = [0] * len(self.nodes)
+        for g, names in enumerate(groups, start=1):
+            for name in names:
+                group[self._by_name[name]] = g
+        self.heal()
+        self._group = group
+        self._partitions.append(_Partition(group, self.now))
+
+    def heal(self) -> None:
+        self._group = [0] * len(self.nodes)
+        for p in self._partitions:
+            if p.end is None:
+                p.end = self.now
+
+    def periodic_stalls(self, seconds: float, every: float, until: float, names: Iterable[str] | None = None) -> None:
+        """Each node stalls for ``seconds`` once every ``every`` seconds (at its own random
+        phase) until ``until`` seconds from now: a SIGSTOP/SIGCONT or a blocking call."""
+        for name in self.names if names is None else names:
+            t = self.rng.uniform(0, every)
+            while t < until:
+                self.at(t, lambda name=name: self.stall(name, seconds))  # type: ignore[misc]
+                t += every
+
+    # ------------------------------------------------------------------ running
+
+    def run_for(self, seconds: float) -> None:
+        self._run(self.clock.now + seconds, None, 0.0)
+
+    def run_until(self, predicate: Callable[[], bool], timeout: float, check_every: float = 0.5) -> float | None:
+        """Run until ``predicate()`` holds (checked every ``check_every`` s); seconds taken, or None."""
+        start = self.clock.now
+        if predicate():
+            return 0.0
+        return self._run(start + timeout, predicate, check_every)
+
+    def _run(self, end: float, predicate: Callable[[], bool] | None, check_every: float) -> float | None:
+        # the cores make no reference cycles; scanning their million objects for some is most of a run
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return self._loop(end, predicate, check_every)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _loop(self, end: float, predicate: Callable[[], bool] | None, check_every: float) -> float | None:
+        start = self.clock.now
+        clock = self.clock
+        heap = self._heap
+        pop, push = heapq.heappop, heapq.heappush
+        actions = self._actions
+        nodes = self.nodes
+        ids = self._ids
+        inf = float("inf")
+        next_check = start + check_every if predicate is not None else inf
+        events = 0
+        try:
+            while True:
+                t = heap[0][0] if heap else inf
+                t_action = actions[0][0] if actions else inf
+                if t_action < t:
+                    t = t_action
+                if t > next_check and next_check <= end:
+                    clock.now = next_check
+                    assert predicate is not None
+                    if predicate():
+                        return clock.now - start
+                    next_check += check_every
+                    continue
+                if t > end:
+                    clock.now = end
+                    return None
+                if t == t_action:
+                    clock.now = t
+                    pop(actions)[2]()
+                    continue
+                when, _, kind, index, msg = pop(heap)
+                clock.now = when
+                node = nodes[index]
+                events += 1
+                if node.crashed or node.left:
+                    if kind == _DELIVER:
+                        self.dropped += 1
+                    continue
+                core = node.core
+                if kind == _DELIVER:
+                    assert msg is not None
+                    if node.stalled_until > when:
+                        node.backlog.append(msg)
+                        continue
+                    self.delivered += 1
+                    out = core.handle(msg)
+                elif kind == _WAKE:
+                    if when != node.wake_at:  # superseded by a later one
+                        continue
+                    node.wake_at = inf
+                    if node.stalled_until > when:
+                        if node.missed_wake is None:
+                            node.missed_wake = when
+                        continue
+                    out = core.tick()
+                else:  # _STALL_END
+                    if node.stalled_until > when:
+                        continue
+                    out = self._unstall(node, when)
+                if out:
+                    self._send(node, out)
+                if core.changes:
+                    self._collect(node)
+                wake = core.next_wakeup()
+                if wake < when:
+                    wake = when
+                if wake != node.wake_at:  # earlier or later: the one already queued goes stale
+                    node.wake_at = wake
+                    push(heap, (wake, next(ids), _WAKE, index, None))
+        finally:
+            self.events += events
+
+    def _unstall(self, node: _Node, now: float) -> list[Outgoing]:
+        """The loop runs again: what queued up is handled in order, then the late timers."""
+        backlog, node.backlog = node.backlog, []
+        for msg in backlog:
+            self.delivered += 1
+            self._send(node, node.core.handle(msg))
+        if node.missed_wake is not None:
+            node.core.note_lag(now - node.missed_wake)
+            node.missed_wake = None
+        node.wake_at = float("inf")
+        return node.core.tick()
+
+    # ------------------------------------------------------------------ internals
+
+    def _core(self, index: int, incarnation: int, rng: random.Random) -> Membership:
+        seeds = [a for a in self.seed_addresses if a != self.addresses[index]]
+        return Membership(self.names[index], self.addresses[index], self.clock, self.settings,
+                          incarnation=incarnation, seeds=seeds, rng=random.Random(rng.getrandbits(64)))
+
+    def _start(self, node: _Node) -> None:
+        if node.crashed or node.left:
+            return
+        self._send(node, node.core.start())
+        self._collect(node)
+        self._schedule(node)
+
+    def _push(self, when: float, kind: int, index: int, msg: Message | None) -> None:
+        heapq.heappush(self._heap, (when, next(self._ids), kind, index, msg))
+
+    def _schedule(self, node: _Node) -> None:
+        if node.crashed or node.left:
+            return
+        when = node.core.next_wakeup()
+        now = self.clock.now
+        if when < now:
+            when = now
+        if when != node.wake_at:  # earlier or later: the one already queued goes stale
+            node.wake_at = when
+            self._push(when, _WAKE, node.index, None)
+
+    def _send(self, node: _Node, out: Sequence[Outgoing]) -> None:
+        loss, latency, jitter = self.network.loss, self.network.latency, self.network.jitter
+        random_ = self.rng.random
+        sent = node.sent
+        group = self._group
+        by_addr = self._by_addr
+        heap, ids, push = self._heap, self._ids, heapq.heappush
+        now = self.clock.now
+        src_group = group[node.index]
+        for o in out:
+            msg = o.message
+            t = msg.type
+            sent[t] = sent.get(t, 0) + 1
+            dst = by_addr.get(o.address)
+            if dst is None or group[dst] != src_group or (loss and random_() < loss):
+                self.dropped += 1
+                continue
+            push(heap, (now + latency + (random_() * jitter if jitter else 0.0), next(ids), _DELIVER, dst, msg))
+
+    def _collect(self, node: _Node) -> None:
+        for c in node.core.drain_changes():
+            if c.new != DEAD:
+                continue
+            det = self.detections.get(c.node)
+            if det is not None:
+                if det.restarted_at is None and node.name not in det.seen:
+                    det.seen[node.name] = self.now - det.crashed_at
+            elif self._is_false_death(node.name, c.node):
+                self.false_deaths.append(FalseDeath(self.now, node.name, c.node))
+
+    def _is_false_death(self, observer: str, node: str) -> bool:
+        """Dead, though it never crashed nor left, and the observer could reach it lately."""
+        if node in self._ever_crashed:
+            return False
+        target = self.nodes[self._by_name[node]]
+        if target.left or target.core.members[node].status == LEFT:
+            return False
+        a, b = self._by_name[observer], target.index
+        now = self.now
+        return not any(p.group[a] != p.group[b] and (p.end is None or now - p.end < self.partition_grace)
+                       for p in self._partitions)
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile, ``q`` in 0..100."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
+    return ordered[k]
+
+
+def scenario(nodes: int, minutes: float, *, seed: int = 1, loss: float = 0.0, latency: float = 0.001,
+             jitter: float = 0.002, crash: int = 1, stall: float = 0.0, stall_every: float = 10.0,
+             settings: GossipSettings | None = None) -> dict[str, Any]:
+    """Join ``nodes`` through 3 seeds, let it settle, crash ``crash`` of them at once, run to
+    ``minutes``; measured from the crash on: messages per node per second, detection.
+
+    With ``stall`` > 0 every node stalls that long once every ``stall_every`` seconds.
+    """
+    started, cpu = time.perf_counter(), time.process_time()
+    sim = Simulator(nodes, seed=seed, settings=settings, network=NetworkSettings(loss, latency, jitter))
+    total = minutes * 60
+    if stall > 0:
+        sim.periodic_stalls(stall, stall_every, total)
+    joined = sim.run_until(sim.converged, total, check_every=1.0)
+    sim.run_for(min(30.0, max(0.0, total - sim.now)))  # the join's own dissemination dies down
+    window = sim.now
+    before = sim.sent_by_type()
+    victims = sim.rng.sample(sim.names[3:], min(crash, max(0, nodes - 3)))
+    for v in victims:
+        sim.crash(v)
+    sim.run_for(max(0.0, total - sim.now))
+    span = max(1e-9, sim.now - window)
+    after = sim.sent_by_type()
+    rates = {t: (after[t] - before.get(t, 0)) / (nodes * span) for t in sorted(after)}
+    detections = []
+    for v in victims:
+        det = sim.detections[v]
+        lat = list(det.seen.values())
+        detections.append({"node": v, "at": round(det.crashed_at, 3), "seen_by": len(lat),
+                           "survivors": len(det.survivors), "p50": percentile(lat, 50), "p99": percentile(lat, 99),
+                           "all": det.latency})
+    return {
+        "nodes": nodes, "minutes": minutes, "seed": seed, "loss": loss, "latency": latency, "jitter": jitter,
+        "stall": stall, "stall_every": stall_every if stall > 0 else None,
+        "joined": joined, "window": [window, sim.now],
+        "messages_per_node_per_s": sum(rates.values()), "by_type": rates,
+        "detections": detections, "false_deaths": len(sim.false_deaths),
+        "false_death_examples": [(round(f.time, 3), f.observer, f.node) for f in sim.false_deaths[:5]],
+        "converged_at_end": sim.converged(), "events": sim.events,
+        "real_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m haflowd.gossip.simulator",
+                                description="Simulate N membership cores in virtual time and report.")
+    p.add_argument("--nodes", type=int, default=100)
+    p.add_argument("--minutes", type=float, default=2.0)
+    p.add_argument("--loss", type=float, default=0.0, help="probability that a message is lost")
+    p.add_argument("--latency", type=float, default=0.001, help="one-way base latency, seconds")
+    p.add_argument("--jitter", type=float, default=0.002, help="plus uniform(0, jitter) seconds")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--crash", type=int, default=1, help="nodes crashed at once after the join settled")
+    p.add_argument("--stall", type=float, default=0.0, help="each node stalls this long ...")
+    p.add_argument("--stall-every", type=float, default=10.0, help="... once every this many seconds")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of the text report")
+    args = p.parse_args(argv)
+    if args.nodes < 4 and args.crash:
+        p.error("--crash needs at least 4 nodes (the 3 seeds are never crashed)")
+    r = scenario(args.nodes, args.minutes, seed=args.seed, loss=args.loss, latency=args.latency, jitter=args.jitter,
+                 crash=args.crash, stall=args.stall, stall_every=args.stall_every)
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"{r['nodes']} nodes, {r['minutes']:g} min simulated, loss {r['loss']:.0%}, "
+          f"latency {r['latency'] * 1000:g}+{r['jitter'] * 1000:g} ms, seed {r['seed']}"
+          + (f", stall {r['stall']:g} s every {r['stall_every']:g} s" if r["stall"] else ""))
+    print(f"joined: all alive everywhere after {r['joined']:.1f} s" if r["joined"] is not None
+          else "joined: never all alive everywhere at once")
+    a, b = r["window"]
+    by_type = ", ".join(f"{t} {v:.2f}" for t, v in r["by_type"].items())
+    print(f"messages per node per second, {a:.0f}..{b:.0f} s: {r['messages_per_node_per_s']:.2f} ({by_type})")
+    for d in r["detections"]:
+        every = f"{d['all']:.2f} s" if d["all"] is not None else "not yet"
+        print(f"crash of {d['node']} at {d['at']:.0f} s: dead on {d['seen_by']}/{d['survivors']} survivors; "
+              f"p50 {d['p50']:.2f} s, p99 {d['p99']:.2f} s, all {every}")
+    print(f"false deaths: {r['false_deaths']}" + (f" e.g. {r['false_death_examples']}" if r["false_deaths"] else ""))
+    print(f"converged at the end: {'yes' if r['converged_at_end'] else 'no'}")
+    print(f"real time {r['real_s']:.1f} s (cpu {r['cpu_s']:.1f} s), {r['events']} events")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""The sync service's wiring, with a fake csync2: requests, coalescing, the watch filter,
+state on disk, views. (Real csync2 is in tests/integration/test_sync.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.registry import Collector
+
+from haflowd.config import SyncConfig
+from haflowd.health import CheckRegistry, Status
+from haflowd.sync.runner import ProbeResult
+from haflowd.sync.schedule import Outcome, PeerResult
+from haflowd.sync.service import SyncService, is_change
+
+
+class FakeRunner:
+    """csync2 as the test wants it: per-host outcomes, a gate to hold a run open."""
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, PeerResult] = {}
+        self.probes: dict[str, ProbeResult] = {}
+        self.calls: list[str] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.started = asyncio.Event()
+        self.pending_counts: dict[str, int] = {}
+        self.crash = False
+
+    async def probe(self, host: str) -> ProbeResult:
+        return self.probes.get(host, ProbeResult(Outcome.SYNCED))
+
+    addresses: dict[str, set[str]] = {}
+
+    async def incoming(self) -> list[str]:
+        return []
+
+    async def check(self) -> str | None:
+        self.calls.append("check")
+        self.started.set()
+        await self.gate.wait()
+        if self.crash:
+            raise RuntimeError("boom")
+        return None
+
+    async def sync(self, host: str) -> tuple[PeerResult, float]:
+        self.calls.append(host)
+        return self.outcomes.get(host, PeerResult(Outcome.SYNCED)), 0.01
+
+    async def pending(self) -> dict[str, int] | None:
+        return dict(self.pending_counts)
+
+
+def config(**over: Any) -> SyncConfig:
+    base: dict[str, Any] = dict(enabled=True, command=("csync2", "-x"), interval=3600.0, watch=(), debounce=0.05,
+                                timeout=5.0, retry_initial=0.2, retry_max=1.0, peers=("n2", "n3"),
+                                host_map={"n2": "nodeb", "n3": "nodec"}, debounce_max=1.0)
+    base.update(over)
+    return SyncConfig(**base)
+
+
+@contextlib.asynccontextmanager
+async def running(svc: SyncService) -> AsyncIterator[SyncService]:
+    task = asyncio.create_task(svc.run())
+    try:
+        yield svc
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await svc.close()
+
+
+async def until(cond: Any, timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.01)):
+        if cond():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out after {timeout}s")
+
+
+@pytest.fixture
+def fake() -> FakeRunner:
+    return FakeRunner()
+
+
+def make(tmp_path: Path, fake: FakeRunner, **over: Any) -> tuple[SyncService, CheckRegistry]:
+    reg = CheckRegistry()
+    svc = SyncService(config(**over), "n1", tmp_path, reg, runner=fake)  # type: ignore[arg-type]
+    return svc, reg
+
+
+@pytest.mark.parametrize(
+    ("event", "is_dir", "path", "change"),
+    [
+        ("created", False, "/dags/etl.py", True),
+        ("modified", False, "/dags/etl.py", True),
+        ("deleted", False, "/dags/etl.py", True),
+        ("moved", False, "/dags/new.py", True),
+        ("attrib", False, "/dags/etl.py", True),
+        ("closed", False, "/dags/etl.py", True),
+        ("opened", False, "/dags/etl.py", False),  # csync2 reading it
+        ("closed_no_write", False, "/dags/etl.py", False),
+        ("modified", True, "/dags", False),
+        ("created", True, "/dags/sub", True),
+        ("created", False, "/dags/.etl.py.Xa81Qz", False),  # csync2's scratch file
+        ("moved", False, "/dags/.airflowignore", True),
+        ("created", False, "/dags/.airflowignore", True),
+    ],
+)
+def test_what_counts_as_a_change(event: str, is_dir: bool, path: str, change: bool) -> None:
+    assert is_change(event, is_dir, path) is change
+
+
+async def test_sync_now_answers_with_what_each_peer_got(tmp_path: Path, fake: FakeRunner) -> None:
+    fake.probes["nodec"] = ProbeResult(Outcome.REFUSED, "connection to nodec:30865 refused")
+    fake.pending_counts = {"nodec": 4}
+    svc, reg = make(tmp_path, fake)
+    async with running(svc):
+        body = await asyncio.wait_for(svc.sync_now(), 5)
+    assert body["ok"] is False and body["result"] == "partial"
+    assert body["peers"]["n2"]["outcome"] == "synced" and body["peers"]["n2"]["state"] == "ok"
+    assert body["peers"]["n3"]["outcome"] == "refused" and body["peers"]["n3"]["state"] == "failing"
+    assert body["peers"]["n3"]["pending_files"] == 4 and body["peers"]["n3"]["host"] == "nodec"
+    assert "nodec" not in fake.calls  # refused at the probe: csync2 was not run against it
+    snap = svc.snapshot()
+    assert snap["peers"]["n3"]["next_retry"] is not None and snap["last_result"] == "partial"
+    assert {r.name: r.status for r in reg.results()}["sync"] == Status.PASSING  # not failing for long yet
+
+
+async def test_requests_during_a_run_get_the_follow_up(tmp_path: Path, fake: FakeRunner) -> None:
+    svc, _ = make(tmp_path, fake)
+    fake.gate.clear()
+    async with running(svc):
+        await until(fake.started.is_set)  # the startup run is in its check
+        first = asyncio.create_task(svc.sync_now())
+        second = asyncio.create_task(svc.sync_now())
+        for _ in range(20):
+            svc._file_changed()
+        await asyncio.sleep(0.2)
+        assert not first.done()
+        fake.gate.set()
+        a, b = await asyncio.wait_for(asyncio.gather(first, second), 5)
+    assert a == b and "manual" in a["reasons"]
+    assert fake.calls.count("check") == 2  # startup, then one follow-up for all of it
+
+
+async def test_a_crash_in_a_run_does_not_stop_syncing(tmp_path: Path, fake: FakeRunner) -> None:
+    svc, _ = make(tmp_path, fake)
+    fake.crash = True
+    async with running(svc):
+        body = await asyncio.wait_for(svc.sync_now(), 5)
+        assert body["result"] == "failed" and "RuntimeError: boom" in body["peers"]["n2"]["detail"]
+        fake.crash = False
+        body = await asyncio.wait_for(svc.sync_now(), 5)
+        assert body["result"] == "ok"
+
+
+async def test_state_is_saved_and_restored(tmp_path: Path, fake: FakeRunner) -> None:
+    fake.probes["nodeb"] = ProbeResult(Outcome.UNREACHABLE, "no answer from nodeb:30865 within 1s")
+    svc, _ = make(tmp_path, fake, retry_initial=60.0, retry_max=60.0)
+    async with running(svc):
+        await asyncio.wait_for(svc.sync_now(), 5)
+    saved = json.loads((tmp_path / "sync-state.json").read_text())
+    assert saved["peers"]["n2"]["state"] == "pending" and saved["peers"]["n2"]["attempts"] >= 1
+
+    again, _ = make(tmp_path, FakeRunner(), retry_initial=60.0, retry_max=60.0)
+    p = again.snapshot()["peers"]["n2"]
+    assert p["state"] == "pending" and p["attempts"] == saved["peers"]["n2"]["attempts"]
+    assert p["last_error"] == "no answer from nodeb:30865 within 1s" and p["next_retry"] is not None
+
+
+async def test_gossip_members_feed_the_core(tmp_path: Path, fake: FakeRunner) -> None:
+    reg = CheckRegistry()
+    svc = SyncService(config(peers=()), "n1", tmp_path, reg, gossip=True, runner=fake)  # type: ignore[arg-type]
+    svc.set_members({"n1": "alive", "n2": "alive", "n3": "dead"})
+    assert set(svc.snapshot()["peers"]) == {"n2", "n3"}  # every other member, dynamically
+    async with running(svc):
+        body = await asyncio.wait_for(svc.sync_now(), 5)
+    assert body["peers"]["n3"]["outcome"] == "down" and body["peers"]["n3"]["state"] == "pending"
+    assert "n3" not in fake.calls and "nodec" not in fake.calls
+
+
+async def test_disabled_sync_runs_nothing_and_says_so(tmp_path: Path, fake: FakeRunner) -> None:
+    svc, reg = make(tmp_path, fake, enabled=False)
+    async with running(svc):
+        await asyncio.sleep(0.1)
+    assert fake.calls == []
+    snap = svc.snapshot()
+    assert snap["enabled"] is False and {p["state"] for p in snap["peers"].values()} == {"skipped"}
+    assert {r.name: r.output for r in reg.results()}["sync"].startswith("sync disabled")
+
+
+async def test_metrics(tmp_path: Path, fake: FakeRunner) -> None:
+    svc, _ = make(tmp_path, fake)
+    async with running(svc):
+        await asyncio.wait_for(svc.sync_now(), 5)
+
+    class One(Collector):
+        def collect(self) -> Any:
+            return svc.collect()
+
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(One())
+    text = generate_latest(reg).decode()
+    assert 'haflowd_sync_runs_total{result="ok"} 2.0' in text
+    assert "haflowd_sync_duration_seconds_count 2.0" in text
+    assert 'haflowd_sync_peer_pending{peer="n2"} 0.0' in text
+    assert 'haflowd_sync_peer_state{peer="n3",state="ok"} 1.0' in text
+    assert 'haflowd_sync_peer_last_success_timestamp_seconds{peer="n2"} 1.' in text
