@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import signal
 import time
 
 import psutil
@@ -143,6 +144,16 @@ def test_a_cut_link_leaves_the_peer_pending_backing_off_and_it_catches_up(csync2
     after = c.peer("n1", "n3")
     assert after["state"] == "pending" and after["attempts"] >= before["attempts"], (before, after)
     assert after["last_success"] == before["last_success"] and after["last_error"]
+
+    # without its state file, what is pending is rebuilt from csync2's database
+    d1 = c.daemon("n1")
+    d1.signal(signal.SIGTERM)
+    assert d1.wait_exit(20) == 0
+    (d1.dir / "data" / "sync-state.json").unlink()
+    d1.start()
+    wait_until(lambda: (c.peer("n1", "n3")["pending_files"] or 0) >= len(written), 10,
+               "n3's pending files counted again from csync2's database")
+    assert c.peer("n1", "n3")["state"] == "pending"
 
     t0 = time.monotonic()
     c.topo.link(3, up=True)
