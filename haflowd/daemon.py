@@ -8,6 +8,7 @@ import dataclasses
 import os
 import signal
 import socket
+import urllib.parse
 from typing import Any
 
 import structlog
@@ -36,26 +37,41 @@ class StartupError(HaflowdError):
 
 
 def secrets_of(cfg: Config) -> list[str]:
+    """Every secret the config holds, and the passwords inside DSNs and URLs, for the
+    log redactor: whatever prints one (a child, a driver's error) prints ``***``."""
     out: list[str] = []
     if cfg.gossip:
         out += [k.reveal() for k in cfg.gossip.keys]
+    dsns: list[str] = []
+    urls: list[str] = []
     if cfg.postgres:
-        for n in cfg.postgres.nodes:
-            out.append(n.dsn.reveal())
-            for part in n.dsn.reveal().split():
-                if part.startswith("password="):
-                    out.append(part.split("=", 1)[1])
+        dsns += [n.dsn.reveal() for n in cfg.postgres.nodes]
+        if cfg.postgres.bucardo_dsn is not None:
+            dsns.append(cfg.postgres.bucardo_dsn.reveal())
     if cfg.rabbitmq:
         if cfg.rabbitmq.amqp_url:
-            out.append(cfg.rabbitmq.amqp_url.reveal())
-        out += [n.password.reveal() for n in cfg.rabbitmq.nodes if n.password]
+            urls.append(cfg.rabbitmq.amqp_url.reveal())
+        for n in cfg.rabbitmq.nodes:
+            if n.password:
+                out.append(n.password.reveal())
+            if n.amqp_url:
+                urls.append(n.amqp_url.reveal())
+    for dsn in dsns:
+        out.append(dsn)
+        out += [part.split("=", 1)[1] for part in dsn.split() if part.startswith("password=")]
+        if "://" in dsn:
+            urls.append(dsn)
+    for url in urls:
+        out.append(url)
+        password = urllib.parse.urlsplit(url).password
+        if password:
+            out += [password, urllib.parse.unquote(password)]
     return out
 
 
 def make_checkers(cfg: Config, registry: CheckRegistry, clock: Clock) -> list[Checker]:
     """One checker per configured service; none without its section."""
     checkers: list[Checker] = []
-    # the checkers register here as they are built (checks/postgres.py, checks/rabbitmq.py)
     if cfg.rabbitmq is not None:
         from haflowd.checks.rabbitmq import RabbitChecker  # aio-pika is imported only where it is used
 
@@ -307,15 +323,17 @@ class Daemon:
                     notes.append("[gossip] changed: keys are in use now; the rest takes effect at the next restart")
             elif (self.gossip is None) != (new.gossip is None):
                 notes.append("[gossip] added or removed: takes effect at the next restart of haflowd")
-            if new.sync != self.config.sync:
-                notes.append("[sync] changed: takes effect at the next restart of haflowd")
+            for section in ("sync", "postgres", "rabbitmq"):
+                if getattr(new, section) != getattr(self.config, section):
+                    notes.append(f"[{section}] changed: takes effect at the next restart of haflowd")
             for n in notes:
                 self.log.warning("reload_partial", detail=n)
             if notes:
                 new = dataclasses.replace(new, node=self.config.node, api=self.config.api)
             result = await self.supervisor.reload(new.components)
+            # the old secrets stay masked too: sections that restart later still use them
+            REDACTOR.set(secrets_of(self.config) + secrets_of(new))
             self.config = new
-            REDACTOR.set(secrets_of(new))
             self.log.info("reloaded", **result)
             self.notifier.ready(self._status_line())
             return True, {"components": result, "notes": notes}
