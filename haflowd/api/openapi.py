@@ -59,6 +59,15 @@ OPENAPI: dict[str, Any] = {
         "/metrics": {"get": {"summary": "Prometheus text format 0.0.4", "responses": {"200": {
             "description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/openapi.json": _get("This document", _json({"type": "object"}, "OpenAPI 3")),
+        "/sync": _get("DAG sync: last run, and each peer's state", _json({"type": "object", "required": [
+            "enabled", "last_run", "last_success", "running", "peers"], "properties": {
+            "enabled": {"type": "boolean"}, "last_run": {"type": "number", "nullable": True},
+            "last_success": {"type": "number", "nullable": True}, "running": {"type": "boolean"},
+            "peers": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+                "state": {"type": "string", "enum": ["ok", "pending", "failing", "skipped"]},
+                "last_success": {"type": "number", "nullable": True}, "attempts": {"type": "integer"},
+                "next_retry": {"type": "number", "nullable": True},
+                "last_error": {"type": "string", "nullable": True}}}}}}, "always")),
         "/rabbitmq": _get("RabbitMQ nodes, alarms, partitions, AMQP round trip and queues (last check)",
                           _json(_ref("RabbitMQ"), "always")),
         "/postgres": _get("PostgreSQL nodes, roles, lag and split brain (last probe)",
