@@ -9,7 +9,7 @@ import os
 import signal
 import socket
 import urllib.parse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
@@ -27,7 +27,9 @@ from haflowd.health import CheckRegistry, Status
 from haflowd.logs import REDACTOR
 from haflowd.notify import SystemdNotifier
 from haflowd.supervisor.supervisor import Supervisor
-from haflowd.sync.service import SyncService
+
+if TYPE_CHECKING:
+    from haflowd.sync.service import SyncService
 
 TICK_S = 0.25
 
@@ -101,6 +103,8 @@ class Daemon:
         self.checkers: list[Checker] = make_checkers(cfg, self.registry, clock)
         self.sync: SyncService | None = None
         if cfg.sync is not None:
+            from haflowd.sync.service import SyncService  # watchdog is imported only where it is used
+
             self.sync = SyncService(cfg.sync, self.node, cfg.node.data_dir, self.registry, clock,
                                     gossip=cfg.gossip is not None)
             self.checkers.append(self.sync)
