@@ -711,8 +711,8 @@ class Membership:
             # another node's verdict about a member we heard from ourselves within a
             # suspicion timeout (a stale verdict after a healed partition, or a full-state
             # merge): suspect it first and let it refute, rather than kill a live node
-            heard_lately = m.status == ALIVE and m.last_seen is not None and now - m.last_seen < suspicion_min(
-                self.s.suspicion_mult, self.cluster_size(), self.s.probe_interval)
+            heard_lately = m.last_seen is not None and now - m.last_seen < suspicion_min(
+                self.s.suspicion_mult, self.cluster_size(), self.s.probe_interval)  # suspect too: copies repeat
             if u.sender != self.name and (from_push_pull or heard_lately):
                 return self._apply(Update(SUSPECT, u.node, u.incarnation, u.address, u.sender), now, False)
             self._unindex(m)

@@ -80,6 +80,28 @@ def test_a_healed_partition_heals_the_membership(majority: int, minority: int) -
     assert sim.false_deaths == []  # nobody died in the eyes of its own side, before or after
 
 
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("late", [-0.02, 0.0, 0.005, 0.02])
+def test_a_heal_just_as_the_cut_off_node_condemns_the_majority_kills_nobody(seed: int, late: float) -> None:
+    """2+1, healed when n2's suspicion of the majority runs out: its verdicts arrive (often
+    twice) at nodes that hear from the accused all the time. They only suspect; it refutes."""
+    sim = joined(3, seed)
+    sim.partition(sim.names[:2], sim.names[2:])
+    cut_off = sim.core("n0002")
+
+    def since() -> float | None:
+        return min((t for t in map(cut_off.suspect_since, sim.names[:2]) if t is not None), default=None)
+
+    assert sim.run_until(lambda: since() is not None, 10, check_every=0.001) is not None
+    first = since()
+    assert first is not None
+    sim.run_for(first + suspicion_min(S.suspicion_mult, 3, S.probe_interval) + late - sim.clock.now)
+    sim.heal()
+    assert sim.run_until(sim.converged, 30) is not None
+    sim.run_for(10)
+    assert sim.false_deaths == []
+
+
 def test_stalls_of_a_second_every_ten_under_ten_percent_loss_kill_nobody() -> None:
     sim = joined(20, seed=5, network=LOSSY)
     sim.periodic_stalls(1.0, 10.0, until=600)
