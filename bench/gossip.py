@@ -725,9 +725,26 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def simulator_figures() -> dict[str, Any] | None:
-    """Placeholder: the simulator's figures for the same scenarios, to print beside the measured ones."""
-    return None
+def simulator_figures(big: bool) -> dict[str, Any]:
+    """The same core in the seeded simulator (virtual time): detection and message rates as
+    the cluster grows, and false deaths under loss and stalls. 1,000 nodes takes minutes of
+    real time here, so it runs only with --sim-1000."""
+    from haflowd.gossip.simulator import scenario
+
+    sizes = [(10, 2.0), (100, 2.0)] + ([(1000, 2.0)] if big else [])
+    out: dict[str, Any] = {"sizes": []}
+    for nodes, minutes in sizes:
+        log(f"simulator: {nodes} nodes, {minutes:g} simulated minutes")
+        r = scenario(nodes, minutes, seed=1)
+        det = r["detections"][0] if r["detections"] else {}
+        out["sizes"].append({"nodes": nodes, "detect_p50_s": det.get("p50"), "detect_p99_s": det.get("p99"),
+                             "detect_all_s": det.get("all"), "msgs_per_node_s": r["messages_per_node_per_s"],
+                             "real_s": round(r["real_s"], 1)})
+    log("simulator: 20 nodes, 10 minutes, 10% loss, every node stalled 1 s in every 10")
+    r = scenario(20, 10.0, seed=1, loss=0.1, stall=1.0, stall_every=10.0, crash=0)
+    out["stall_loss"] = {"nodes": 20, "minutes": 10, "loss": 0.1, "false_deaths": r["false_deaths"],
+                         "real_s": round(r["real_s"], 1)}
+    return out
 
 
 def versions() -> dict[str, str]:
@@ -795,7 +812,14 @@ def render(report: dict[str, Any]) -> str:
         out.append("")
     sim = report.get("simulator")
     if sim is not None:
-        out.append("simulator: " + json.dumps(sim))
+        out.append("\nsimulator (same core, virtual time, seed 1, defaults): a crash -> dead on every survivor")
+        out.append("  nodes   p50 s   p99 s   all s   msgs/node/s   real s")
+        for z in sim["sizes"]:
+            out.append(f"  {z['nodes']:>5}  {z['detect_p50_s'] or 0:6.2f}  {z['detect_p99_s'] or 0:6.2f}  "
+                       f"{z['detect_all_s'] or 0:6.2f}  {z['msgs_per_node_s']:12.2f}  {z['real_s']:7.1f}")
+        sl = sim["stall_loss"]
+        out.append(f"  false deaths, {sl['nodes']} nodes, {sl['minutes']} min, {sl['loss']:.0%} loss, "
+                   f"every node stalled 1 s in 10: {sl['false_deaths']}")
     return "\n".join(out).rstrip()
 
 
@@ -808,6 +832,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"failures per scenario (default {MIN_RUNS}, at least {MIN_RUNS})")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs) for inspection")
+    p.add_argument("--sim-1000", action="store_true", help="also simulate 1,000 nodes (minutes of real time)")
     args = p.parse_args(argv)
     if not MIN_RUNS <= args.runs <= MAX_RUNS:
         p.error(f"--runs: expected {MIN_RUNS}..{MAX_RUNS}")
@@ -827,9 +852,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     }
     report["scenarios"]["kill9"] = summarise(scenario_kill(tmp, args.runs, key_file))
     report["scenarios"]["cut_link"] = summarise(scenario_cut(tmp, args.runs, key_file))
-    sim = simulator_figures()
-    if sim is not None:
-        report["simulator"] = sim
+    report["simulator"] = simulator_figures(args.sim_1000)
     return report
 
 
