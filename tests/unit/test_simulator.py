@@ -1,13 +1,10 @@
 """The membership cores at scale, in virtual time: seeded simulator runs.
 
 Convergence, crash detection, partitions that heal, stalls under loss, restarts, leaves,
-and message rates that stay flat as the cluster grows. Every run is deterministic. The
-1,000-node, ten-minute run takes minutes, so it runs only with HAFLOWD_SIM_1000=1.
+and message rates that stay flat as the cluster grows. Every run is deterministic.
 """
 
 from __future__ import annotations
-
-import os
 
 import pytest
 
@@ -172,12 +169,11 @@ def test_message_rates_per_node_are_flat_from_10_to_200_nodes() -> None:
     assert all(5 < rate < 10 for rate in rates), rates  # a probe and its ack every 300 ms, and little else
 
 
-@pytest.mark.skipif(os.environ.get("HAFLOWD_SIM_1000") != "1",
-                    reason="1,000 nodes x 10 min takes about 2.5 min of CPU here; HAFLOWD_SIM_1000=1 runs it")
-def test_a_thousand_nodes_for_ten_minutes_converge_with_flat_message_rates() -> None:
-    small = [scenario(n, 10, seed=1) for n in (10, 100)]
-    big = scenario(1000, 10, seed=1)
-    assert big["real_s"] < 300, f"1,000 nodes x 10 min took {big['real_s']:.0f} s of real time"
+def test_a_thousand_nodes_converge_detect_and_keep_flat_message_rates() -> None:
+    """Three simulated minutes (about a minute of real time here); `scripts/bench gossip
+    --sim-1000` runs the full ten and reports the time it takes."""
+    small = [scenario(n, 3, seed=1) for n in (10, 100)]
+    big = scenario(1000, 3, seed=1)
     assert big["joined"] is not None and big["converged_at_end"]
     assert big["false_deaths"] == 0
     (det,) = big["detections"]
