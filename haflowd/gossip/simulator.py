@@ -41,22 +41,9 @@ from haflowd.gossip.membership import (
     Outgoing,
     suspicion_min,
 )
+from haflowd.testing import FakeClock
 
 _WAKE, _DELIVER, _STALL_END = 0, 1, 2
-
-
-class VirtualClock:
-    """The one clock every simulated node reads; only the simulator moves it."""
-
-    def __init__(self, start: float = 1000.0, wall_offset: float = 1_700_000_000.0) -> None:
-        self.now = start
-        self.wall_offset = wall_offset
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return self.now + self.wall_offset
 
 
 @dataclass(frozen=True)
@@ -143,7 +130,7 @@ class Simulator:
             raise ValueError("at least one node")
         self.settings = settings or GossipSettings()
         self.network = network or NetworkSettings()
-        self.clock = VirtualClock()
+        self.clock = FakeClock()  # the one clock every node reads; only the simulator moves it
         self.start_time = self.clock.now
         self.rng = random.Random(seed)
         self._heap: list[tuple[float, int, int, int, Message | None]] = []
