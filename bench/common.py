@@ -4,17 +4,25 @@ and a main() that always tears down (SIGTERM/SIGHUP unwind through every ``final
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import http.client
 import json
 import math
+import os
+import re
+import shlex
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 
 class BenchError(Exception):
@@ -115,3 +123,116 @@ def run_main(prefix: str, keep_tmp: bool, as_json: bool, run: Callable[[Path], d
             shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(report, indent=2) if as_json else render(report))
     return 0
+
+
+def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def run_cmd(argv: Sequence[str], timeout: float = 30.0, check: bool = True,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """A command with a deadline; BenchError on a timeout, or on failure when ``check``."""
+    try:
+        r = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                           check=False, env=env)
+    except subprocess.TimeoutExpired as e:
+        raise BenchError(f"{shlex.join(argv)}: no exit within {timeout:g}s") from e
+    if check and r.returncode != 0:
+        raise BenchError(f"{shlex.join(argv)}: exit {r.returncode}: {r.stderr.strip()}")
+    return r
+
+
+def stop_tree(proc: subprocess.Popen[Any], label: str, timeout: float) -> None:
+    """SIGTERM, then SIGKILL to the group after ``timeout``; then SIGKILL to any descendant
+    still alive (one that left the group)."""
+    seen: list[psutil.Process] = []
+    with contextlib.suppress(psutil.Error):
+        seen = psutil.Process(proc.pid).children(recursive=True)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log(f"{label} ignored SIGTERM for {timeout:g}s; SIGKILL")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    if proc.returncode not in (0, None):
+        log(f"{label} exited {proc.returncode}")
+    # The group outlives its leader only while members remain, so its id cannot have been reused.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    alive = [p for p in seen if p.is_running()]  # is_running() notices a reused pid
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    if alive:
+        log(f"{label}: killed {len(alive)} leftover process(es)")
+        psutil.wait_procs(alive, timeout=5)
+
+
+# --------------------------------------------------------------- network namespaces
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def enter_netns(name: str) -> None:
+    """Move the *calling thread* into netns ``name`` (what ``ip netns exec`` does for a process).
+
+    Sockets this thread opens afterwards, and processes it spawns, live in that namespace.
+    """
+    fd = os.open(f"/run/netns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({name}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def ns_pids(ns: str) -> list[int]:
+    r = run_cmd(["ip", "netns", "pids", ns], check=False)
+    return [int(x) for x in r.stdout.split() if x.isdigit()]
+
+
+def delete_namespaces(names: Sequence[str]) -> None:
+    """SIGKILL whatever still runs in them, then delete them (pass node namespaces before the bridge's)."""
+    for ns in names:
+        procs = []
+        for pid in ns_pids(ns):
+            if pid == os.getpid():
+                continue
+            with contextlib.suppress(psutil.Error):
+                p = psutil.Process(pid)
+                p.kill()
+                procs.append(p)
+        if procs:
+            log(f"killed {len(procs)} process(es) left in netns {ns}")
+            psutil.wait_procs(procs, timeout=5)
+    for ns in names:
+        r = run_cmd(["ip", "netns", "del", ns], check=False)
+        if r.returncode != 0 and "No such file" not in r.stderr:
+            log(f"ip netns del {ns}: exit {r.returncode}: {r.stderr.strip()}")
+        shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
+
+
+def sweep_stale_namespaces(pattern: re.Pattern[str]) -> None:
+    """Delete namespaces an earlier run left behind: ``pattern`` captures the run's pid as group 1,
+    and that pid no longer runs."""
+    r = run_cmd(["ip", "netns", "list"], check=False)
+    stale = []
+    for line in r.stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        m = pattern.match(name)
+        if m and not psutil.pid_exists(int(m.group(1))):
+            stale.append(name)
+    if stale:
+        log(f"deleting {len(stale)} namespace(s) left by an earlier run: {' '.join(stale)}")
+        delete_namespaces(sorted(stale, key=lambda n: n.endswith("-br")))

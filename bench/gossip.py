@@ -41,7 +41,6 @@ import argparse
 import base64
 import concurrent.futures
 import contextlib
-import ctypes
 import http.client
 import json
 import os
@@ -49,7 +48,6 @@ import platform
 import random
 import re
 import secrets
-import shlex
 import shutil
 import signal
 import socket
@@ -63,7 +61,21 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from common import BenchError, free_port, log, percentile, run_main, table, toml_str, wait_until
+from common import (
+    BenchError,
+    delete_namespaces,
+    enter_netns,
+    free_port,
+    log,
+    percentile,
+    run_cmd,
+    run_main,
+    stop_tree,
+    sweep_stale_namespaces,
+    table,
+    toml_str,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable  # scripts/bench runs this file with the venv's python
@@ -90,40 +102,12 @@ NS_HAFLOWD_API = 8080  # on the namespace's own 127.0.0.1
 NS_HAFLOWD_GOSSIP = 7946
 NS_SERF_BIND = 7947
 NS_SERF_RPC = 7373
-CLONE_NEWNET = 0x40000000
 
 HAFLOWD_DEAD = ("dead",)
 SERF_DEAD = ("failed",)
 
 
-def run_cmd(argv: list[str], timeout: float = CMD_TIMEOUT_S, check: bool = True) -> subprocess.CompletedProcess[str]:
-    try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
-    except subprocess.TimeoutExpired as e:
-        raise BenchError(f"{shlex.join(argv)}: no exit within {timeout:g}s") from e
-    if check and r.returncode != 0:
-        raise BenchError(f"{shlex.join(argv)}: exit {r.returncode}: {r.stderr.strip()}")
-    return r
-
-
 # ---------------------------------------------------------------- network namespaces
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def enter_netns(name: str) -> None:
-    """Move the *calling thread* into netns ``name`` (what ``ip netns exec`` does for a process).
-
-    Sockets this thread opens afterwards, and processes it spawns, live in that namespace.
-    """
-    fd = os.open(f"/run/netns/{name}", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({name}): {os.strerror(err)}")
-    finally:
-        os.close(fd)
-
 
 class Site:
     """Where a node runs: the root namespace (loopback) or a namespace this bench made.
@@ -153,44 +137,6 @@ class Site:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
-
-
-def ns_pids(ns: str) -> list[int]:
-    r = run_cmd(["ip", "netns", "pids", ns], check=False)
-    return [int(x) for x in r.stdout.split() if x.isdigit()]
-
-
-def delete_namespaces(names: Sequence[str]) -> None:
-    """SIGKILL whatever still runs in them, then delete them (node namespaces before the bridge's)."""
-    for ns in names:
-        pids = [p for p in ns_pids(ns) if p != os.getpid()]
-        procs = []
-        for pid in pids:
-            with contextlib.suppress(psutil.Error):
-                p = psutil.Process(pid)
-                p.kill()
-                procs.append(p)
-        if procs:
-            log(f"killed {len(procs)} process(es) left in netns {ns}")
-            psutil.wait_procs(procs, timeout=5)
-    for ns in names:
-        r = run_cmd(["ip", "netns", "del", ns], check=False)
-        if r.returncode != 0 and "No such file" not in r.stderr:
-            log(f"ip netns del {ns}: exit {r.returncode}: {r.stderr.strip()}")
-
-
-def sweep_stale_namespaces() -> None:
-    """Delete namespaces an earlier run of this bench left behind (its pid no longer runs)."""
-    r = run_cmd(["ip", "netns", "list"], check=False)
-    stale = []
-    for line in r.stdout.splitlines():
-        name = line.split()[0] if line.split() else ""
-        m = NS_RE.match(name)
-        if m and not psutil.pid_exists(int(m.group(1))):
-            stale.append(name)
-    if stale:
-        log(f"deleting {len(stale)} namespace(s) left by an earlier run: {' '.join(stale)}")
-        delete_namespaces(sorted(stale, key=lambda n: n.endswith("-br")))
 
 
 class Testbed:
@@ -229,7 +175,8 @@ class Testbed:
             sh(["ip", "-n", ns, "link", "set", NS_IFACE, "up"])
 
     def link(self, i: int, up: bool) -> None:
-        run_cmd(["ip", "netns", "exec", self.nodes[i], "ip", "link", "set", NS_IFACE, "up" if up else "down"])
+        run_cmd(["ip", "netns", "exec", self.nodes[i], "ip", "link", "set", NS_IFACE, "up" if up else "down"],
+                timeout=CMD_TIMEOUT_S)
 
     def destroy(self) -> None:
         created, self.created = self.created, []
@@ -316,27 +263,7 @@ class Node:
         if self.proc is None:
             return
         proc, self.proc = self.proc, None
-        seen: list[psutil.Process] = []
-        with contextlib.suppress(psutil.Error):
-            seen = psutil.Process(proc.pid).children(recursive=True)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                log(f"{self.system} {self.name} ignored SIGTERM for {STOP_TIMEOUT_S:g}s; SIGKILL")
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        # The group outlives its leader only while members remain, so its id cannot have been reused.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        alive = [p for p in seen if p.is_running()]
-        for p in alive:
-            with contextlib.suppress(psutil.Error):
-                p.kill()
-        if alive:
-            psutil.wait_procs(alive, timeout=5)
+        stop_tree(proc, f"{self.system} {self.name}", STOP_TIMEOUT_S)
 
     def listeners(self) -> list[str]:
         """Addresses this process listens on (TCP listen, UDP bound)."""
@@ -752,10 +679,10 @@ def versions() -> dict[str, str]:
 
     serf = "?"
     with contextlib.suppress(OSError, subprocess.SubprocessError, BenchError):
-        lines = run_cmd(["serf", "version"], check=False).stdout.strip().splitlines()
+        lines = run_cmd(["serf", "version"], timeout=CMD_TIMEOUT_S, check=False).stdout.strip().splitlines()
         serf = lines[0].removeprefix("Serf ").strip() if lines else "?"
     with contextlib.suppress(OSError, subprocess.SubprocessError, BenchError):
-        deb = run_cmd(["dpkg-query", "-W", "-f=${Version}", "serf"], check=False).stdout.strip()
+        deb = run_cmd(["dpkg-query", "-W", "-f=${Version}", "serf"], timeout=CMD_TIMEOUT_S, check=False).stdout.strip()
         if deb:
             serf += f" (Debian package {deb})"  # Debian's build reports an older version string
     return {
@@ -867,7 +794,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     def go(tmp: Path) -> dict[str, Any]:
-        sweep_stale_namespaces()
+        sweep_stale_namespaces(NS_RE)
         return run(args, tmp)
 
     return run_main("haflowd-bench-gossip-", args.keep_tmp, args.json, go, render)

@@ -152,21 +152,11 @@ if __name__ == "__main__" and sys.argv[1:2] == ["--loadgen"]:
     sys.exit(loadgen_main(sys.argv[2:]))
 
 import psutil  # noqa: E402
-from common import BenchError, free_port, log, percentile, run_main, table, toml_str, wait_until  # noqa: E402
+from common import BenchError, free_port, http_get, log, percentile, run_main, table, toml_str, wait_until  # noqa: E402
 
 sys.path.insert(0, str(ROOT))  # the real-service fixtures of the test suite
 from tests.fixtures import postgres as pgfx  # noqa: E402
 from tests.fixtures import rabbitmq as rmqfx  # noqa: E402
-
-
-def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
 
 
 def get_json(port: int, path: str) -> dict[str, Any] | None:

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from common import BenchError, free_port, log, percentile, run_main, table, toml_str, wait_until
+from common import BenchError, free_port, http_get, log, percentile, run_main, stop_tree, table, toml_str, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable  # scripts/bench runs this file with the venv's python
@@ -59,16 +59,6 @@ MAX_CRASHES = 1000
 MAX_LINE = 4096
 SLEEPER = ["sleep", "100000"]  # the footprint test's children
 HEAD = ("", "haflowd", "supervisord")
-
-
-def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
 
 
 def announcing_child(fifo: Path) -> list[str]:
@@ -191,30 +181,7 @@ class Daemon:
         if self.proc is None:
             return
         proc, self.proc = self.proc, None
-        seen: list[psutil.Process] = []
-        with contextlib.suppress(psutil.Error):
-            seen = psutil.Process(proc.pid).children(recursive=True)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                log(f"{self.label} ignored SIGTERM for {STOP_TIMEOUT_S:g}s; SIGKILL")
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        if proc.returncode not in (0, None):
-            log(f"{self.label} exited {proc.returncode}")
-        # The group outlives its leader only while members remain, so its id cannot have been reused.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        alive = [p for p in seen if p.is_running()]  # is_running() notices a reused pid
-        for p in alive:
-            with contextlib.suppress(psutil.Error):
-                p.kill()
-        if alive:
-            log(f"{self.label}: killed {len(alive)} leftover process(es)")
-            psutil.wait_procs(alive, timeout=5)
+        stop_tree(proc, self.label, STOP_TIMEOUT_S)
 
 
 class Haflowd(Daemon):

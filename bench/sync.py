@@ -33,7 +33,6 @@ import argparse
 import base64
 import concurrent.futures
 import contextlib
-import ctypes
 import json
 import math
 import os
@@ -52,8 +51,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import psutil
-from common import BenchError, log, percentile, run_main, wait_until
+from common import (
+    BenchError,
+    delete_namespaces,
+    enter_netns,
+    log,
+    percentile,
+    run_cmd,
+    run_main,
+    sweep_stale_namespaces,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -68,7 +76,6 @@ POLL_S = 0.005
 DELIVERY_TIMEOUT_S = 30.0
 LSYNCD_WINDOW_S = 160.0  # csync2 waits ~130 s on a blackholed peer (no connect timeout)
 MIN_WRITES = 20
-CLONE_NEWNET = 0x40000000
 TARGET_P50_DOWN_S = 2.0
 TARGET_CATCH_UP_S = 3.0
 
@@ -100,32 +107,6 @@ local csync2 = {{
 }}
 sync {{ csync2, source = "{dags}" }}
 """
-
-
-def run_cmd(argv: Sequence[str], timeout: float = 30, check: bool = True,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    try:
-        r = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-                           check=False, env=env)
-    except subprocess.TimeoutExpired as e:
-        raise BenchError(f"{' '.join(argv)}: no exit within {timeout:g}s") from e
-    if check and r.returncode != 0:
-        raise BenchError(f"{' '.join(argv)}: exit {r.returncode}: {r.stderr.strip()}")
-    return r
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def enter_netns(name: str) -> None:
-    """Move the calling thread into netns ``name``: its sockets live there."""
-    fd = os.open(f"/run/netns/{name}", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({name}): {os.strerror(err)}")
-    finally:
-        os.close(fd)
 
 
 class Node:
@@ -179,7 +160,7 @@ class Cluster:
     # ------------------------------------------------------------------ set-up
 
     def create(self) -> None:
-        sweep_stale()
+        sweep_stale_namespaces(NS_RE)
         ip = ["ip", "-n", self.bridge]
         run_cmd(["ip", "netns", "add", self.bridge])
         self.made.append(self.bridge)
@@ -321,38 +302,6 @@ def _try(fn: Callable[[], Any]) -> Any:
         return fn()
     except BenchError:
         return None
-
-
-def ns_pids(ns: str) -> list[int]:
-    r = run_cmd(["ip", "netns", "pids", ns], check=False)
-    return [int(x) for x in r.stdout.split() if x.isdigit()]
-
-
-def delete_namespaces(names: Sequence[str]) -> None:
-    for ns in names:
-        procs = []
-        for pid in ns_pids(ns):
-            with contextlib.suppress(psutil.Error):
-                p = psutil.Process(pid)
-                p.kill()
-                procs.append(p)
-        if procs:
-            psutil.wait_procs(procs, timeout=5)
-    for ns in names:
-        r = run_cmd(["ip", "netns", "del", ns], check=False)
-        if r.returncode != 0 and "No such file" not in r.stderr:
-            log(f"ip netns del {ns}: exit {r.returncode}: {r.stderr.strip()}")
-
-
-def sweep_stale() -> None:
-    r = run_cmd(["ip", "netns", "list"], check=False)
-    stale = [line.split()[0] for line in r.stdout.splitlines()
-             if line.split() and (m := NS_RE.match(line.split()[0])) and not psutil.pid_exists(int(m.group(1)))]
-    if stale:
-        log(f"deleting {len(stale)} namespace(s) left by an earlier run: {' '.join(stale)}")
-        delete_namespaces(sorted(stale, key=lambda n: n.endswith("-br")))
-        for ns in stale:
-            shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
 
 
 # --------------------------------------------------------------------- measuring
