@@ -64,6 +64,9 @@ from common import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.fixtures.csync2 import CSYNC2_CFG  # noqa: E402  the one csync2 config, shared with the tests
+
 PYTHON = sys.executable
 NODES = ("n1", "n2", "n3")
 HOSTS = {"n1": "nodea", "n2": "nodeb", "n3": "nodec"}
@@ -78,22 +81,6 @@ LSYNCD_WINDOW_S = 160.0  # csync2 waits ~130 s on a blackholed peer (no connect 
 MIN_WRITES = 20
 TARGET_P50_DOWN_S = 2.0
 TARGET_CATCH_UP_S = 3.0
-
-CSYNC2_CFG = """\
-nossl * *;
-group dags {{
-    host nodea nodeb nodec;
-    key {key};
-    include %dags%;
-    exclude *~;
-    auto younger;
-}}
-prefix dags {{
-    on nodea: {n1};
-    on nodeb: {n2};
-    on nodec: {n3};
-}}
-"""
 
 LSYNCD_CFG = """\
 settings {{ logfile = "{log}", statusFile = "{status}", nodaemon = true, insist = true }}
@@ -189,8 +176,8 @@ class Cluster:
             for d in (n.dags, n.sysdir, n.db):
                 d.mkdir(parents=True)
         for n in self.nodes.values():
-            (n.sysdir / "csync2.cfg").write_text(CSYNC2_CFG.format(key=key, **{m.name: m.dags for m in
-                                                                               self.nodes.values()}))
+            dags = {m.name: m.dags for m in self.nodes.values()}
+            (n.sysdir / "csync2.cfg").write_text(CSYNC2_CFG.format(key=key, a=dags["n1"], b=dags["n2"], c=dags["n3"]))
             self.start_server(n)
         for n in self.nodes.values():
             self.start_daemon(n, gossip_key)
