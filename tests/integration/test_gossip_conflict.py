@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-import base64
-import os
-
-from tests.conftest import free_port, wait_until
-
-
-def _gossip(port: int, seeds: list[int], key: str) -> str:
-    seed_list = ", ".join(f'"127.0.0.1:{p}"' for p in seeds)
-    return f"""
-[gossip]
-listen = "127.0.0.1:{port}"
-seeds = [{seed_list}]
-key_file = "{key}"
-"""
+from tests.conftest import free_port, gossip_body, new_gossip_key, rename_node, wait_until
 
 
 def test_duplicate_names_are_critical_on_both(daemon, tmp_path):
     key = tmp_path / "gossip.key"
-    key.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
+    key.write_text(new_gossip_key() + "\n")
     p_seed, p_a, p_b = free_port(), free_port(), free_port()
-    seed = daemon(_gossip(p_seed, [], str(key)))
-    a = daemon(_gossip(p_a, [p_seed], str(key)))
-    a.config.write_text(a.config.read_text().replace('name = "test"', 'name = "twin"'))
-    b = daemon(_gossip(p_b, [p_seed], str(key)), start=False)
-    b.config.write_text(b.config.read_text().replace('name = "test"', 'name = "twin"'))
-    # restart a under its new name, then start its twin
-    a.kill()
+    seed = daemon(gossip_body(f"127.0.0.1:{p_seed}", [], key))
+    a = daemon(gossip_body(f"127.0.0.1:{p_a}", [f"127.0.0.1:{p_seed}"], key), start=False)
+    b = daemon(gossip_body(f"127.0.0.1:{p_b}", [f"127.0.0.1:{p_seed}"], key), start=False)
+    rename_node(a, "twin")
+    rename_node(b, "twin")
     a.start()
     wait_until(lambda: any(p["name"] == "twin" and p["status"] == "alive" for p in seed.get("/peers")[1]), 10,
                "the first twin to join")
