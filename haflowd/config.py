@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from haflowd import presets
+from haflowd import airflow, presets
 from haflowd.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "/etc/haflowd/haflowd.toml"
@@ -98,6 +98,16 @@ class HealthConfig:
     timeout: float
     failures: int
     start_period: float
+    # http: dotted JSON paths that must hold these values ({"metadatabase.status": "healthy"})
+    expect: Mapping[str, str] = field(default_factory=dict)
+    # airflow_job: the job type whose heartbeat on this host must be fresher than max_age
+    airflow_job: str | None = None
+    database: Secret | None = None
+    max_age: float = 60.0
+    hostname: str | None = None
+
+    def __hash__(self) -> int:
+        return hash((self.http, self.command, self.airflow_job, self.interval))
 
 
 @dataclass(frozen=True)
@@ -119,6 +129,7 @@ class ComponentConfig:
     stop_timeout: float = 30.0
     log_rate_limit: int = 200
     health: HealthConfig | None = None
+    oneshot: bool = False
 
     def __hash__(self) -> int:
         return hash((self.name, self.command))
@@ -694,13 +705,39 @@ def _gossip_keys(t: _Table, base: Path) -> tuple[Secret, ...]:
     return tuple(keys)
 
 
-def _health(t: _Table) -> HealthConfig | None:
+_PROBE_KINDS = ("http", "command", "airflow_job")
+
+
+def _as_expect(v: Any) -> dict[str, str]:
+    if not isinstance(v, dict) or not v:
+        raise TypeError
+    out: dict[str, str] = {}
+    for k, x in v.items():
+        if not k or not all(k.split(".")) or not isinstance(x, str | bool | int):
+            raise TypeError
+        out[k] = str(x).lower() if isinstance(x, bool) else str(x)
+    return out
+
+
+def _health(t: _Table, env: Mapping[str, str] | None = None) -> HealthConfig | None:
     http = t.get("http", "an http:// or https:// URL", _as_url, None)
     command = t.strings("command", None, nonempty=True)
-    if t.has("http") and t.has("command"):
-        t.errors.add(t.path, "expected exactly one of http, command; got both")
-    elif not t.has("http") and not t.has("command"):
-        t.errors.add(t.path, "expected exactly one of http, command; got neither")
+    job = t.get("airflow_job", "one of " + ", ".join(airflow.JOB_TYPES),
+                lambda v: _as_choice(v, airflow.JOB_TYPES), None)
+    kinds = [k for k in _PROBE_KINDS if t.has(k)]
+    if len(kinds) > 1:
+        t.errors.add(t.path, f"expected exactly one of {', '.join(_PROBE_KINDS)}; got {', '.join(kinds)}")
+    elif not kinds:
+        t.errors.add(t.path, f"expected exactly one of {', '.join(_PROBE_KINDS)}; got none")
+    no_expect: dict[str, str] = {}
+    expect = t.get("expect", 'a table of "json.path" = "value"', _as_expect, no_expect)
+    if t.has("expect") and not t.has("http"):
+        t.errors.add(t.key("expect"), "expected only with http (it checks the JSON answer)")
+    max_age = t.duration("max_age", 60.0)
+    hostname = t.nonempty("hostname", None)
+    for key in ("max_age", "hostname"):
+        if t.has(key) and not t.has("airflow_job"):
+            t.errors.add(t.key(key), "expected only with airflow_job")
     interval = t.duration("interval", 10.0)
     timeout = t.duration("timeout", 5.0)
     if interval and timeout and timeout > interval:
@@ -709,6 +746,7 @@ def _health(t: _Table) -> HealthConfig | None:
     failures = t.integer("failures", 3, lo=1, hi=1000)
     start_period = t.duration("start_period", 10.0, positive=False)
     t.finish()
+    database = Secret(airflow.AirflowSettings.load(env or {}).database_url()) if job else None
     return HealthConfig(
         http=http,
         command=command,
@@ -716,6 +754,11 @@ def _health(t: _Table) -> HealthConfig | None:
         timeout=timeout or 5.0,
         failures=failures or 3,
         start_period=start_period if start_period is not None else 10.0,
+        expect=expect or {},
+        airflow_job=job,
+        database=database,
+        max_age=max_age or 60.0,
+        hostname=hostname,
     )
 
 
@@ -724,14 +767,18 @@ def _component(t: _Table, check_system: bool, base: Path) -> ComponentConfig | N
     preset_name = t.get(
         "preset", "one of " + ", ".join(presets.PRESETS), lambda v: _as_choice(v, tuple(presets.PRESETS)), None
     )
-    preset = presets.PRESETS.get(preset_name) if preset_name else None
     no_env: dict[str, str] = {}
     env = t.get("environment", 'a table of NAME = "value"', _as_env, no_env)
-    if preset is not None and not t.has("command"):
-        command: tuple[str, ...] | None = preset.command
-        t.raw("command")
-    else:
-        command = t.strings("command", nonempty=True)
+    given_command = t.strings("command", None, nonempty=True)
+    pre: presets.Defaults | None = None
+    if preset_name:
+        try:
+            pre = presets.resolve(preset_name, name or "", given_command, env or {}, detect=check_system)
+        except airflow.AirflowError as e:
+            t.errors.add(t.key("preset"), f"{preset_name}: {e}")
+    command = given_command if t.has("command") else (pre.command if pre else None)
+    if command is None and not t.has("command") and not preset_name:
+        t.fail("command", "a non-empty list of strings", _MISSING)
     user = t.nonempty("user", None)
     if user and check_system:
         try:
@@ -739,8 +786,12 @@ def _component(t: _Table, check_system: bool, base: Path) -> ComponentConfig | N
         except (KeyError, ValueError):
             t.errors.add(t.key("user"), f"no such user {json.dumps(user)}")
     wd = t.nonempty("working_dir", None)
-    restart = t.choice("restart", ("always", "on-failure", "never"), "always")
-    b_init = t.duration("backoff_initial", 1.0)
+    oneshot = t.boolean("oneshot", pre.oneshot if pre else False)
+    restart = t.choice("restart", ("always", "on-failure", "never"),
+                       pre.restart if pre else ("on-failure" if oneshot else "always"))
+    if oneshot and restart == "always":
+        t.errors.add(t.key("restart"), 'expected "on-failure" or "never" for a oneshot component; got "always"')
+    b_init = t.duration("backoff_initial", pre.backoff_initial if pre else 1.0)
     b_max = t.duration("backoff_max", 60.0)
     if b_init and b_max and b_max < b_init:
         t.errors.add(t.key("backoff_max"), f"expected at least backoff_initial ({format_duration(b_init)}); "
@@ -750,15 +801,17 @@ def _component(t: _Table, check_system: bool, base: Path) -> ComponentConfig | N
     cl_window = t.duration("crash_loop_window", 120.0)
     start_after = t.strings("start_after", ())
     stop_signal = t.get("stop_signal", "one of " + ", ".join(_SIGNALS), _as_signal,
-                        preset.stop_signal if preset else int(signal.SIGTERM))
-    stop_timeout = t.duration("stop_timeout", preset.stop_timeout if preset else 30.0)
+                        pre.stop_signal if pre else int(signal.SIGTERM))
+    stop_timeout = t.duration("stop_timeout", pre.stop_timeout if pre else 30.0)
     log_rate = t.integer("log_rate_limit", 200, lo=0, hi=1_000_000)
     h = t.table("health")
     health: HealthConfig | None = None
     if h is not None:
-        health = _health(h)
-    elif preset is not None:
-        health = preset.health(env or {})
+        health = _health(h, env or {})
+        if oneshot:
+            t.errors.add(t.key("health"), "expected no health check for a oneshot component (it runs to exit)")
+    elif pre is not None:
+        health = pre.health
     t.finish()
     if name is None or command is None:
         return None
@@ -766,7 +819,7 @@ def _component(t: _Table, check_system: bool, base: Path) -> ComponentConfig | N
         name=name,
         command=command,
         preset=preset_name,
-        environment={**(preset.environment if preset else {}), **(env or {})},
+        environment={**(pre.environment if pre else {}), **(env or {})},
         user=user,
         working_dir=_resolve(wd, base) if wd else None,
         restart=restart or "always",
@@ -780,6 +833,7 @@ def _component(t: _Table, check_system: bool, base: Path) -> ComponentConfig | N
         stop_timeout=stop_timeout or 30.0,
         log_rate_limit=log_rate if log_rate is not None else 200,
         health=health,
+        oneshot=bool(oneshot),
     )
 
 

@@ -12,7 +12,7 @@ import os
 import random
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from haflowd import airflow
 from haflowd.clock import SYSTEM_CLOCK, Clock
 from haflowd.config import ComponentConfig, HealthConfig, user_ids
 from haflowd.errors import SpawnError
@@ -129,6 +130,7 @@ class Child:
         self.started_wall: float | None = None
         self.restarts = 0
         self.healthy: bool | None = None
+        self.completed = False  # a oneshot that exited 0
         self.last_exit_code: int | None = None
         self.last_exit_signal: int | None = None
         self.next_start_at: float | None = None
@@ -220,6 +222,8 @@ class Child:
             "started_at": self.started_wall if self.pid is not None else None,
             "restarts": self.restarts,
             "healthy": self.healthy,
+            "oneshot": self.cfg.oneshot,
+            "completed": self.completed if self.cfg.oneshot else None,
             "cpu_percent": round(self.usage.cpu_percent, 2),
             "rss_bytes": self.usage.rss_bytes,
             "cpu_seconds": round(self.usage.cpu_seconds, 3),
@@ -264,6 +268,7 @@ class Child:
         while True:
             self._unhealthy = False
             self.healthy = None
+            self.completed = False
             self._set("starting", "spawning")
             info = await self._run_once()
             decision = self.policy.on_exit(self.clock.monotonic(), info)
@@ -273,7 +278,9 @@ class Child:
                 decision=decision.action.value, delay_s=round(decision.delay, 3), reason=decision.reason,
             )
             if decision.action is Action.STOP:
-                self._set("stopped", f"exited: {_describe_exit(info)}; {decision.reason}")
+                self.completed = self.cfg.oneshot and info.code == 0 and info.signal is None
+                what = "completed" if self.completed else decision.reason
+                self._set("stopped", f"exited: {_describe_exit(info)}; {what}")
                 return
             if decision.action is Action.FATAL:
                 self._set("fatal", f"{decision.reason}; last: {_describe_exit(info)}")
@@ -298,7 +305,7 @@ class Child:
         probe = asyncio.create_task(self._probe_loop()) if self.cfg.health else None
         if probe is None:
             self.healthy = None
-            self._set("running", "process alive (no health check)")
+            self._set("running", "running once, must exit 0" if self.cfg.oneshot else "process alive (no health check)")
         try:
             assert self._exited is not None
             ev = await asyncio.shield(self._exited)
@@ -483,7 +490,9 @@ class Child:
     async def probe(self, h: HealthConfig) -> tuple[bool, str]:
         try:
             if h.http:
-                return await asyncio.wait_for(self._probe_http(h.http), h.timeout)
+                return await asyncio.wait_for(self._probe_http(h.http, h.expect), h.timeout)
+            if h.airflow_job:
+                return await asyncio.wait_for(self._probe_airflow_job(h), h.timeout)
             assert h.command is not None
             return await self._probe_command(h.command, h.timeout)
         except TimeoutError:
@@ -491,15 +500,37 @@ class Child:
         except (aiohttp.ClientError, OSError) as e:
             return False, f"{type(e).__name__}: {e}"
 
-    async def _probe_http(self, url: str) -> tuple[bool, str]:
+    async def _probe_http(self, url: str, expect: Mapping[str, str]) -> tuple[bool, str]:
         async with self.http().get(url, allow_redirects=False) as resp:
             body = await resp.content.read(65536)
             if not 200 <= resp.status < 300:
                 return False, f"HTTP {resp.status}"
-            verdict = _json_verdict(body)
+            data = _json_or_none(body)
+            summary = _status_summary(data)
+            detail = f"HTTP {resp.status}" + (f" ({summary})" if summary else "")
+            verdict = _json_verdict(data, expect)
             if verdict is not None:
-                return False, f"HTTP {resp.status} but the body says {verdict!r}"
-            return True, f"HTTP {resp.status}"
+                return False, f"HTTP {resp.status} but {verdict}" + (f" ({summary})" if summary else "")
+            return True, detail
+
+    async def _probe_airflow_job(self, h: HealthConfig) -> tuple[bool, str]:
+        """Airflow's job heartbeat for this host: the cheap equivalent of ``airflow jobs check --local``."""
+        assert h.airflow_job is not None and h.database is not None
+        host = h.hostname if h.hostname else await asyncio.to_thread(airflow.airflow_hostname)
+        try:
+            beat = await asyncio.to_thread(airflow.job_heartbeat, h.database.reveal(), h.airflow_job, host, h.timeout)
+        except airflow.AirflowError as e:
+            return False, str(e)
+        except Exception as e:  # a driver error must not leak the URL: name the error only
+            return False, f"metadata database: {type(e).__name__}: {_first_line(e)}"
+        if not beat.found:
+            return False, f"no running {h.airflow_job} on host {host}"
+        if beat.age_s is None:
+            return False, f"{h.airflow_job} {beat.job_id} on {host} has never heartbeat"
+        if beat.age_s > h.max_age:
+            return False, (f"{h.airflow_job} {beat.job_id} on {host}: last heartbeat {beat.age_s:.0f}s ago "
+                           f"(max {h.max_age:g}s)")
+        return True, f"{h.airflow_job} {beat.job_id} heartbeat {beat.age_s:.1f}s ago"
 
     async def _probe_command(self, command: tuple[str, ...], timeout: float) -> tuple[bool, str]:
         spec = self._spawn_spec()
@@ -533,17 +564,48 @@ class Child:
     last_pid: int | None = None
 
 
-def _json_verdict(body: bytes) -> str | None:
-    """A 2xx answer whose JSON says it is unhealthy is unhealthy (top-level ``status``)."""
+def _json_or_none(body: bytes) -> Any:
     try:
-        data = json.loads(body)
+        return json.loads(body)
     except (ValueError, RecursionError):
         return None
+
+
+def _lookup(data: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return None
+        data = data[part]
+    return data
+
+
+def _json_verdict(data: Any, expect: Mapping[str, str] | None = None) -> str | None:
+    """Why a 2xx answer is unhealthy after all, or None: a top-level ``status`` that says
+    so, or a value ``expect`` names that is missing or different."""
     if isinstance(data, dict):
         status = data.get("status")
         if isinstance(status, str) and status.strip().lower() in UNHEALTHY_WORDS:
-            return status
+            return f"the body says {status!r}"
+    for path, want in (expect or {}).items():
+        got = _lookup(data, path)
+        got_s = str(got).lower() if isinstance(got, bool) else (None if got is None else str(got))
+        if got_s != want:
+            return f"{path} is {json.dumps(got)[:60]}, expected {json.dumps(want)}"
     return None
+
+
+def _status_summary(data: Any) -> str:
+    """``metadatabase=healthy scheduler=unhealthy``: each top-level object's ``status``."""
+    if not isinstance(data, dict):
+        return ""
+    parts = [f"{k}={v['status']}" for k, v in data.items()
+             if isinstance(v, dict) and isinstance(v.get("status"), str | None)]
+    return " ".join(parts)[:300]
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else ""
 
 
 def _settings(cfg: ComponentConfig) -> PolicySettings:

@@ -147,6 +147,8 @@ class Supervisor:
 
     def ready(self, name: str) -> bool:
         c = self.children.get(name)
+        if c is not None and c.cfg.oneshot:
+            return c.completed
         return c is not None and c.state == "running" and c.healthy is not False
 
     async def deps_ready(self, cfg: ComponentConfig) -> None:

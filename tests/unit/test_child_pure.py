@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from haflowd.supervisor.child import LineLimiter, _describe_exit, _json_verdict
+from haflowd.supervisor.child import LineLimiter, _describe_exit, _json_or_none, _json_verdict, _status_summary
 from haflowd.supervisor.policy import ExitInfo
 from haflowd.testing import FakeClock
 
@@ -107,7 +107,7 @@ def test_rate_zero_is_unlimited(rate: int) -> None:
     ],
 )
 def test_json_verdict_unhealthy(body: bytes, verdict: str) -> None:
-    assert _json_verdict(body) == verdict
+    assert _json_verdict(_json_or_none(body)) == f"the body says {verdict!r}"
 
 
 @pytest.mark.parametrize(
@@ -143,12 +143,42 @@ def test_json_verdict_unhealthy(body: bytes, verdict: str) -> None:
     ],
 )
 def test_json_verdict_none(body: bytes) -> None:
-    assert _json_verdict(body) is None
+    assert _json_verdict(_json_or_none(body)) is None
 
 
 @pytest.mark.parametrize("body", [b"[" * 65536, b'{"a":' * 20000])
 def test_json_verdict_survives_deep_nesting(body: bytes) -> None:
-    assert _json_verdict(body) is None
+    assert _json_verdict(_json_or_none(body), {"a.b": "x"}) == 'a.b is null, expected "x"'
+
+
+AIRFLOW_HEALTH = (b'{"metadatabase":{"status":"healthy"},"scheduler":{"status":"unhealthy",'
+                  b'"latest_scheduler_heartbeat":null},"triggerer":{"status":null}}')
+META = {"metadatabase.status": "healthy"}
+
+
+@pytest.mark.parametrize(
+    ("body", "expect", "verdict"),
+    [
+        # Airflow's api-server: its own database matters, another component's state does not
+        (AIRFLOW_HEALTH, META, None),
+        (b'{"metadatabase":{"status":"unhealthy"}}', META, 'metadatabase.status is "unhealthy", expected "healthy"'),
+        (b'{"scheduler":{"status":"healthy"}}', META, 'metadatabase.status is null, expected "healthy"'),
+        (b'{"metadatabase":"healthy"}', META, 'metadatabase.status is null, expected "healthy"'),
+        (b"not json", META, 'metadatabase.status is null, expected "healthy"'),
+        (b'{"a":{"b":true}}', {"a.b": "true"}, None),
+        (b'{"a":{"b":3}}', {"a.b": "3"}, None),
+        (b'{"a":{"b":3}}', {"a.b": "4"}, 'a.b is 3, expected "4"'),
+        (b'{"status":"down","a":"x"}', {"a": "x"}, "the body says 'down'"),
+    ],
+)
+def test_json_verdict_expect(body: bytes, expect: dict[str, str], verdict: str | None) -> None:
+    assert _json_verdict(_json_or_none(body), expect) == verdict
+
+
+def test_status_summary_names_each_part() -> None:
+    assert _status_summary(_json_or_none(AIRFLOW_HEALTH)) == (
+        "metadatabase=healthy scheduler=unhealthy triggerer=None")
+    assert _status_summary([1]) == ""
 
 
 # =========================================================================== _describe_exit

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -482,10 +483,11 @@ def test_preset_fills_command_health_and_environment(tmp_path: Path) -> None:
     assert sched.environment["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"] == "True"
     assert sched.health is not None and sched.health.http == "http://127.0.0.1:8974/health"
     assert worker.command == ("airflow", "celery", "worker")
-    assert worker.health is None
+    assert worker.health is not None and worker.health.command is not None
+    assert worker.health.command[-5:-2] == ("ping", "--destination", f"celery@{socket.gethostname()}")
     assert worker.stop_timeout == 600.0
     assert dags.health is not None
-    assert dags.health.command == ("airflow", "jobs", "check", "--job-type", "DagProcessorJob", "--local")
+    assert dags.health.airflow_job == "DagProcessorJob"
 
 
 def test_explicit_keys_win_over_the_preset(tmp_path: Path) -> None:
