@@ -719,7 +719,9 @@ def _as_expect(v: Any) -> dict[str, str]:
     return out
 
 
-def _health(t: _Table, env: Mapping[str, str] | None = None) -> HealthConfig | None:
+def _health(t: _Table, env: Mapping[str, str] | None = None, base: HealthConfig | None = None) -> HealthConfig | None:
+    """``[component.health]``; with a preset (``base``), keys not given keep the preset's,
+    and a table that names no probe keeps the preset's probe."""
     http = t.get("http", "an http:// or https:// URL", _as_url, None)
     command = t.strings("command", None, nonempty=True)
     job = t.get("airflow_job", "one of " + ", ".join(airflow.JOB_TYPES),
@@ -727,33 +729,41 @@ def _health(t: _Table, env: Mapping[str, str] | None = None) -> HealthConfig | N
     kinds = [k for k in _PROBE_KINDS if t.has(k)]
     if len(kinds) > 1:
         t.errors.add(t.path, f"expected exactly one of {', '.join(_PROBE_KINDS)}; got {', '.join(kinds)}")
-    elif not kinds:
+    elif not kinds and base is None:
         t.errors.add(t.path, f"expected exactly one of {', '.join(_PROBE_KINDS)}; got none")
+    inherit = base if (base is not None and not kinds) else None
+    if inherit is not None:
+        http, command, job = inherit.http, inherit.command, inherit.airflow_job
     no_expect: dict[str, str] = {}
-    expect = t.get("expect", 'a table of "json.path" = "value"', _as_expect, no_expect)
-    if t.has("expect") and not t.has("http"):
+    expect = t.get("expect", 'a table of "json.path" = "value"', _as_expect,
+                   dict(inherit.expect) if inherit else no_expect)
+    if t.has("expect") and not http:
         t.errors.add(t.key("expect"), "expected only with http (it checks the JSON answer)")
-    max_age = t.duration("max_age", 60.0)
-    hostname = t.nonempty("hostname", None)
+    max_age = t.duration("max_age", inherit.max_age if inherit else 60.0)
+    hostname = t.nonempty("hostname", inherit.hostname if inherit else None)
     for key in ("max_age", "hostname"):
-        if t.has(key) and not t.has("airflow_job"):
+        if t.has(key) and not job:
             t.errors.add(t.key(key), "expected only with airflow_job")
-    interval = t.duration("interval", 10.0)
-    timeout = t.duration("timeout", 5.0)
+    d = base or HealthConfig(http=None, command=None, interval=10.0, timeout=5.0, failures=3, start_period=10.0)
+    interval = t.duration("interval", d.interval)
+    timeout = t.duration("timeout", d.timeout)
     if interval and timeout and timeout > interval:
         t.errors.add(t.key("timeout"), f"expected at most interval ({format_duration(interval)}); "
                      f"got {t.given('timeout', timeout)}")
-    failures = t.integer("failures", 3, lo=1, hi=1000)
-    start_period = t.duration("start_period", 10.0, positive=False)
+    failures = t.integer("failures", d.failures, lo=1, hi=1000)
+    start_period = t.duration("start_period", d.start_period, positive=False)
     t.finish()
-    database = Secret(airflow.AirflowSettings.load(env or {}).database_url()) if job else None
+    if inherit is not None and inherit.database is not None:
+        database: Secret | None = inherit.database
+    else:
+        database = Secret(airflow.AirflowSettings.load(env or {}).database_url()) if job else None
     return HealthConfig(
         http=http,
         command=command,
-        interval=interval or 10.0,
-        timeout=timeout or 5.0,
-        failures=failures or 3,
-        start_period=start_period if start_period is not None else 10.0,
+        interval=interval or d.interval,
+        timeout=timeout or d.timeout,
+        failures=failures or d.failures,
+        start_period=start_period if start_period is not None else d.start_period,
         expect=expect or {},
         airflow_job=job,
         database=database,
@@ -807,7 +817,7 @@ def _component(t: _Table, check_system: bool, base: Path) -> ComponentConfig | N
     h = t.table("health")
     health: HealthConfig | None = None
     if h is not None:
-        health = _health(h, env or {})
+        health = _health(h, env or {}, pre.health if pre else None)
         if oneshot:
             t.errors.add(t.key("health"), "expected no health check for a oneshot component (it runs to exit)")
     elif pre is not None:

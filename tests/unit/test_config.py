@@ -512,7 +512,8 @@ def test_explicit_keys_win_over_the_preset(tmp_path: Path) -> None:
     assert worker.stop_signal == int(signal.SIGINT)
     assert api.command == ("airflow", "api-server")
     assert api.health is not None
-    assert (api.health.http, api.health.start_period) == ("http://127.0.0.1:1234/x", 10.0)
+    # a probe named in the config replaces the preset's; keys it does not give keep the preset's
+    assert (api.health.http, api.health.start_period, api.health.expect) == ("http://127.0.0.1:1234/x", 120.0, {})
 
 
 def test_resolve_path_and_haflowd_config(
