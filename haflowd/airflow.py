@@ -219,14 +219,19 @@ def _sqlite_query(url: str, sql: str, args: tuple[str, ...], timeout: float) -> 
 
 def postgres_kwargs(url: str, timeout: float) -> dict[str, Any]:
     """psycopg2 connection arguments for an SQLAlchemy PostgreSQL URL."""
-    u = urlsplit(url)
+    try:
+        u = urlsplit(url)
+        port = u.port
+    except ValueError:  # its message quotes the URL's text, which may be the password
+        raise AirflowError("the metadata database URL cannot be parsed (is a character in the password "
+                           "not %-encoded?)") from None
     kw: dict[str, Any] = {"dbname": unquote(u.path.lstrip("/")) or "airflow",
                              "connect_timeout": max(1, int(timeout)),
                              "application_name": "haflowd-airflow-probe"}
     if u.hostname:
         kw["host"] = u.hostname
-    if u.port:
-        kw["port"] = u.port
+    if port:
+        kw["port"] = port
     if u.username:
         kw["user"] = unquote(u.username)
     if u.password:
