@@ -7,6 +7,7 @@ Airflow 2 and 3. Anything set explicitly in ``[[component]]`` wins over the pres
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 from collections.abc import Callable, Mapping
@@ -76,9 +77,12 @@ def _port(ctx: PresetContext, section: str, key: str, default: int, *flags: str)
     given = airflow.option_value(ctx.command or (), *flags) if flags else None
     if given is not None:
         try:
-            return int(given)
+            port = int(given)
         except ValueError:
-            raise AirflowError(f"{flags[0]} {given!r} in the command is not a port") from None
+            port = 0
+        if not 0 < port < 65536:
+            raise AirflowError(f"{flags[0]} {given!r} in the command is not a port")
+        return port
     return ctx.settings.port(section, key, default)
 
 
@@ -143,8 +147,20 @@ def triggerer(ctx: PresetContext) -> Defaults:
                     health=_job_probe(ctx, "TriggererJob", ("triggerer", "triggerer_health_check_threshold")))
 
 
+def celery_nodename(given: str | None, hostname: str) -> str:
+    """The node name a Celery worker takes from ``--celery-hostname``, as Celery reads it:
+    without ``@`` it is a host name for ``celery@``; ``%h``, ``%n``, ``%d`` are this host's
+    name, its first label and its domain."""
+    name, at, host = (given or "").partition("@")
+    if not at:
+        name, host = "", name
+    short, _, domain = hostname.partition(".")
+    return re.sub(r"%([hnd])", lambda m: {"h": hostname, "n": short, "d": domain}[m.group(1)],
+                  f"{name or 'celery'}@{host or hostname}")
+
+
 def celery_worker(ctx: PresetContext) -> Defaults:
-    worker = airflow.option_value(ctx.command or (), "--celery-hostname", "-H") or f"celery@{ctx.hostname}"
+    worker = celery_nodename(airflow.option_value(ctx.command or (), "--celery-hostname", "-H"), ctx.hostname)
     return Defaults(
         command=("airflow", "celery", "worker"),
         # celery's own remote-control ping, addressed to this node's worker only
