@@ -708,14 +708,28 @@ def _gossip_keys(t: _Table, base: Path) -> tuple[Secret, ...]:
 _PROBE_KINDS = ("http", "command", "airflow_job")
 
 
-def _as_expect(v: Any) -> dict[str, str]:
-    if not isinstance(v, dict) or not v:
-        raise TypeError
+_EXPECT_WHAT = 'a table of "json.path" = "value"'
+
+
+def _expect(t: _Table, default: dict[str, str]) -> dict[str, str]:
+    """``expect``: each bad path or value named on its own line (not just "got a table")."""
+    raw = t.raw("expect")
+    if raw is _MISSING:
+        return default
+    if not isinstance(raw, dict) or not raw:
+        got = "an empty table" if raw == {} else describe(raw)
+        t.errors.add(t.key("expect"), f"expected {_EXPECT_WHAT}; got {got}")
+        return default
     out: dict[str, str] = {}
-    for k, x in v.items():
-        if not k or not all(k.split(".")) or not isinstance(x, str | bool | int):
-            raise TypeError
-        out[k] = str(x).lower() if isinstance(x, bool) else str(x)
+    for k, x in raw.items():
+        if not k or not all(k.split(".")):
+            t.errors.add(t.key("expect"),
+                         f'expected dotted JSON paths such as "metadatabase.status"; got {json.dumps(k)}')
+        elif not isinstance(x, str | bool | int):
+            key = k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
+            t.errors.add(f"{t.key('expect')}.{key}", f"expected a string, integer or boolean; got {describe(x)}")
+        else:
+            out[k] = str(x).lower() if isinstance(x, bool) else str(x)
     return out
 
 
@@ -734,9 +748,7 @@ def _health(t: _Table, env: Mapping[str, str] | None = None, base: HealthConfig 
     inherit = base if (base is not None and not kinds) else None
     if inherit is not None:
         http, command, job = inherit.http, inherit.command, inherit.airflow_job
-    no_expect: dict[str, str] = {}
-    expect = t.get("expect", 'a table of "json.path" = "value"', _as_expect,
-                   dict(inherit.expect) if inherit else no_expect)
+    expect = _expect(t, dict(inherit.expect) if inherit else {})
     if t.has("expect") and not http:
         t.errors.add(t.key("expect"), "expected only with http (it checks the JSON answer)")
     max_age = t.duration("max_age", inherit.max_age if inherit else 60.0)
@@ -816,10 +828,10 @@ def _component(t: _Table, check_system: bool, base: Path) -> ComponentConfig | N
     log_rate = t.integer("log_rate_limit", 200, lo=0, hi=1_000_000)
     h = t.table("health")
     health: HealthConfig | None = None
-    if h is not None:
+    if h is not None and oneshot:  # one error for the table, not also the probe it lacks
+        t.errors.add(t.key("health"), "expected no health check for a oneshot component (it runs to exit)")
+    elif h is not None:
         health = _health(h, env or {}, pre.health if pre else None)
-        if oneshot:
-            t.errors.add(t.key("health"), "expected no health check for a oneshot component (it runs to exit)")
     elif pre is not None:
         health = pre.health
     t.finish()
