@@ -1,4 +1,4 @@
-"""scripts/demo is the main job: it must work from a clean start and leave nothing behind."""
+"""scripts/demo-single (one daemon, example components) works from a clean start, leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from tests.conftest import ROOT
 
 
 def test_demo_once_runs_and_cleans_up():
-    r = subprocess.run([str(ROOT / "scripts" / "demo"), "--once"], capture_output=True, text=True, timeout=180,
+    r = subprocess.run([str(ROOT / "scripts" / "demo-single"), "--once"], capture_output=True, text=True, timeout=180,
                        stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "status: PASSING" in r.stdout

@@ -915,10 +915,13 @@ def test_example_config_parses(tmp_path: Path) -> None:
         text = text.replace(f'"/etc/haflowd/{name}"', json.dumps(str(target)))
     cfg = config.loads(text, tmp_path / "haflowd.toml", check_system=False)
     assert cfg.node.name == "node1"
-    assert len(cfg.components) == 6
+    assert len(cfg.components) == 7
     names = [c.name for c in cfg.components]
-    assert len(set(names)) == 6
+    assert len(set(names)) == 7
     assert all(c.preset for c in cfg.components)
+    migrate = cfg.component("migrate")
+    assert migrate is not None and migrate.oneshot and migrate.restart == "on-failure"
+    assert all(c.start_after == ("migrate",) for c in cfg.components if c.name not in ("migrate", "flower"))
     assert cfg.gossip is not None and len(cfg.gossip.seeds) == 2
     assert all(not str(s).startswith("node1") for s in cfg.gossip.seeds)
     assert cfg.sync is not None and cfg.sync.enabled

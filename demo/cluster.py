@@ -1,0 +1,763 @@
+"""A local three-node HA Airflow cluster on one machine, each node run by its own haflowd.
+
+Layout (``P`` is ``hfdemo<pid>``; 198.18.0.0/15 is reserved for tests, RFC 2544)::
+
+    P-br   a bridge namespace: br0 and one veth port per namespace below
+    P-db   198.18.7.10  PostgreSQL primary :5432 and streaming standby :5433,
+                        RabbitMQ cluster of three nodes (AMQP :5672-5674, management :15672-15674)
+    P-n1   198.18.7.11  hostname n1: haflowd + Airflow (scheduler, api-server, dag-processor,
+    P-n2   198.18.7.12  hostname n2:   triggerer, Celery worker; Flower on n1) + a csync2 server
+    P-n3   198.18.7.13  hostname n3
+
+Each node process runs in its own UTS namespace (its own host name, which Airflow
+records in its job table and Celery names its worker after) and its own mount namespace,
+where the node's DAG folder is bound on the same path as on every other node, as on real
+machines. csync2 keeps the three folders in step, driven by each node's haflowd.
+
+From the root namespace, nothing is routed to the bridge: ports on 127.0.0.1 forward to
+127.0.0.1 inside a namespace (each haflowd's API, n1's Airflow UI, Flower), through a
+socket made by a thread that entered that namespace. Everything is torn down by
+``down()``: processes in our namespaces, the namespaces, /etc/netns entries, files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import pwd
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_PY = ROOT / ".venv" / "bin" / "python"
+AIRFLOW_BIN = ROOT / ".venv-airflow" / "bin"
+RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
+SUBNET = "198.18.7"
+DB_ADDR = f"{SUBNET}.10"
+NODES = ("n1", "n2", "n3")
+API_PORT = 8787
+GOSSIP_PORT = 7946
+AIRFLOW_UI_PORT = 8080
+FLOWER_PORT = 5555
+PG_PORTS = (5432, 5433)
+RMQ = ((5672, 15672), (5673, 15673), (5674, 15674))
+RMQ_USER = "haflowd"
+CLONE_NEWNET = 0x40000000
+NAME_RE = re.compile(r"^hfdemo(\d+)-")
+T = TypeVar("T")
+
+DEMO_DAG = '''\
+"""haflowd demo: runs on whichever node's Celery worker takes it."""
+from datetime import datetime
+
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.sdk import DAG
+
+with DAG("haflowd_demo", schedule=None, start_date=datetime(2026, 1, 1), catchup=False, tags=["haflowd"]):
+    BashOperator(task_id="hello", bash_command="echo hello from $(hostname)")
+'''
+
+CHAOS_DAG = '''\
+"""Written on n1 while n3 was down: csync2 carries it to n2 at once and to n3 when it is back."""
+from datetime import datetime
+
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.sdk import DAG
+
+with DAG("haflowd_chaos", schedule=None, start_date=datetime(2026, 1, 1), catchup=False, tags=["haflowd"]):
+    BashOperator(task_id="survived", bash_command="echo written while n3 was down")
+'''
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+class DemoError(Exception):
+    pass
+
+
+def _run(argv: list[str], timeout: float = 60, env: dict[str, str] | None = None,
+         check: bool = True) -> subprocess.CompletedProcess[str]:
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env,
+                           stdin=subprocess.DEVNULL, check=False)
+    except subprocess.TimeoutExpired:
+        raise DemoError(f"{' '.join(argv[:6])}: no answer in {timeout:g}s") from None
+    if check and r.returncode != 0:
+        raise DemoError(f"{' '.join(argv[:8])} failed ({r.returncode}): {(r.stderr or r.stdout).strip()[-800:]}")
+    return r
+
+
+def wait_for(what: str, timeout: float, check: Callable[[], Any], every: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except (OSError, ValueError, KeyError, DemoError) as e:
+            last = e
+        else:
+            if last:
+                return last
+        time.sleep(every)
+    raise DemoError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
+
+
+# ---------------------------------------------------------------------------- namespaces
+
+
+class NsWorker:
+    """A thread inside a network namespace: sockets it makes live there."""
+
+    def __init__(self, ns: str) -> None:
+        self.ns = ns
+        self.pool = ThreadPoolExecutor(max_workers=4, initializer=self._enter, thread_name_prefix=f"ns-{ns}")
+
+    def _enter(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(f"/run/netns/{self.ns}", os.O_RDONLY)
+        try:
+            if libc.setns(fd, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), f"setns {self.ns}")
+        finally:
+            os.close(fd)
+
+    def call(self, fn: Callable[..., T], *args: Any, timeout: float = 20) -> T:
+        return self.pool.submit(fn, *args).result(timeout)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def ns_inode(ns: str) -> int | None:
+    with contextlib.suppress(OSError):
+        return os.stat(f"/run/netns/{ns}").st_ino
+    return None
+
+
+def pids_in(inodes: Iterable[int]) -> list[int]:
+    want = set(inodes)
+    out = []
+    for pid in psutil.pids():
+        with contextlib.suppress(OSError):
+            if os.stat(f"/proc/{pid}/ns/net").st_ino in want:
+                out.append(pid)
+    return out
+
+
+def kill_pids(pids: Iterable[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def sweep_stale() -> None:
+    """Namespaces of an earlier demo whose process is gone: kill what runs there, delete them."""
+    r = _run(["ip", "netns", "list"], check=False)
+    stale = []
+    for line in r.stdout.splitlines():
+        name = line.split()[0] if line.strip() else ""
+        m = NAME_RE.match(name)
+        if m and not psutil.pid_exists(int(m.group(1))):
+            stale.append(name)
+    if not stale:
+        return
+    inodes = [i for i in (ns_inode(n) for n in stale) if i is not None]
+    kill_pids(pids_in(inodes))
+    for name in stale:
+        _run(["ip", "netns", "del", name], check=False)
+        shutil.rmtree(Path("/etc/netns") / name, ignore_errors=True)
+    say(f"removed {len(stale)} namespaces left by an earlier demo that was killed")
+
+
+# ---------------------------------------------------------------------------- forwarding
+
+
+class Forwarder:
+    """127.0.0.1:``local`` in the root namespace → 127.0.0.1:``remote`` inside a namespace."""
+
+    def __init__(self, worker: NsWorker, remote: int, local: int) -> None:
+        self.worker, self.remote = worker, remote
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.sock.bind(("127.0.0.1", local))
+        except OSError:
+            self.sock.bind(("127.0.0.1", 0))  # the usual port is taken: any port
+        self.port = self.sock.getsockname()[1]
+        self.sock.listen(64)
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True, name=f"fwd-{self.port}").start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                upstream = self.worker.call(socket.create_connection, ("127.0.0.1", self.remote), 5, timeout=10)
+            except Exception:
+                client.close()
+                continue
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.closed = True
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+# ---------------------------------------------------------------------------- the cluster
+
+
+@dataclass
+class Node:
+    name: str
+    index: int
+    ns: str
+    addr: str
+    dir: Path
+    components: list[str] = field(default_factory=list)
+    daemon: subprocess.Popen[bytes] | None = None
+    csync2: subprocess.Popen[bytes] | None = None
+    worker: NsWorker | None = None
+    api: Forwarder | None = None
+
+
+@dataclass
+class DemoCluster:
+    """``profile``: "full" (every Airflow component on every node, Flower on n1) or "small"
+    (scheduler and dag-processor everywhere, the api-server on n1: for the headless test)."""
+
+    profile: str = "full"
+    tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="haflowd-demo-cluster-")))
+    prefix: str = field(default_factory=lambda: f"hfdemo{os.getpid()}")
+    nodes: dict[str, Node] = field(default_factory=dict)
+    made_ns: list[str] = field(default_factory=list)
+    forwarders: list[Forwarder] = field(default_factory=list)
+    db_worker: NsWorker | None = None
+    pg_dirs: list[Path] = field(default_factory=list)
+    rmq_procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    ui_port: int | None = None
+    flower_port: int | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.dags = self.tmp / "dags"  # the path every node sees its own DAG folder at
+        self.password = "rmq-" + secrets.token_urlsafe(12)
+        for i, name in enumerate(NODES, start=1):
+            self.nodes[name] = Node(name, i, f"{self.prefix}-{name}", f"{SUBNET}.{10 + i}", self.tmp / name)
+
+    # ------------------------------------------------------------------ network
+
+    def _ns(self, name: str) -> str:
+        return f"{self.prefix}-{name}"
+
+    def create_network(self) -> None:
+        br = self._ns("br")
+        _run(["ip", "netns", "add", br])
+        self.made_ns.append(br)
+        _run(["ip", "-n", br, "link", "add", "br0", "type", "bridge"])
+        _run(["ip", "-n", br, "link", "set", "br0", "up"])
+        hosts = "127.0.0.1 localhost\n" + f"{DB_ADDR} db\n"
+        hosts += "".join(f"{n.addr} {n.name}\n" for n in self.nodes.values())
+        for i, (short, addr) in enumerate([("db", DB_ADDR)] + [(n.name, n.addr) for n in self.nodes.values()]):
+            ns = self._ns(short)
+            _run(["ip", "netns", "add", ns])
+            self.made_ns.append(ns)
+            etc = Path("/etc/netns") / ns
+            etc.mkdir(parents=True, exist_ok=True)
+            (etc / "hosts").write_text(hosts)
+            _run(["ip", "-n", ns, "link", "set", "lo", "up"])
+            _run(["ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", f"p{i}", "netns", br])
+            _run(["ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0"])
+            _run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+            _run(["ip", "-n", br, "link", "set", f"p{i}", "master", "br0"])
+            _run(["ip", "-n", br, "link", "set", f"p{i}", "up"])
+        self.db_worker = NsWorker(self._ns("db"))
+        for n in self.nodes.values():
+            n.worker = NsWorker(n.ns)
+
+    def link(self, name: str, up: bool) -> None:
+        _run(["ip", "-n", self.nodes[name].ns, "link", "set", "eth0", "up" if up else "down"])
+
+    def node_argv(self, n: Node, argv: list[str]) -> list[str]:
+        """Run ``argv`` as node ``n``: its network, its host name, its DAG folder at the common path."""
+        script = 'hostname "$0" && mount --bind "$1" "$2" && shift 2 && exec "$@"'
+        return ["ip", "netns", "exec", n.ns, "unshare", "--uts", "--", "sh", "-c", script,
+                n.name, str(n.dir / "dags"), str(self.dags), *argv]
+
+    # ------------------------------------------------------------------ PostgreSQL
+
+    def start_postgres(self) -> None:
+        bindir = Path(sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1])
+        pw = pwd.getpwnam("postgres")
+        root = Path(tempfile.mkdtemp(prefix="haflowd-demo-pg-"))
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+        self.pg_dirs.append(root)
+
+        def as_pg(*argv: str) -> list[str]:
+            return ["ip", "netns", "exec", self._ns("db"), "runuser", "-u", "postgres", "--", *argv]
+
+        primary, standby = root / "pg1", root / "pg2"
+        _run(as_pg(str(bindir / "initdb"), "-A", "trust", "-U", "postgres", "--no-sync", "-D", str(primary)), 120)
+        with open(primary / "pg_hba.conf", "a") as f:
+            f.write(f"host all all {SUBNET}.0/24 trust\nhost replication all 127.0.0.1/32 trust\n")
+        for d, port in ((primary, PG_PORTS[0]),):
+            with open(d / "postgresql.conf", "a") as f:
+                f.write(f"listen_addresses = '127.0.0.1,{DB_ADDR}'\nport = {port}\nunix_socket_directories = '{root}'\n"
+                        "fsync = off\nsynchronous_commit = off\nwal_level = replica\nmax_connections = 300\n"
+                        "hot_standby = on\nwal_receiver_status_interval = 1s\nshared_buffers = 64MB\n")
+        _run(as_pg(str(bindir / "pg_ctl"), "-D", str(primary), "-w", "-l", str(root / "pg1.log"), "start"), 60)
+        _run(as_pg(str(bindir / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(PG_PORTS[0]), "-U", "postgres",
+                   "-D", str(standby), "-R", "-C", "-S", "pg2", "-X", "stream",
+                   "-d", "application_name=pg2"), 120)
+        with open(standby / "postgresql.conf", "a") as f:
+            f.write(f"port = {PG_PORTS[1]}\n")
+        _run(as_pg(str(bindir / "pg_ctl"), "-D", str(standby), "-w", "-l", str(root / "pg2.log"), "start"), 60)
+        _run(as_pg(str(bindir / "psql"), "-h", "127.0.0.1", "-p", str(PG_PORTS[0]), "-U", "postgres",
+                   "-c", "CREATE DATABASE airflow"), 30)
+        self._pg_stop = [as_pg(str(bindir / "pg_ctl"), "-D", str(d), "-m", "immediate", "stop")
+                         for d in (standby, primary)]
+
+    def pg_sql(self, query: str) -> list[tuple[Any, ...]]:
+        import psycopg2
+
+        def q() -> list[tuple[Any, ...]]:
+            conn = psycopg2.connect(host="127.0.0.1", port=PG_PORTS[0], user="postgres", dbname="airflow",
+                                    connect_timeout=3)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(query)
+                    return cur.fetchall() if cur.description else []
+            finally:
+                conn.close()
+
+        assert self.db_worker is not None
+        return self.db_worker.call(q)
+
+    # ------------------------------------------------------------------ RabbitMQ
+
+    def start_rabbitmq(self) -> None:
+        root = self.tmp / "rabbitmq"
+        home = root / "home"
+        home.mkdir(parents=True)
+        cookie = home / ".erlang.cookie"
+        cookie.write_text(secrets.token_hex(16).upper())
+        cookie.chmod(0o400)
+        (root / "enabled_plugins").write_text("[rabbitmq_management].\n")
+        quiet = "+sbwt none +sbwtdcpu none +sbwtdio none"
+        base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(home),
+                "ERL_EPMD_ADDRESS": "127.0.0.1", "RABBITMQ_ENABLED_PLUGINS_FILE": str(root / "enabled_plugins"),
+                "RABBITMQ_CTL_ERL_ARGS": f"-kernel inet_dist_use_interface {{127,0,0,1}} {quiet}"}
+        self._rmq_env = base
+        db = self._ns("db")
+        _run(["ip", "netns", "exec", db, "epmd", "-daemon", "-address", "127.0.0.1"], env=base)
+        envs = []
+        for i, (amqp, mgmt) in enumerate(RMQ, start=1):
+            d = root / f"hf{i}"
+            d.mkdir()
+            conf = [f"listeners.tcp.1 = {DB_ADDR}:{amqp}", f"listeners.tcp.2 = 127.0.0.1:{amqp}",
+                    f"management.tcp.port = {mgmt}", f"management.tcp.ip = {DB_ADDR}",
+                    "collect_statistics_interval = 2000", "log.console = false"]
+            if i > 1:
+                conf += ["cluster_formation.peer_discovery_backend = classic_config",
+                         "cluster_formation.classic_config.nodes.1 = hf1@localhost"]
+            (d / "rabbitmq.conf").write_text("\n".join(conf) + "\n")
+            env = {**base, "RABBITMQ_NODENAME": f"hf{i}@localhost", "RABBITMQ_NODE_PORT": str(amqp),
+                   "RABBITMQ_DIST_PORT": str(25672 + i), "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq.conf"),
+                   "RABBITMQ_ADVANCED_CONFIG_FILE": str(d / "advanced.config"),
+                   "RABBITMQ_CONF_ENV_FILE": str(d / "rabbitmq-env.conf"),
+                   "RABBITMQ_MNESIA_BASE": str(d / "mnesia"), "RABBITMQ_LOG_BASE": str(d / "log"),
+                   "RABBITMQ_PID_FILE": str(d / "rabbit.pid"),
+                   "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": f"-kernel inet_dist_use_interface {{127,0,0,1}} {quiet}"}
+            envs.append((env, d))
+            with open(d / "stdout.log", "wb") as out:
+                self.rmq_procs.append(subprocess.Popen(
+                    ["ip", "netns", "exec", db, str(RABBIT_BIN / "rabbitmq-server")], env=env, stdout=out,
+                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True))
+
+        def ctl(i: int, *args: str, timeout: float = 120) -> None:
+            env, _ = envs[i - 1]
+            _run(["ip", "netns", "exec", db, str(RABBIT_BIN / "rabbitmqctl"), "-n", f"hf{i}@localhost", *args],
+                 timeout=timeout, env=env)
+
+        with ThreadPoolExecutor(3) as pool:
+            for f in [pool.submit(ctl, i, "wait", "--timeout", "120", str(envs[i - 1][1] / "rabbit.pid"),
+                                  timeout=150) for i in (1, 2, 3)]:
+                f.result()
+        ctl(1, "add_user", RMQ_USER, self.password)
+        ctl(1, "set_user_tags", RMQ_USER, "administrator")
+        ctl(1, "set_permissions", "-p", "/", RMQ_USER, ".*", ".*", ".*")
+
+    def amqp_url(self, i: int) -> str:
+        return f"amqp://{RMQ_USER}:{self.password}@{DB_ADDR}:{RMQ[i - 1][0]}/%2F"
+
+    # ------------------------------------------------------------------ csync2
+
+    def setup_csync2(self) -> None:
+        key = self.tmp / "csync2.key"
+        _run(["csync2", "-k", str(key)])
+        cfg = textwrap.dedent(f"""\
+            nossl * *;
+            group dags {{
+                host {' '.join(NODES)};
+                key {key};
+                include {self.dags};
+                exclude *~;
+                exclude *.pyc;
+                exclude */__pycache__;
+                auto younger;
+            }}
+        """)
+        self.dags.mkdir()
+        for n in self.nodes.values():
+            for sub in ("dags", "csync2", "csync2db", "state", "airflow"):
+                (n.dir / sub).mkdir(parents=True, exist_ok=True)
+            (n.dir / "csync2" / "csync2.cfg").write_text(cfg)
+            self.start_csync2(n)
+
+    def start_csync2(self, n: Node) -> None:
+        with open(n.dir / "csync2-server.log", "ab") as log:
+            n.csync2 = subprocess.Popen(
+                self.node_argv(n, ["csync2", "-ii", "-v", "-N", n.name, "-D", str(n.dir / "csync2db")]),
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "CSYNC2_SYSTEM_DIR": str(n.dir / "csync2")},
+                start_new_session=True)
+
+    # ------------------------------------------------------------------ haflowd and Airflow
+
+    def airflow_env(self, n: Node) -> dict[str, str]:
+        pg = f"postgres@{DB_ADDR}:{PG_PORTS[0]}/airflow"
+        return {
+            "PATH": f"{AIRFLOW_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "AIRFLOW_HOME": str(n.dir / "airflow"),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "8",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__FERNET_KEY": self.fernet,
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{AIRFLOW_UI_PORT}/execution/",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{pg}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE": "3",
+            "AIRFLOW__CELERY__BROKER_URL": ";".join(self.amqp_url(i) for i in (1, 2, 3)),
+            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://{pg}",
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API__SECRET_KEY": self.secret,
+            "AIRFLOW__API_AUTH__JWT_SECRET": self.secret,
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        }
+
+    def node_components(self, n: Node) -> list[tuple[str, str, str]]:
+        """(name, preset, extra TOML) for node ``n`` in this profile."""
+        after = 'start_after = ["migrate"]\n'
+        comps = [("migrate", "airflow-db-migrate", ""), ("scheduler", "airflow-scheduler", after),
+                 ("dag-processor", "airflow-dag-processor", after + '[component.health]\ninterval = "10s"\n')]
+        if self.profile == "full" or n.name == "n1":
+            comps.append(("api-server", "airflow-api-server", after + '[component.health]\ninterval = "5s"\n'))
+        if self.profile == "full":
+            comps.append(("triggerer", "airflow-triggerer", after + '[component.health]\ninterval = "10s"\n'))
+            comps.append(("worker", "airflow-celery-worker", after + 'stop_timeout = "60s"\n'
+                          '[component.health]\ninterval = "30s"\ntimeout = "25s"\n'))
+            if n.name == "n1":
+                comps.append(("flower", "airflow-flower", after))
+        return comps
+
+    def haflowd_config(self, n: Node) -> str:
+        others = [m for m in self.nodes.values() if m.name != n.name]
+        env = self.airflow_env(n)
+        env_toml = "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in env.items()) + " }"
+        parts = [textwrap.dedent(f"""\
+            # haflowd on demo node {n.name} (generated by demo/cluster.py)
+            [node]
+            name = "{n.name}"
+            data_dir = "{n.dir / 'state'}"
+
+            [api]
+            listen = "127.0.0.1:{API_PORT}"
+            control_socket = "{n.dir / 'state' / 'control.sock'}"
+
+            [gossip]
+            listen = "{n.addr}:{GOSSIP_PORT}"
+            seeds = [{', '.join(json.dumps(f'{m.addr}:{GOSSIP_PORT}') for m in others)}]
+            key_file = "{self.tmp / 'gossip.key'}"
+
+            [sync]
+            command = ["csync2", "-N", "{n.name}", "-D", "{n.dir / 'csync2db'}", "-x"]
+            watch = ["{self.dags}"]
+            peers = [{', '.join(json.dumps(m.name) for m in others)}]
+            interval = "60s"
+            debounce = "500ms"
+            timeout = "60s"
+            retry_initial = "1s"
+            retry_max = "10s"
+
+            [postgres]
+            topology = "streaming"
+            interval = "5s"
+            timeout = "3s"
+            [[postgres.node]]
+            name = "pg1"
+            dsn = "host={DB_ADDR} port={PG_PORTS[0]} dbname=postgres user=postgres connect_timeout=3"
+            [[postgres.node]]
+            name = "pg2"
+            dsn = "host={DB_ADDR} port={PG_PORTS[1]} dbname=postgres user=postgres connect_timeout=3"
+
+            [rabbitmq]
+            interval = "10s"
+            timeout = "5s"
+            amqp_url = "{self.amqp_url(n.index)}"
+        """)]
+        for i, (_, mgmt) in enumerate(RMQ, start=1):
+            parts.append(f'[[rabbitmq.node]]\nname = "hf{i}@localhost"\nmanagement_url = "http://{DB_ADDR}:{mgmt}"\n'
+                         f'username = "{RMQ_USER}"\npassword = "{self.password}"\n')
+        for name, preset, extra in self.node_components(n):
+            parts.append(f'\n[[component]]\nname = "{name}"\npreset = "{preset}"\nenvironment = {env_toml}\n{extra}')
+            n.components.append(name)
+        return "\n".join(parts)
+
+    def start_daemon(self, n: Node) -> None:
+        cfg = n.dir / "haflowd.toml"
+        if not cfg.exists():
+            n.components.clear()
+            cfg.write_text(self.haflowd_config(n))
+        env = {**os.environ, "CSYNC2_SYSTEM_DIR": str(n.dir / "csync2")}
+        with open(n.dir / "haflowd.log", "ab") as log:
+            n.daemon = subprocess.Popen(self.node_argv(n, [str(VENV_PY), "-m", "haflowd", "--config", str(cfg)]),
+                                        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=n.dir,
+                                        start_new_session=True)
+
+    # ------------------------------------------------------------------ views
+
+    def get(self, node: str, path: str, timeout: float = 5) -> tuple[int, Any]:
+        def fetch() -> tuple[int, Any]:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{API_PORT}{path}", timeout=timeout) as r:
+                    return r.status, json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                return e.code, json.loads(e.read() or b"null")
+
+        w = self.nodes[node].worker
+        assert w is not None
+        return w.call(fetch, timeout=timeout + 5)
+
+    def node_view(self, name: str) -> dict[str, Any]:
+        """What one daemon says: components healthy, peers alive, overall status."""
+        _, comps = self.get(name, "/components")
+        _, peers = self.get(name, "/peers")
+        status, health = self.get(name, "/health")
+        ok = [c["name"] for c in comps if (c["completed"] if c.get("oneshot") else c["healthy"] is True)]
+        alive = [p["name"] for p in peers if p.get("status") == "alive" and p.get("name") != name]
+        return {"components": comps, "ok": ok, "alive": alive, "status": health.get("status") if health else None,
+                "http": status}
+
+    def healthy(self, names: Iterable[str] = NODES) -> bool:
+        names = list(names)
+        for name in names:
+            v = self.node_view(name)
+            if len(v["ok"]) < len(self.nodes[name].components):
+                return False
+            if set(names) - {name} - set(v["alive"]):
+                return False
+        return True
+
+    def progress_line(self) -> str:
+        parts = []
+        for name in NODES:
+            try:
+                v = self.node_view(name)
+                parts.append(f"{name}: {len(v['ok'])}/{len(self.nodes[name].components)} components, "
+                             f"{len(v['alive'])}/2 peers, {v['status']}")
+            except Exception:
+                parts.append(f"{name}: starting")
+        return f"[{time.monotonic() - self.started:5.0f}s] " + " | ".join(parts)
+
+    def memory(self) -> tuple[int, int]:
+        """(processes, summed PSS) of everything in the demo's namespaces: PSS shares each
+        page among the processes that map it, so the sum is the memory really in use."""
+        inodes = [i for i in (ns_inode(ns) for ns in self.made_ns) if i is not None]
+        pids = pids_in(inodes)
+        pss = 0
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                pss += psutil.Process(pid).memory_full_info().pss
+        return len(pids), pss
+
+    # ------------------------------------------------------------------ up and down
+
+    def up(self, timeout: float = 900, progress: Callable[[str], None] = say) -> float:
+        """Start everything; returns seconds until the whole cluster was healthy."""
+        self.fernet = _fernet_key()
+        self.secret = secrets.token_urlsafe(24)
+        sweep_stale()
+        progress(f"network: namespaces {self.prefix}-{{br,db,n1,n2,n3}} on {SUBNET}.0/24")
+        self.create_network()
+        (self.tmp / "gossip.key").write_text(_gossip_key() + "\n")
+        progress("PostgreSQL: primary :5432 and streaming standby :5433 on db")
+        self.start_postgres()
+        progress("RabbitMQ: a three-node cluster on db (about a minute)")
+        self.start_rabbitmq()
+        progress("csync2: a server on every node")
+        self.setup_csync2()
+        (self.nodes["n1"].dir / "dags" / "haflowd_demo.py").write_text(DEMO_DAG)
+        progress("haflowd: one daemon per node, each starting its Airflow components")
+        for n in self.nodes.values():
+            self.start_daemon(n)
+        for n in self.nodes.values():
+            assert n.worker is not None
+            n.api = Forwarder(n.worker, API_PORT, 18786 + n.index)
+            self.forwarders.append(n.api)
+        n1 = self.nodes["n1"]
+        assert n1.worker is not None
+        self.forwarders.append(ui := Forwarder(n1.worker, AIRFLOW_UI_PORT, 18080))
+        self.ui_port = ui.port
+        if self.profile == "full":
+            self.forwarders.append(fl := Forwarder(n1.worker, FLOWER_PORT, 15555))
+            self.flower_port = fl.port
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        last = 0.0
+        while not self._healthy_quiet():
+            self._check_daemons()
+            if time.monotonic() > deadline:
+                raise DemoError(f"the cluster was not healthy after {timeout:g}s: {self.progress_line()}")
+            if time.monotonic() - last >= 5:
+                progress(self.progress_line())
+                last = time.monotonic()
+            time.sleep(1)
+        progress(self.progress_line())
+        return time.monotonic() - self.started
+
+    def _healthy_quiet(self) -> bool:
+        try:
+            return self.healthy()
+        except Exception:
+            return False
+
+    def _check_daemons(self, names: Iterable[str] = NODES) -> None:
+        for name in names:
+            d = self.nodes[name].daemon
+            if d is not None and d.poll() is not None:
+                tail = (self.nodes[name].dir / "haflowd.log").read_text(errors="replace")[-1500:]
+                raise DemoError(f"haflowd on {name} exited with {d.returncode}:\n{tail}")
+
+    def kill_node(self, name: str) -> None:
+        """Power loss: the node's cable is cut and every process on it dies at once."""
+        n = self.nodes[name]
+        self.link(name, False)
+        ino = ns_inode(n.ns)
+        kill_pids(pids_in([ino] if ino else []))
+        for p in (n.daemon, n.csync2):
+            if p is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.wait(10)
+        n.daemon = n.csync2 = None
+
+    def revive_node(self, name: str) -> None:
+        n = self.nodes[name]
+        self.link(name, True)
+        self.start_csync2(n)
+        self.start_daemon(n)
+
+    def down(self, graceful: bool = True) -> None:
+        """Stop everything and leave nothing behind."""
+        for f in self.forwarders:
+            f.close()
+        if graceful:
+            for n in self.nodes.values():
+                if n.daemon is not None and n.daemon.poll() is None:
+                    n.daemon.send_signal(signal.SIGTERM)
+            for n in self.nodes.values():
+                if n.daemon is not None:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        n.daemon.wait(90)
+        for cmd in getattr(self, "_pg_stop", []):
+            _run(cmd, timeout=30, check=False)
+        inodes = [i for i in (ns_inode(ns) for ns in self.made_ns) if i is not None]
+        for _ in range(3):
+            pids = pids_in(inodes)
+            if not pids:
+                break
+            kill_pids(pids)
+            time.sleep(0.5)
+        for p in self.rmq_procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(5)
+        for w in [self.db_worker] + [n.worker for n in self.nodes.values()]:
+            if w is not None:
+                w.close()
+        for ns in reversed(self.made_ns):
+            _run(["ip", "netns", "del", ns], check=False)
+            shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
+        self.made_ns.clear()
+        for d in self.pg_dirs:
+            shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _fernet_key() -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+
+
+def _gossip_key() -> str:
+    import base64
+
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def unavailable() -> str | None:
+    """Why the demo cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "the demo makes network namespaces: run it as root"
+    for tool in ("ip", "unshare", "csync2", "epmd"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (scripts/setup installs it)"
+    if not (AIRFLOW_BIN / "airflow").exists():
+        return "Airflow is not installed in .venv-airflow (scripts/setup installs it)"
+    if not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
+        return "PostgreSQL is not installed (scripts/setup installs it)"
+    return None
+
+
+if __name__ == "__main__":  # pragma: no cover - scripts/demo runs demo.main
+    sys.exit("run scripts/demo")
