@@ -180,6 +180,13 @@ class Child:
         if self._spawned is not None and not self._spawned.done():
             await asyncio.wait({self._spawned}, timeout=KILL_WAIT_S)  # a spawn in flight
         await self._terminate(self.cfg.stop_timeout)
+        exited = self._exited
+        if self.pid is not None and exited is not None and exited.done():
+            # the cancelled lifecycle never saw this exit: record how the child ended
+            ev = exited.result()
+            self.last_exit_code, self.last_exit_signal = ev.get("code"), ev.get("signal")
+            self.log.info("child_stopped", pid=self.pid, code=self.last_exit_code,
+                          signal=_signame(self.last_exit_signal), reason=reason)
         self.pid = None
         self.next_start_at = None
         self._set("stopped", reason)
@@ -480,11 +487,15 @@ class Child:
                 self._publish()
                 if self.state == "running":
                     self._set("running", f"unhealthy ({failures}/{h.failures}): {output}")
+                elif self.state == "starting":  # alive but never healthy: say why, not "spawning"
+                    self._set("starting", f"not healthy yet ({failures}/{h.failures}): {output}")
                 if failures >= h.failures:
                     self._unhealthy = True
                     self.log.error("child_unhealthy", detail="restarting", output=output)
                     await self._terminate(self.cfg.stop_timeout)
                     return
+            elif self.state == "starting":
+                self._set("starting", f"in start_period, probe failing: {output}")
             await asyncio.sleep(max(0.0, h.interval - (self.clock.monotonic() - t0)))
 
     async def probe(self, h: HealthConfig) -> tuple[bool, str]:
