@@ -183,7 +183,7 @@ def job_heartbeat(url: str, job_type: str, hostname: str, timeout: float,
     """The newest ``running`` job of ``job_type`` recorded by ``hostname``. Blocking."""
     now = now or dt.datetime.now(dt.UTC)
     sql = ("SELECT id, latest_heartbeat FROM job WHERE job_type = {p} AND hostname = {p} AND state = 'running' "
-           "ORDER BY latest_heartbeat DESC LIMIT 1")
+           "ORDER BY latest_heartbeat IS NULL, latest_heartbeat DESC LIMIT 1")
     scheme = urlsplit(url).scheme.split("+", 1)[0]
     if scheme == "sqlite":
         row = _sqlite_query(url, sql.format(p="?"), (job_type, hostname), timeout)
