@@ -495,6 +495,8 @@ class DemoCluster:
             "AIRFLOW__API_AUTH__JWT_SECRET": self.secret,
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+            # a new DAG file is noticed within seconds, not the default five minutes
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
         }
 
     def node_components(self, n: Node) -> list[tuple[str, str, str]]:
@@ -503,7 +505,7 @@ class DemoCluster:
         comps = [("migrate", "airflow-db-migrate", ""), ("scheduler", "airflow-scheduler", after),
                  ("dag-processor", "airflow-dag-processor", after + '[component.health]\ninterval = "10s"\n')]
         if self.profile == "full" or n.name == "n1":
-            comps.append(("api-server", "airflow-api-server", after + '[component.health]\ninterval = "5s"\n'))
+            comps.append(("api-server", "airflow-api-server", after))
         if self.profile == "full":
             comps.append(("triggerer", "airflow-triggerer", after + '[component.health]\ninterval = "10s"\n'))
             # the preset's probe (celery inspect ping, every 60s) costs about 4 s of CPU: leave it be

@@ -56,7 +56,9 @@ def run_task(c: DemoCluster) -> None:
         row = wait_for("the task to finish", 180, lambda: c.pg_sql(
             "SELECT state, hostname FROM task_instance WHERE dag_id = 'haflowd_demo' AND state IN "
             "('success', 'failed') ORDER BY end_date DESC LIMIT 1"), every=2)
-        say(f"  task hello: {row[0][0]} on {row[0][1]} (a Celery worker under haflowd)")
+        state, host = row[0]
+        where = f"on {host} (a Celery worker under haflowd)" if host else "before a worker could run it"
+        say(f"  task hello: {state} {where}")
     except DemoError as e:
         say(f"  {e}")
 

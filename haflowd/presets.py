@@ -117,8 +117,9 @@ def api_server(ctx: PresetContext) -> Defaults:
     host = ctx.settings.probe_host("api", "host")
     return Defaults(
         command=("airflow", "api-server"),
+        # the endpoint queries the metadata database: give a loaded machine time to answer
         health=_health(http=f"http://{host}:{port}/api/v2/monitor/health",
-                       expect={"metadatabase.status": "healthy"}),
+                       expect={"metadatabase.status": "healthy"}, interval=15.0, timeout=10.0),
     )
 
 
@@ -131,7 +132,8 @@ def webserver(ctx: PresetContext) -> Defaults:
     host = ctx.settings.probe_host("webserver", "web_server_host")
     return Defaults(
         command=("airflow", "webserver"),
-        health=_health(http=f"http://{host}:{port}/health", expect={"metadatabase.status": "healthy"}),
+        health=_health(http=f"http://{host}:{port}/health", expect={"metadatabase.status": "healthy"},
+                       interval=15.0, timeout=10.0),
     )
 
 

@@ -59,6 +59,8 @@ def _probe(h: HealthConfig | None) -> tuple[object, ...]:
 
 
 HTTP_10S = (10.0, 5.0, 3, 120.0)  # interval, timeout, failures, start_period
+# the api-server's and webserver's endpoints query the database: a loaded machine gets longer
+HTTP_DB = (15.0, 10.0, 3, 120.0)
 JOB = (15.0, 10.0, 3, 120.0)
 
 
@@ -76,7 +78,7 @@ def test_api_server(version: str | None) -> None:
     d = _resolve("airflow-api-server", version)
     assert d.command == ("airflow", "api-server")
     assert _probe(d.health) == ("http://127.0.0.1:8080/api/v2/monitor/health", None, None,
-                                {"metadatabase.status": "healthy"}, *HTTP_10S)
+                                {"metadatabase.status": "healthy"}, *HTTP_DB)
     assert d.environment == {}
     assert (d.stop_signal, d.stop_timeout, d.restart, d.oneshot) == (signal.SIGTERM, 30.0, "always", False)
 
@@ -86,7 +88,7 @@ def test_webserver(version: str | None) -> None:
     d = _resolve("airflow-webserver", version)
     assert d.command == ("airflow", "webserver")
     assert _probe(d.health) == ("http://127.0.0.1:8080/health", None, None,
-                                {"metadatabase.status": "healthy"}, *HTTP_10S)
+                                {"metadatabase.status": "healthy"}, *HTTP_DB)
     assert d.environment == {}
     assert (d.stop_signal, d.stop_timeout) == (signal.SIGTERM, 30.0)
 
@@ -397,7 +399,7 @@ def test_partial_health_table_keeps_the_preset_probe(tmp_path: Path) -> None:
                       'environment = { AIRFLOW__DATABASE__SQL_ALCHEMY_CONN = "sqlite:////srv/af/airflow.db" }\n'
                       '[component.health]\nmax_age = "90s"\nhostname = "node1.example"\n')
     assert _probe(api.health) == ("http://127.0.0.1:8080/api/v2/monitor/health", None, None,
-                                  {"metadatabase.status": "healthy"}, 30.0, 5.0, 5, 120.0)
+                                  {"metadatabase.status": "healthy"}, 30.0, 10.0, 5, 120.0)
     assert _probe(trig.health) == (None, None, "TriggererJob", {}, *JOB)
     assert trig.health is not None and trig.health.database is not None
     assert (trig.health.max_age, trig.health.hostname) == (90.0, "node1.example")
