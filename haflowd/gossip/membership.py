@@ -94,9 +94,13 @@ def push_pull_scale(interval: float, n: int) -> float:
 
 
 # --------------------------------------------------------------------------- messages
+#
+# Messages and their parts are never changed once built, but they are not frozen
+# dataclasses: a frozen one costs three times as much to build, and the simulator
+# builds millions.
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Update:
     """A claim about one member; ``sender`` is who made a suspect/dead claim."""
 
@@ -123,7 +127,7 @@ class Update:
         return Update(str(kind), str(node), int(inc), addr, sender)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Summary:
     """A node's own state (health, components, ...) riding along with the gossip."""
 
@@ -144,7 +148,7 @@ class Summary:
         return Summary(d["node"], (v[0], v[1]), d["data"])
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Message:
     """One gossip message. ``type``: ping, ack, nack, ping-req, gossip, push-pull."""
 
@@ -205,7 +209,8 @@ class Message:
 
 MESSAGE_TYPES = ("ping", "ack", "nack", "ping-req", "gossip", "push-pull")
 _NOBODY = Update(ALIVE, "-", 0)  # a placeholder, never sent
-_COUNTER_KEYS = {(d, t): f"{d}:{t}" for d in ("in", "out") for t in MESSAGE_TYPES}
+_IN_KEYS = {t: f"in:{t}" for t in MESSAGE_TYPES}
+_OUT_KEYS = {t: f"out:{t}" for t in MESSAGE_TYPES}
 
 
 def _is_name(v: Any) -> bool:
@@ -216,13 +221,13 @@ def _is_inc(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**62
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outgoing:
     address: str
     message: Message
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Change:
     """A status change of a member, for logs and metrics."""
 
@@ -285,8 +290,6 @@ class _Broadcast:
     key: tuple[str, str]
     update: Update | None
     summary: Summary | None
-    transmits: int = 0
-    urgent: bool = False
 
 
 class Membership:
@@ -329,9 +332,10 @@ class Membership:
         self._relays: dict[int, _Relay] = {}
         self._suspicions: dict[str, Suspicion] = {}
         self._queue: dict[tuple[str, str], _Broadcast] = {}
-        # the queue by rank (-1 urgent, else transmits so far), oldest first; a broadcast replaced
-        # in _queue stays here until it comes up, and is skipped then
-        self._tiers: dict[int, deque[_Broadcast]] = {}
+        # the queue by rank (-1 urgent, else transmits so far), oldest first, in batches that
+        # were sent together and move on together; a broadcast replaced in _queue stays here
+        # until it comes up, and is skipped then
+        self._tiers: dict[int, deque[list[_Broadcast]]] = {}
         self._next_probe = now + self.rng.uniform(0, self.s.probe_interval)
         self._next_gossip = now
         self._next_push_pull = now + self.s.push_pull_interval
@@ -355,16 +359,28 @@ class Membership:
 
     def next_wakeup(self) -> float:
         """When ``tick`` has something to do; it can move earlier after ``handle``."""
-        t = min(self._next_probe, self._next_push_pull, self._next_reconnect)
+        t = self._next_probe
+        if self._next_push_pull < t:
+            t = self._next_push_pull
+        if self._next_reconnect < t:
+            t = self._next_reconnect
         if self._queue and self._next_gossip < t:  # gossip rounds only while updates are pending
             t = self._next_gossip
         p = self._probe
         if p is not None:
-            t = min(t, p.end if p.indirect else p.direct_deadline)
-        for r in self._relays.values():
-            t = min(t, r.deadline)
-        for s in self._suspicions.values():
-            t = min(t, s.deadline() - (LAST_CHANCES - s.asked) * self.s.probe_timeout)
+            d = p.end if p.indirect else p.direct_deadline
+            if d < t:
+                t = d
+        if self._relays:
+            for r in self._relays.values():
+                if r.deadline < t:
+                    t = r.deadline
+        if self._suspicions:
+            timeout = self.s.probe_timeout
+            for s in self._suspicions.values():
+                d = s.deadline() - (LAST_CHANCES - s.asked) * timeout
+                if d < t:
+                    t = d
         return t
 
     def suspect_since(self, node: str) -> float | None:
@@ -412,28 +428,41 @@ class Membership:
 
     def handle(self, msg: Message) -> list[Outgoing]:
         t = msg.type
-        self._count("in", t)
+        counters = self.counters
+        key = _IN_KEYS.get(t) or f"in:{t}"
+        counters[key] = counters.get(key, 0) + 1
         now = self.clock.monotonic()
-        out: list[Outgoing] = []
         if msg.source == self.name:
             if msg.source_addr and msg.source_addr != self.address:
-                out += self._conflict(msg.source_addr)
-            return out
+                return self._conflict(msg.source_addr)
+            return []
         members = self.members
         src = members.get(msg.source)
-        if src is not None and src.status in (ALIVE, SUSPECT):
+        if src is not None and (src.status == ALIVE or src.status == SUSPECT):
             src.last_seen = now
+        if not msg.updates and not msg.summaries:  # most pings and acks: nothing to merge
+            if t == "ack":
+                return self._on_ack(msg, now)
+            if t == "ping":
+                if msg.target and msg.target != self.name:
+                    return []
+                return [Outgoing(msg.source_addr, self._msg("ack", seq=msg.seq, piggyback=True))]
+        out: list[Outgoing] = []
         fixes: tuple[Update, ...] = ()
         if t != "push-pull":
-            if msg.updates:
-                fixes = self._corrections(msg.updates)
-                for u in msg.updates:
-                    m = members.get(u.node)
-                    if m is not None and u.kind == ALIVE and u.incarnation <= m.incarnation and u.node != self.name:
-                        continue  # the commonest news: nothing new (what _apply would conclude)
+            ups = msg.updates
+            if ups:
+                fixes = self._corrections(ups)
+                name = self.name
+                for u in ups:
+                    if u.kind == ALIVE:
+                        m = members.get(u.node)
+                        if m is not None and u.incarnation <= m.incarnation and u.node != name:
+                            continue  # the commonest news: nothing new (what _apply would conclude)
                     out += self._apply(u, now, from_push_pull=False)
-            for s in msg.summaries:
-                self._apply_summary(s)
+            if msg.summaries:
+                for s in msg.summaries:
+                    self._apply_summary(s)
             if fixes and t != "ping" and any(u.node == self.name for u in fixes):  # it spreads a refuted claim
                 out.append(Outgoing(msg.source_addr, self._msg("gossip", updates=fixes)))
         if t == "ping":
@@ -471,7 +500,7 @@ class Membership:
         return tuple(out.values())
 
     def _on_ack(self, msg: Message, now: float) -> list[Outgoing]:
-        relay = self._relays.pop(msg.seq, None)
+        relay = self._relays.pop(msg.seq, None) if self._relays else None
         if relay is not None:  # we probed on someone's behalf: pass the good news on
             return [Outgoing(relay.requester, self._msg("ack", seq=relay.seq))]
         p = self._probe
@@ -499,25 +528,27 @@ class Membership:
                     del self._relays[seq]
                     out.append(Outgoing(r.requester, self._msg("nack", seq=r.seq)))
         p = self._probe
-        if p is not None and not p.indirect and now >= p.direct_deadline:
-            if now - p.direct_deadline > late:
-                self._abandon_probe()
-            else:
-                out += self._go_indirect(p)
-        p = self._probe
-        if p is not None and p.indirect and now >= p.end:
-            if now - p.end > late:
-                self._abandon_probe()
-            else:
-                out += self._probe_failed(p, now)
+        if p is not None:
+            if not p.indirect and now >= p.direct_deadline:
+                if now - p.direct_deadline > late:
+                    self._abandon_probe()
+                else:
+                    out += self._go_indirect(p)
+            p = self._probe
+            if p is not None and p.indirect and now >= p.end:
+                if now - p.end > late:
+                    self._abandon_probe()
+                else:
+                    out += self._probe_failed(p, now)
         if self._probe is None and now >= self._next_probe:
             out += self._start_probe(now)
         if self._suspicions:
+            timeout = self.s.probe_timeout
             for node, s in list(self._suspicions.items()):
                 deadline = s.deadline()
                 if now >= deadline:
                     out += self._declare_dead(node, now)
-                elif now >= deadline - (LAST_CHANCES - s.asked) * self.s.probe_timeout:
+                elif now >= deadline - (LAST_CHANCES - s.asked) * timeout:
                     s.asked += 1
                     out += self._last_chance(node)
         if self._queue and now >= self._next_gossip:
@@ -539,13 +570,17 @@ class Membership:
         self._next_probe = self.clock.monotonic()
 
     def _start_probe(self, now: float) -> list[Outgoing]:
-        interval = self.scaled(self.s.probe_interval)
+        scale = 1 + self.lhm
+        interval = self.s.probe_interval * scale
         self._next_probe = now + interval  # also while leaving: next_wakeup must not stay in the past
         target = None if self.leaving else self._next_target()
         if target is None:
             return []
-        seq = self._next_seq()
-        self._probe = Probe(target.name, seq, now, now + self.scaled(self.s.probe_timeout), now + interval)
+        seq = self._seq = self._seq + 1
+        self._probe = Probe(target.name, seq, now, now + self.s.probe_timeout * scale, now + interval)
+        if target.status != SUSPECT and not self._suspicions:
+            return [Outgoing(target.address, self._msg("ping", seq=seq, target=target.name,
+                                                       target_addr=target.address, piggyback=True))]
         extra: list[Update] = []
         if target.status == SUSPECT:  # Lifeguard: tell the suspect, so it refutes at once
             extra.append(Update(SUSPECT, target.name, target.incarnation, target.address, self.name))
@@ -557,11 +592,13 @@ class Membership:
                                                    target_addr=target.address, piggyback=True, extra=tuple(extra)))]
 
     def _next_target(self) -> Member | None:
+        members, me = self.members, self.name
         for _ in range(2):
-            while self._order:
-                name = self._order.pop()
-                m = self.members.get(name)
-                if m is not None and m.status in (ALIVE, SUSPECT) and name != self.name:
+            order = self._order
+            while order:
+                name = order.pop()
+                m = members.get(name)
+                if m is not None and (m.status == ALIVE or m.status == SUSPECT) and name != me:
                     return m
             self._order = list(self._live)
             self.rng.shuffle(self._order)
@@ -786,21 +823,28 @@ class Membership:
     # ------------------------------------------------------------------ dissemination
 
     def _enqueue(self, u: Update, urgent: bool = False) -> None:
-        self._put(_Broadcast(("m", u.node), u, None, urgent=urgent))
+        self._put(_Broadcast(("m", u.node), u, None), urgent)
         if urgent:
             self._next_gossip = self.clock.monotonic()
 
     def _enqueue_summary(self, s: Summary) -> None:
-        self._put(_Broadcast(("s", s.node), None, s))
+        self._put(_Broadcast(("s", s.node), None, s), False)
 
-    def _put(self, b: _Broadcast) -> None:
+    def _put(self, b: _Broadcast, urgent: bool) -> None:
         """Queue ``b`` in place of an older broadcast about the same node."""
         if not self._queue:  # gossip rounds resume on their old beat: the next one after now
             now, interval = self.clock.monotonic(), self.s.gossip_interval
             if self._next_gossip < now and interval > 0:
                 self._next_gossip += math.ceil((now - self._next_gossip) / interval) * interval
         self._queue[b.key] = b
-        self._tiers.setdefault(-1 if b.urgent else b.transmits, deque()).append(b)
+        rank = -1 if urgent else 0
+        tier = self._tiers.get(rank)
+        if tier is None:
+            self._tiers[rank] = deque([[b]])
+        elif len(tier[-1]) < MAX_PIGGYBACK:
+            tier[-1].append(b)  # the last batch of rank 0 or -1 was never sent: it can grow
+        else:
+            tier.append([b])
 
     def _take(self) -> tuple[tuple[Update, ...], tuple[Summary, ...]]:
         """Up to MAX_PIGGYBACK broadcasts, urgent first, then the least sent (oldest first)."""
@@ -813,23 +857,22 @@ class Membership:
         taken: list[tuple[int, list[_Broadcast]]] = []  # by the transmits they will have
         for rank in sorted(tiers):
             tier = tiers[rank]
-            batch = []
             while tier and room:
-                b = tier.popleft()
-                if queue.get(b.key) is b:  # else replaced by a newer one
-                    batch.append(b)
-                    room -= 1
+                batch = [b for b in tier.popleft() if queue.get(b.key) is b]  # else replaced by a newer one
+                if len(batch) > room:
+                    tier.appendleft(batch[room:])
+                    del batch[room:]
+                if batch:
+                    room -= len(batch)
+                    taken.append((rank + 1 if rank > 0 else 1, batch))
             if not tier:
                 del tiers[rank]
-            if batch:
-                taken.append((max(rank, 0) + 1, batch))
             if not room:
                 break
-        ups, sums = [], []
+        ups: list[Update] = []
+        sums: list[Summary] = []
         for sent, batch in taken:
             for b in batch:
-                b.transmits = sent
-                b.urgent = False
                 if b.update is not None:
                     ups.append(b.update)
                 elif b.summary is not None:
@@ -838,11 +881,20 @@ class Membership:
                 for b in batch:
                     del queue[b.key]
             else:
-                tiers.setdefault(sent, deque()).extend(batch)
+                later = tiers.get(sent)
+                if later is None:
+                    tiers[sent] = deque([batch])
+                else:
+                    later.append(batch)
         return tuple(ups), tuple(sums)
 
     def _msg(self, type_: str, *, seq: int = 0, target: str = "", target_addr: str = "",
              piggyback: bool = False, updates: Iterable[Update] = (), extra: tuple[Update, ...] = ()) -> Message:
+        counters = self.counters
+        key = _OUT_KEYS.get(type_) or f"out:{type_}"
+        counters[key] = counters.get(key, 0) + 1
+        if not extra and not updates and not (piggyback and self._queue):
+            return Message(type_, self.name, self.address, seq, target, target_addr)
         ups: tuple[Update, ...] = ()
         sums: tuple[Summary, ...] = ()
         if piggyback and self._queue:
@@ -851,7 +903,6 @@ class Membership:
                 ups = tuple(u for u in ups if u not in extra)
         if extra or updates:
             ups = (*extra, *updates, *ups)
-        self._count("out", type_)
         return Message(type_, self.name, self.address, seq, target, target_addr, ups, sums)
 
     def _state_msg(self, reply: bool) -> Message:
@@ -918,7 +969,7 @@ class Membership:
         self.changes.append(Change(node, old, new, inc, reason))
 
     def _count(self, direction: str, type_: str) -> None:
-        key = _COUNTER_KEYS.get((direction, type_)) or f"{direction}:{type_}"
+        key = (_IN_KEYS if direction == "in" else _OUT_KEYS).get(type_) or f"{direction}:{type_}"
         self.counters[key] = self.counters.get(key, 0) + 1
 
     def drain_changes(self) -> list[Change]:

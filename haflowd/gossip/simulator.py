@@ -101,6 +101,7 @@ class _Node:
     wake_at: float = float("inf")  # the wake-up currently queued (older ones are stale)
     crashed: bool = False
     left: bool = False
+    down: bool = False  # crashed or left: events for it are dropped
     stalled_until: float = 0.0
     backlog: list[Message] = field(default_factory=list)
     missed_wake: float | None = None  # the first wake-up that fell inside a stall
@@ -222,7 +223,7 @@ class Simulator:
         node = self.nodes[self._by_name[name]]
         if node.crashed:
             return
-        node.crashed = True
+        node.crashed = node.down = True
         node.backlog.clear()
         self._ever_crashed.add(name)
         survivors = frozenset(n.name for n in self.nodes if not n.crashed and not n.left)
@@ -232,7 +233,7 @@ class Simulator:
         """A fresh core with the persisted incarnation + 1, joining through the seeds."""
         node = self.nodes[self._by_name[name]]
         incarnation = node.core.incarnation + 1
-        node.crashed = node.left = False
+        node.crashed = node.left = node.down = False
         node.stalled_until = 0.0
         node.backlog.clear()
         node.missed_wake = None
@@ -260,7 +261,7 @@ class Simulator:
             return
         self._send(node, node.core.leave())
         self._collect(node)
-        node.left = True  # it stops at once, as the daemon does after its leave broadcast
+        node.left = node.down = True  # it stops at once, as the daemon does after its leave broadcast
 
     def partition(self, *groups: Iterable[str]) -> None:
         """Split the network: nodes in different groups cannot reach each other.
@@ -322,13 +323,62 @@ class Simulator:
         actions = self._actions
         nodes = self.nodes
         ids = self._ids
+        send = self._send
         inf = float("inf")
         next_check = start + check_every if predicate is not None else inf
         events = 0
         try:
             while True:
-                t = heap[0][0] if heap else inf
+                # the events before the next action, check or the end need no other look-ahead
                 t_action = actions[0][0] if actions else inf
+                limit = end if end < next_check else next_check
+                while heap:
+                    entry = heap[0]
+                    when = entry[0]
+                    if when > limit or when >= t_action:
+                        break
+                    pop(heap)
+                    clock.now = when
+                    events += 1
+                    node = nodes[entry[3]]
+                    if node.down:
+                        if entry[2] == _DELIVER:
+                            self.dropped += 1
+                        continue
+                    core = node.core
+                    kind = entry[2]
+                    if kind == _DELIVER:
+                        msg = entry[4]
+                        assert msg is not None
+                        if node.stalled_until > when:
+                            node.backlog.append(msg)
+                            continue
+                        self.delivered += 1
+                        out = core.handle(msg)
+                    elif kind == _WAKE:
+                        if when != node.wake_at:  # superseded by a later one
+                            continue
+                        node.wake_at = inf
+                        if node.stalled_until > when:
+                            if node.missed_wake is None:
+                                node.missed_wake = when
+                            continue
+                        out = core.tick()
+                    else:  # _STALL_END
+                        if node.stalled_until > when:
+                            continue
+                        out = self._unstall(node, when)
+                    if out:
+                        send(node, out)
+                    if core.changes:
+                        self._collect(node)
+                    wake = core.next_wakeup()
+                    if wake < when:
+                        wake = when
+                    if wake != node.wake_at:  # earlier or later: the one already queued goes stale
+                        node.wake_at = wake
+                        push(heap, (wake, next(ids), _WAKE, entry[3], None))
+                t = heap[0][0] if heap else inf
                 if t_action < t:
                     t = t_action
                 if t > next_check and next_check <= end:
@@ -341,49 +391,8 @@ class Simulator:
                 if t > end:
                     clock.now = end
                     return None
-                if t == t_action:
-                    clock.now = t
-                    pop(actions)[2]()
-                    continue
-                when, _, kind, index, msg = pop(heap)
-                clock.now = when
-                node = nodes[index]
-                events += 1
-                if node.crashed or node.left:
-                    if kind == _DELIVER:
-                        self.dropped += 1
-                    continue
-                core = node.core
-                if kind == _DELIVER:
-                    assert msg is not None
-                    if node.stalled_until > when:
-                        node.backlog.append(msg)
-                        continue
-                    self.delivered += 1
-                    out = core.handle(msg)
-                elif kind == _WAKE:
-                    if when != node.wake_at:  # superseded by a later one
-                        continue
-                    node.wake_at = inf
-                    if node.stalled_until > when:
-                        if node.missed_wake is None:
-                            node.missed_wake = when
-                        continue
-                    out = core.tick()
-                else:  # _STALL_END
-                    if node.stalled_until > when:
-                        continue
-                    out = self._unstall(node, when)
-                if out:
-                    self._send(node, out)
-                if core.changes:
-                    self._collect(node)
-                wake = core.next_wakeup()
-                if wake < when:
-                    wake = when
-                if wake != node.wake_at:  # earlier or later: the one already queued goes stale
-                    node.wake_at = wake
-                    push(heap, (wake, next(ids), _WAKE, index, None))
+                clock.now = t_action
+                pop(actions)[2]()
         finally:
             self.events += events
 
