@@ -336,11 +336,12 @@ class Membership:
         # were sent together and move on together; a broadcast replaced in _queue stays here
         # until it comes up, and is skipped then
         self._tiers: dict[int, deque[list[_Broadcast]]] = {}
+        self._replaced = 0  # replaced broadcasts still in _tiers: none, and nothing needs skipping
         self._next_probe = now + self.rng.uniform(0, self.s.probe_interval)
         self._next_gossip = now
         self._next_push_pull = now + self.s.push_pull_interval
         self._next_reconnect = now + self.s.join_retry
-        self.counters: dict[str, int] = {}
+        self.counters: dict[str, int] = dict.fromkeys((*_IN_KEYS.values(), *_OUT_KEYS.values()), 0)
 
     # ------------------------------------------------------------------ views
 
@@ -419,6 +420,7 @@ class Membership:
         u = Update(LEFT, self.name, me.incarnation, self.address, self.name)
         self._queue.clear()
         self._tiers.clear()
+        self._replaced = 0
         self._enqueue(u, urgent=True)
         others = [self.members[n] for n in self._live]
         targets = others if len(others) <= 10 else self.rng.sample(others, 10)
@@ -428,9 +430,10 @@ class Membership:
 
     def handle(self, msg: Message) -> list[Outgoing]:
         t = msg.type
-        counters = self.counters
-        key = _IN_KEYS.get(t) or f"in:{t}"
-        counters[key] = counters.get(key, 0) + 1
+        try:
+            self.counters[_IN_KEYS[t]] += 1
+        except KeyError:
+            self._count("in", t)
         now = self.clock.monotonic()
         if msg.source == self.name:
             if msg.source_addr and msg.source_addr != self.address:
@@ -836,6 +839,8 @@ class Membership:
             now, interval = self.clock.monotonic(), self.s.gossip_interval
             if self._next_gossip < now and interval > 0:
                 self._next_gossip += math.ceil((now - self._next_gossip) / interval) * interval
+        if b.key in self._queue:
+            self._replaced += 1
         self._queue[b.key] = b
         rank = -1 if urgent else 0
         tier = self._tiers.get(rank)
@@ -858,7 +863,11 @@ class Membership:
         for rank in sorted(tiers):
             tier = tiers[rank]
             while tier and room:
-                batch = [b for b in tier.popleft() if queue.get(b.key) is b]  # else replaced by a newer one
+                batch = tier.popleft()
+                if self._replaced:
+                    size = len(batch)
+                    batch = [b for b in batch if queue.get(b.key) is b]  # else replaced by a newer one
+                    self._replaced -= size - len(batch)
                 if len(batch) > room:
                     tier.appendleft(batch[room:])
                     del batch[room:]
@@ -890,9 +899,10 @@ class Membership:
 
     def _msg(self, type_: str, *, seq: int = 0, target: str = "", target_addr: str = "",
              piggyback: bool = False, updates: Iterable[Update] = (), extra: tuple[Update, ...] = ()) -> Message:
-        counters = self.counters
-        key = _OUT_KEYS.get(type_) or f"out:{type_}"
-        counters[key] = counters.get(key, 0) + 1
+        try:
+            self.counters[_OUT_KEYS[type_]] += 1
+        except KeyError:
+            self._count("out", type_)
         if not extra and not updates and not (piggyback and self._queue):
             return Message(type_, self.name, self.address, seq, target, target_addr)
         ups: tuple[Update, ...] = ()

@@ -105,7 +105,7 @@ class _Node:
     stalled_until: float = 0.0
     backlog: list[Message] = field(default_factory=list)
     missed_wake: float | None = None  # the first wake-up that fell inside a stall
-    sent: dict[str, int] = field(default_factory=dict)
+    sent_before: dict[str, int] = field(default_factory=dict)  # by the cores before a restart
     restarts: int = 0
 
 
@@ -205,12 +205,14 @@ class Simulator:
         """Messages sent by every node since the start, per message type."""
         out: dict[str, int] = {}
         for n in self.nodes:
-            for t, c in n.sent.items():
+            for t, c in _sent(n.core).items():
+                out[t] = out.get(t, 0) + c
+            for t, c in n.sent_before.items():
                 out[t] = out.get(t, 0) + c
         return out
 
     def sent_total(self) -> int:
-        return sum(sum(n.sent.values()) for n in self.nodes)
+        return sum(self.sent_by_type().values())
 
     # ------------------------------------------------------------------ faults
 
@@ -233,6 +235,8 @@ class Simulator:
         """A fresh core with the persisted incarnation + 1, joining through the seeds."""
         node = self.nodes[self._by_name[name]]
         incarnation = node.core.incarnation + 1
+        for t, c in _sent(node.core).items():
+            node.sent_before[t] = node.sent_before.get(t, 0) + c
         node.crashed = node.left = node.down = False
         node.stalled_until = 0.0
         node.backlog.clear()
@@ -439,21 +443,17 @@ class Simulator:
     def _send(self, node: _Node, out: Sequence[Outgoing]) -> None:
         loss, latency, jitter = self.network.loss, self.network.latency, self.network.jitter
         random_ = self.rng.random
-        sent = node.sent
         group = self._group
         by_addr = self._by_addr
         heap, ids, push = self._heap, self._ids, heapq.heappush
         now = self.clock.now
         src_group = group[node.index]
         for o in out:
-            msg = o.message
-            t = msg.type
-            sent[t] = sent.get(t, 0) + 1
             dst = by_addr.get(o.address)
             if dst is None or group[dst] != src_group or (loss and random_() < loss):
                 self.dropped += 1
                 continue
-            push(heap, (now + latency + (random_() * jitter if jitter else 0.0), next(ids), _DELIVER, dst, msg))
+            push(heap, (now + latency + (random_() * jitter if jitter else 0.0), next(ids), _DELIVER, dst, o.message))
 
     def _collect(self, node: _Node) -> None:
         for c in node.core.drain_changes():
@@ -477,6 +477,11 @@ class Simulator:
         now = self.now
         return not any(p.group[a] != p.group[b] and (p.end is None or now - p.end < self.partition_grace)
                        for p in self._partitions)
+
+
+def _sent(core: Membership) -> dict[str, int]:
+    """What ``core`` sent, per message type: its own counters (every message it returns is sent)."""
+    return {k[4:]: c for k, c in core.counters.items() if c and k.startswith("out:")}
 
 
 # --------------------------------------------------------------------------- reporting
