@@ -213,6 +213,28 @@ command = ["sleep", "3700"]
     assert r.returncode == 1 and "no component named 'nope'" in r.stderr
 
 
+def test_stop_records_how_the_child_ended(daemon):
+    """A warm exit (the child handles TERM and exits 0) and a death by the signal look
+    different after a stop: the exit is recorded even though the stop ended the lifecycle."""
+    d = daemon("""
+[[component]]
+name = "warm"
+command = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
+
+[[component]]
+name = "cold"
+command = ["sleep", "3600"]
+""")
+    for name in ("warm", "cold"):
+        d.wait_state(name, "running")
+        assert d.ctl("stop", name).returncode == 0
+    warm, cold = d.comp("warm"), d.comp("cold")
+    assert (warm["state"], warm["last_exit_code"], warm["last_exit_signal"]) == ("stopped", 0, None)
+    assert (cold["state"], cold["last_exit_code"], cold["last_exit_signal"]) == ("stopped", None, signal.SIGTERM)
+    events = {e["component"]: e for e in d.log_events() if e.get("event") == "child_stopped"}
+    assert events["warm"]["code"] == 0 and events["cold"]["signal"] == "SIGTERM"
+
+
 def test_leftovers_of_an_earlier_daemon_are_killed_at_start(daemon):
     d = daemon("""
 [[component]]
