@@ -117,9 +117,11 @@ def api_server(ctx: PresetContext) -> Defaults:
     host = ctx.settings.probe_host("api", "host")
     return Defaults(
         command=("airflow", "api-server"),
-        # the endpoint queries the metadata database: give a loaded machine time to answer
+        # The endpoint queries the metadata database, and Airflow 3 builds its execution API
+        # inside the server's event loop on the first task's request, answering nothing for
+        # up to half a minute on a loaded machine: restarting it then would fail that task.
         health=_health(http=f"http://{host}:{port}/api/v2/monitor/health",
-                       expect={"metadatabase.status": "healthy"}, interval=15.0, timeout=10.0),
+                       expect={"metadatabase.status": "healthy"}, interval=15.0, timeout=10.0, failures=5),
     )
 
 
@@ -133,7 +135,7 @@ def webserver(ctx: PresetContext) -> Defaults:
     return Defaults(
         command=("airflow", "webserver"),
         health=_health(http=f"http://{host}:{port}/health", expect={"metadatabase.status": "healthy"},
-                       interval=15.0, timeout=10.0),
+                       interval=15.0, timeout=10.0, failures=5),
     )
 
 

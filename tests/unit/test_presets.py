@@ -60,7 +60,7 @@ def _probe(h: HealthConfig | None) -> tuple[object, ...]:
 
 HTTP_10S = (10.0, 5.0, 3, 120.0)  # interval, timeout, failures, start_period
 # the api-server's and webserver's endpoints query the database: a loaded machine gets longer
-HTTP_DB = (15.0, 10.0, 3, 120.0)
+HTTP_DB = (15.0, 10.0, 5, 120.0)
 JOB = (15.0, 10.0, 3, 120.0)
 
 
