@@ -261,9 +261,10 @@ class Suspicion:
     confirmers: set[str] = field(default_factory=set)
     accuser: str = ""  # who raised it first: named when we pass the suspicion on
     asked: int = 0  # last-chance pings we sent the suspect ourselves
+    grace: float = 0.0  # our own stalls, and time for last chances the deadline came before
 
     def deadline(self) -> float:
-        return self.start + suspicion_timeout(self.lo, self.hi, self.k, max(0, len(self.confirmers) - 1))
+        return self.start + self.grace + suspicion_timeout(self.lo, self.hi, self.k, max(0, len(self.confirmers) - 1))
 
 
 @dataclass(slots=True)
@@ -401,9 +402,13 @@ class Membership:
         self._enqueue_summary(summary)
 
     def note_lag(self, seconds: float) -> None:
-        """The driver saw its event loop late by ``seconds``: we are the slow one."""
+        """The driver saw its event loop late by ``seconds``: we are the slow one. Our
+        suspicions get that much longer: while we stood still we could neither pass them on
+        nor hear a refutation, so the time does not count against the suspects."""
         if seconds > self.s.probe_timeout:
             self._lhm(+1)
+            for s in self._suspicions.values():
+                s.grace += seconds
 
     def start(self) -> list[Outgoing]:
         """Join: announce ourselves and pull the state of every seed."""
@@ -549,6 +554,11 @@ class Membership:
             timeout = self.s.probe_timeout
             for node, s in list(self._suspicions.items()):
                 deadline = s.deadline()
+                if now >= deadline and s.asked < LAST_CHANCES:
+                    # the last chances were due while we were stalled (or confirmations moved
+                    # the deadline past them): no verdict before the suspect had them
+                    s.grace += now - deadline + (LAST_CHANCES - s.asked) * timeout
+                    deadline = s.deadline()
                 if now >= deadline:
                     out += self._declare_dead(node, now)
                 elif now >= deadline - (LAST_CHANCES - s.asked) * timeout:
@@ -625,7 +635,10 @@ class Membership:
         m = self.members.get(p.target)
         if m is None or m.status not in (ALIVE, SUSPECT):
             return []
-        return self._apply(Update(SUSPECT, m.name, m.incarnation, m.address, self.name), now, False)
+        out = self._apply(Update(SUSPECT, m.name, m.incarnation, m.address, self.name), now, False)
+        # Lifeguard's buddy system, at once rather than at our next probe of it: the suspect
+        # hears of the suspicion now, while it may still refute before a stall of its own
+        return out + self._last_chance(m.name)
 
     def _last_chance(self, node: str) -> list[Outgoing]:
         """Before condemning a suspect, ping it with the suspicion: alive, it answers with its

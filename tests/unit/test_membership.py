@@ -228,6 +228,51 @@ def test_the_last_ping_saves_a_suspect_whose_refutation_we_missed() -> None:
     assert status(a, "b") == (ALIVE, 1)
 
 
+def test_a_deadline_that_passed_while_we_were_stalled_gives_the_last_chances_first() -> None:
+    """Our own stall swallowed the last-chance pings: no verdict on waking, the pings go out
+    now, and a suspect that stays silent is dead two probe timeouts later."""
+    clock = FakeClock()
+    a, deadline = confirmed_suspicion(clock)
+    clock.advance(deadline + 0.5 - clock.now)
+    woke = clock.now
+    out = a.tick()
+    assert status(a, "b") == (SUSPECT, 0)
+    ping = only([o for o in out if o.address == addr("b")], "ping")
+    assert Update(SUSPECT, "b", 0, addr("b"), "a") in ping.message.updates
+    Peers(a, clock, down={"b"}).run(LAST_CHANCES * S.probe_timeout + 0.01)
+    assert status(a, "b") == (DEAD, 0)
+    assert a.members["b"].since - woke == pytest.approx(LAST_CHANCES * S.probe_timeout, abs=0.011)
+
+
+def test_our_own_stall_does_not_count_against_the_suspects() -> None:
+    clock = FakeClock()
+    a, deadline = confirmed_suspicion(clock)
+    a.note_lag(1.0)
+    assert a.lhm == 1
+    Peers(a, clock, down={"b"}).run(deadline - clock.now + 0.5)
+    assert status(a, "b") == (SUSPECT, 0)
+    Peers(a, clock, down={"b"}).run(0.51)
+    assert status(a, "b") == (DEAD, 0)
+
+
+def test_a_failed_probe_tells_the_suspect_at_once() -> None:
+    """Buddy system without waiting for our next probe of it: the suspect may be about to
+    stall, and a refutation it sends now beats one it sends after."""
+    clock = FakeClock()
+    a = core(clock=clock)
+    ping = first_probe(a, clock)
+    target = ping.message.target
+    clock.advance(S.probe_timeout + EPS)
+    a.tick()  # ping-reqs, which nobody answers
+    clock.advance(S.probe_interval - S.probe_timeout)
+    told = [o for o in a.tick() if o.address == addr(target)]
+    assert status(a, target) == (SUSPECT, 0)
+    assert Update(SUSPECT, target, 0, addr(target), "a") in only(told, "ping").message.updates
+    b = core(target, ("a",), clock)
+    a.handle(only(b.handle(only(told, "ping").message), "ack").message)
+    assert status(a, target) == (ALIVE, 1)
+
+
 # =========================================================================== refutation
 
 
@@ -564,7 +609,8 @@ def test_lhm_scales_the_probe_interval_and_timeout() -> None:
     clock.advance(started + 3 * S.probe_interval - 0.01 - clock.now)
     assert of_type(a.tick(), "ping") == []
     clock.advance(0.02)
-    assert len(of_type(a.tick(), "ping")) == 1  # the next round, 3 intervals after the last
+    pings = of_type(a.tick(), "ping")
+    assert len([p for p in pings if p.address != ping.address]) == 1  # the next round, 3 intervals after the last
     assert status(a, ping.message.target)[0] == SUSPECT
     assert a.lhm == 2  # every helper answered: the failure was not ours
 
