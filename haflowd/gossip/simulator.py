@@ -327,15 +327,19 @@ class Simulator:
         actions = self._actions
         nodes = self.nodes
         ids = self._ids
-        send = self._send
+        by_addr = self._by_addr
+        random_ = self.rng.random
         inf = float("inf")
         next_check = start + check_every if predicate is not None else inf
-        events = 0
+        events = dropped = 0
         try:
             while True:
-                # the events before the next action, check or the end need no other look-ahead
+                # the events before the next action, check or the end need no other look-ahead;
+                # only actions and checks can partition the network or change it
                 t_action = actions[0][0] if actions else inf
                 limit = end if end < next_check else next_check
+                group = self._group
+                loss, latency, jitter = self.network.loss, self.network.latency, self.network.jitter
                 while heap:
                     entry = heap[0]
                     when = entry[0]
@@ -347,7 +351,7 @@ class Simulator:
                     node = nodes[entry[3]]
                     if node.down:
                         if entry[2] == _DELIVER:
-                            self.dropped += 1
+                            dropped += 1
                         continue
                     core = node.core
                     kind = entry[2]
@@ -372,8 +376,15 @@ class Simulator:
                         if node.stalled_until > when:
                             continue
                         out = self._unstall(node, when)
-                    if out:
-                        send(node, out)
+                    if out:  # as _send does
+                        src_group = group[entry[3]]
+                        for o in out:
+                            dst = by_addr.get(o.address)
+                            if dst is None or group[dst] != src_group or (loss and random_() < loss):
+                                dropped += 1
+                                continue
+                            push(heap, (when + latency + (random_() * jitter if jitter else 0.0), next(ids),
+                                        _DELIVER, dst, o.message))
                     if core.changes:
                         self._collect(node)
                     wake = core.next_wakeup()
@@ -399,6 +410,7 @@ class Simulator:
                 pop(actions)[2]()
         finally:
             self.events += events
+            self.dropped += dropped
 
     def _unstall(self, node: _Node, now: float) -> list[Outgoing]:
         """The loop runs again: what queued up is handled in order, then the late timers."""
@@ -498,17 +510,19 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def scenario(nodes: int, minutes: float, *, seed: int = 1, loss: float = 0.0, latency: float = 0.001,
              jitter: float = 0.002, crash: int = 1, stall: float = 0.0, stall_every: float = 10.0,
-             settings: GossipSettings | None = None) -> dict[str, Any]:
+             stall_nodes: int | None = None, settings: GossipSettings | None = None) -> dict[str, Any]:
     """Join ``nodes`` through 3 seeds, let it settle, crash ``crash`` of them at once (never the
     first), run to ``minutes``; measured from the crash on: messages per node per second, detection.
 
-    With ``stall`` > 0 every node stalls that long once every ``stall_every`` seconds.
+    With ``stall`` > 0 every node (or ``stall_nodes`` random ones) stalls that long once
+    every ``stall_every`` seconds.
     """
     started, cpu = time.perf_counter(), time.process_time()
     sim = Simulator(nodes, seed=seed, settings=settings, network=NetworkSettings(loss, latency, jitter))
     total = minutes * 60
     if stall > 0:
-        sim.periodic_stalls(stall, stall_every, total)
+        stalling = None if stall_nodes is None else sim.rng.sample(sim.names, min(stall_nodes, nodes))
+        sim.periodic_stalls(stall, stall_every, total, stalling)
     joined = sim.run_until(sim.converged, total, check_every=1.0)
     sim.run_for(min(30.0, max(0.0, total - sim.now)))  # the join's own dissemination dies down
     window = sim.now
@@ -530,6 +544,7 @@ def scenario(nodes: int, minutes: float, *, seed: int = 1, loss: float = 0.0, la
     return {
         "nodes": nodes, "minutes": minutes, "seed": seed, "loss": loss, "latency": latency, "jitter": jitter,
         "stall": stall, "stall_every": stall_every if stall > 0 else None,
+        "stall_nodes": (nodes if stall_nodes is None else min(stall_nodes, nodes)) if stall > 0 else 0,
         "joined": joined, "window": [window, sim.now],
         "messages_per_node_per_s": sum(rates.values()), "by_type": rates,
         "detections": detections, "false_deaths": len(sim.false_deaths),
@@ -551,18 +566,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--crash", type=int, default=1, help="nodes crashed at once after the join settled")
     p.add_argument("--stall", type=float, default=0.0, help="each node stalls this long ...")
     p.add_argument("--stall-every", type=float, default=10.0, help="... once every this many seconds")
+    p.add_argument("--stall-nodes", type=int, default=None, help="only this many random nodes stall (default: all)")
     p.add_argument("--json", action="store_true", help="one JSON object instead of the text report")
     args = p.parse_args(argv)
     if args.crash >= args.nodes:
         p.error("--crash must leave at least one node running")
     r = scenario(args.nodes, args.minutes, seed=args.seed, loss=args.loss, latency=args.latency, jitter=args.jitter,
-                 crash=args.crash, stall=args.stall, stall_every=args.stall_every)
+                 crash=args.crash, stall=args.stall, stall_every=args.stall_every, stall_nodes=args.stall_nodes)
     if args.json:
         print(json.dumps(r))
         return 0
     print(f"{r['nodes']} nodes, {r['minutes']:g} min simulated, loss {r['loss']:.0%}, "
           f"latency {r['latency'] * 1000:g}+{r['jitter'] * 1000:g} ms, seed {r['seed']}"
-          + (f", stall {r['stall']:g} s every {r['stall_every']:g} s" if r["stall"] else ""))
+          + (f", {r['stall_nodes']} node(s) stalled {r['stall']:g} s every {r['stall_every']:g} s"
+             if r["stall"] else ""))
     print(f"joined: all alive everywhere after {r['joined']:.1f} s" if r["joined"] is not None
           else "joined: never all alive everywhere at once")
     a, b = r["window"]

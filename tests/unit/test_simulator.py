@@ -107,6 +107,22 @@ def test_stalls_of_a_second_every_ten_under_ten_percent_loss_kill_nobody() -> No
     assert sim.run_until(sim.converged, 30) is not None
 
 
+@pytest.mark.parametrize(("nodes", "seed", "minutes", "stalling"), [
+    (20, 7, 2.6, None),  # an observer stalled through its last chances (dead on waking, before)
+    (20, 32, 6.1, None),  # an accuser stalled before passing its suspicion on (before)
+    (20, 41, 3.0, 1),
+    (3, 4, 10.0, None),  # suspected just before its stall, never told in time (before)
+    (3, 14, 10.0, None),
+    (3, 31, 10.0, None),
+])
+def test_stalls_under_loss_kill_nobody_on_seeds_that_used_to(nodes: int, seed: int, minutes: float,
+                                                              stalling: int | None) -> None:
+    """Every node (or one) stalls 1 s in every 10, 10 % of messages are lost: seeds where a
+    live node was once declared dead, each run past the moment it happened."""
+    r = scenario(nodes, minutes, seed=seed, loss=0.1, stall=1.0, stall_every=10.0, stall_nodes=stalling, crash=0)
+    assert r["false_deaths"] == 0, r["false_death_examples"]
+
+
 def test_a_restarted_node_is_alive_again_at_once() -> None:
     sim = joined(10, seed=4)
     sim.crash("n0005")
