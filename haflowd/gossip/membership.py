@@ -894,18 +894,19 @@ class Membership:
         ups: list[Update] = []
         sums: list[Summary] = []
         for sent, batch in taken:
-            for b in batch:
-                if b.update is not None:
-                    ups.append(b.update)
-                elif b.summary is not None:
-                    sums.append(b.summary)
+            had = len(ups)
+            ups += [b.update for b in batch if b.update is not None]
+            if len(ups) - had < len(batch):
+                sums += [b.summary for b in batch if b.summary is not None]
             if sent >= limit:
                 for b in batch:
                     del queue[b.key]
-            else:
+            else:  # batches that move on together merge, so a tier stays a few long batches
                 later = tiers.get(sent)
                 if later is None:
                     tiers[sent] = deque([batch])
+                elif len(later[-1]) + len(batch) <= MAX_PIGGYBACK:
+                    later[-1].extend(batch)
                 else:
                     later.append(batch)
         return tuple(ups), tuple(sums)
