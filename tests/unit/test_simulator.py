@@ -186,8 +186,8 @@ def test_message_rates_per_node_are_flat_from_10_to_200_nodes() -> None:
 
 
 def test_a_thousand_nodes_converge_detect_and_keep_flat_message_rates() -> None:
-    """Three simulated minutes (about a minute of real time here); `scripts/bench gossip
-    --sim-1000` runs the full ten and reports the time it takes."""
+    """Three simulated minutes (one to two minutes of real time here, most of it the join);
+    the full ten take three to four (`scripts/bench gossip --sim-1000`), too long for the suite."""
     small = [scenario(n, 3, seed=1) for n in (10, 100)]
     big = scenario(1000, 3, seed=1)
     assert big["joined"] is not None and big["converged_at_end"]
