@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import socket
-import sqlite3
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -209,6 +208,8 @@ def _sqlite_query(url: str, sql: str, args: tuple[str, ...], timeout: float) -> 
         raise AirflowError("the SQLite metadata database has no file path")
     if not Path(path).exists():
         raise AirflowError("the SQLite metadata database does not exist")
+    import sqlite3  # only where a SQLite metadata database is probed
+
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout)
     try:
         row = conn.execute(sql, args).fetchone()

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import difflib
-import fractions
 import json
 import math
 import os
@@ -262,6 +260,8 @@ def parse_size(value: int | str) -> int:
     m = _SIZE.match(value)
     if not m:
         raise ValueError(value)
+    import fractions  # only here: the daemon need not carry it (about 0.4 MiB)
+
     return int(fractions.Fraction(m.group(1)) * _SIZE_UNITS[m.group(2)])
 
 
@@ -493,6 +493,8 @@ class _Table:
         for k in self.data:
             if k in self.seen:
                 continue
+            import difflib  # only for an error message
+
             close = difflib.get_close_matches(k, sorted(self.seen), n=1, cutoff=0.75)
             hint = f' (did you mean "{close[0]}"?)' if close else ""
             self.errors.add(self.key(k), f"unknown key{hint}")
