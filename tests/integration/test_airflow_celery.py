@@ -8,10 +8,12 @@ worker exits on its own (no SIGKILL after stop_timeout) and nothing of its tree 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +139,7 @@ def test_celery_worker_runs_a_task_and_stop_drains_it_warmly(
             AIRFLOW__CELERY__OPERATION_TIMEOUT="10",
             AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
         )
+        queues_before = _queues(rabbit_cluster)
         d: Daemon = daemon(_config(env))
         try:
             _run(d, pg, out, ports, t_start)
@@ -145,6 +148,14 @@ def test_celery_worker_runs_a_task_and_stop_drains_it_warmly(
         finally:
             d.kill()  # first the daemon (it would restart what the sweep kills), then any stray
             sweep(home)
+            # the session's cluster is shared: the queues Celery declared must not outlive the test
+            for name in _queues(rabbit_cluster) - queues_before:
+                with contextlib.suppress(OSError):
+                    rabbit_cluster.api(f"/api/queues/%2F/{urllib.parse.quote(name, safe='')}", method="DELETE")
+
+
+def _queues(cluster: RabbitCluster) -> set[str]:
+    return {q["name"] for q in cluster.api("/api/queues/%2F?columns=name")}
 
 
 def _diagnosis(d: Daemon, home: Path) -> str:
