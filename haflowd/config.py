@@ -96,6 +96,8 @@ class HealthConfig:
     timeout: float
     failures: int
     start_period: float
+    # until the first success within start_period, probe this often (Docker's --health-start-interval)
+    start_interval: float | None = None
     # http: dotted JSON paths that must hold these values ({"metadatabase.status": "healthy"})
     expect: Mapping[str, str] = field(default_factory=dict)
     # airflow_job: the job type whose heartbeat on this host must be fresher than max_age
@@ -766,6 +768,10 @@ def _health(t: _Table, env: Mapping[str, str] | None = None, base: HealthConfig 
                      f"got {t.given('timeout', timeout)}")
     failures = t.integer("failures", d.failures, lo=1, hi=1000)
     start_period = t.duration("start_period", d.start_period, positive=False)
+    start_interval = t.duration("start_interval", d.start_interval)
+    if start_interval and interval and start_interval > interval:
+        t.errors.add(t.key("start_interval"), f"expected at most interval ({format_duration(interval)}); "
+                     f"got {t.given('start_interval', start_interval)}")
     t.finish()
     if inherit is not None and inherit.database is not None:
         database: Secret | None = inherit.database
@@ -778,6 +784,7 @@ def _health(t: _Table, env: Mapping[str, str] | None = None, base: HealthConfig 
         timeout=timeout or d.timeout,
         failures=failures or d.failures,
         start_period=start_period if start_period is not None else d.start_period,
+        start_interval=start_interval if start_interval and (not interval or start_interval <= interval) else None,
         expect=expect or {},
         airflow_job=job,
         database=database,

@@ -58,11 +58,14 @@ def _health(
     timeout: float = 5.0,
     failures: int = 3,
     start_period: float = 120.0,
+    start_interval: float | None = 2.0,
 ) -> HealthConfig:
     from haflowd.config import HealthConfig
 
     return HealthConfig(http=http, command=command, interval=interval, timeout=timeout,
-                        failures=failures, start_period=start_period, expect=dict(expect or {}),
+                        failures=failures, start_period=start_period,
+                        start_interval=min(start_interval, interval) if start_interval else None,
+                        expect=dict(expect or {}),
                         airflow_job=airflow_job, database=database, max_age=max_age)
 
 
@@ -170,7 +173,7 @@ def celery_worker(ctx: PresetContext) -> Defaults:
         # celery's own remote-control ping, addressed to this node's worker only
         health=_health(command=("celery", "--app", CELERY_APP, "inspect", "ping", "--destination", worker,
                                 "--timeout", "10"),
-                       interval=60.0, timeout=45.0, failures=3, start_period=180.0),
+                       interval=60.0, timeout=45.0, failures=3, start_period=180.0, start_interval=10.0),
         # SIGTERM is Celery's warm shutdown: running tasks finish first
         stop_timeout=600.0,
     )

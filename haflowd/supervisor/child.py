@@ -496,7 +496,10 @@ class Child:
                     return
             elif self.state == "starting":
                 self._set("starting", f"in start_period, probe failing: {output}")
-            await asyncio.sleep(max(0.0, h.interval - (self.clock.monotonic() - t0)))
+            every = h.interval
+            if h.start_interval and not ever_healthy and self.clock.monotonic() - started < h.start_period:
+                every = h.start_interval  # starting: notice the first success soon
+            await asyncio.sleep(max(0.0, every - (self.clock.monotonic() - t0)))
 
     async def probe(self, h: HealthConfig) -> tuple[bool, str]:
         try:

@@ -168,6 +168,29 @@ start_period = "10s"
     assert any(e.get("event") == "child_unhealthy" for e in d.log_events())
 
 
+def test_start_interval_notices_a_slow_start_soon(daemon):
+    """A server that listens 1.5 s after it starts, probed every 30 s: with start_interval
+    the first success is seen within a second or two, not at the next 30 s probe; after it,
+    the normal interval applies."""
+    port = _free_port()
+    d = daemon(f"""
+[[component]]
+name = "slow"
+command = ["sh", "-c", "sleep 1.5; exec @PY@ -m http.server --bind 127.0.0.1 {port}"]
+[component.health]
+http = "http://127.0.0.1:{port}/"
+interval = "30s"
+timeout = "1s"
+start_period = "60s"
+start_interval = "200ms"
+""")
+    t0 = time.monotonic()
+    d.wait_state("slow", "running", timeout=10, healthy=True)
+    assert time.monotonic() - t0 < 10
+    probes = [e for e in d.log_events() if e.get("component") == "slow" and e.get("event") == "child_healthy"]
+    assert len(probes) == 1
+
+
 def test_crash_loop_goes_fatal_and_start_recovers(daemon, tmp_path):
     ok = tmp_path / "ok"
     d = daemon(f"""
