@@ -287,7 +287,7 @@ def fmt(times: dict[str, float]) -> str:
     return ", ".join(f"{n} {t:.2f}s" for n, t in sorted(times.items()))
 
 
+from tests.fixtures.airflow import *  # noqa: E402,F403  (Airflow 3 in .venv-airflow: airflow_sqlite)
 from tests.fixtures.csync2 import *  # noqa: E402,F403  (csync2 in namespaces: csync2_cluster)
 from tests.fixtures.postgres import *  # noqa: E402,F403  (PostgreSQL fixtures: pg_pair, pg_pair_factory)
 from tests.fixtures.rabbitmq import *  # noqa: E402,F403  (a three-node RabbitMQ cluster: rabbit_cluster)
-from tests.fixtures.airflow import *  # noqa: E402,F403  (Airflow 3 in .venv-airflow: airflow_sqlite)
