@@ -116,15 +116,35 @@ def detect_version(env: Mapping[str, str], run_fallback: bool = True) -> str | N
     version = _version_from_metadata(Path(exe))
     if version is not None or not run_fallback:
         return version
+    key = (str(Path(exe).resolve()), _mtime(exe))
+    if key not in _ASKED:  # one `airflow version` (seconds of CPU) per executable, not per component
+        _ASKED[key] = _ask_version(exe, env)
+    result = _ASKED[key]
+    if isinstance(result, AirflowError):
+        raise result
+    return result
+
+
+_ASKED: dict[tuple[str, float], str | AirflowError] = {}
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
+def _ask_version(exe: str, env: Mapping[str, str]) -> str | AirflowError:
     try:
         out = subprocess.run([exe, "version"], capture_output=True, text=True, timeout=VERSION_TIMEOUT_S,
                              env={**env, "AIRFLOW__LOGGING__LOGGING_LEVEL": "ERROR"}, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise AirflowError(f"{exe} version: {type(e).__name__}") from None
+        return AirflowError(f"{exe} version: {type(e).__name__}")
     for line in reversed(out.stdout.strip().splitlines()):
         if re.fullmatch(r"\d+\.\d+\S*", line.strip()):
             return line.strip()
-    raise AirflowError(f"{exe} version printed no version (exit {out.returncode})")
+    return AirflowError(f"{exe} version printed no version (exit {out.returncode})")
 
 
 def _version_from_metadata(exe: Path) -> str | None:

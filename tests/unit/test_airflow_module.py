@@ -89,6 +89,16 @@ def test_fallback_takes_the_last_version_line_after_warnings(tmp_path: Path) -> 
     assert airflow.detect_version(_path(bin_dir)) == "3.0.1"
 
 
+def test_fallback_runs_once_per_executable(tmp_path: Path) -> None:
+    """`airflow version` costs seconds of CPU: seven presets on one node ask it once."""
+    bin_dir = fake_venv(tmp_path / "venv")
+    calls = tmp_path / "calls"
+    (bin_dir / "airflow").write_text(f"#!/bin/sh\necho x >> '{calls}'\necho 2.10.4\n")
+    for _ in range(7):
+        assert airflow.detect_version(_path(bin_dir)) == "2.10.4"
+    assert calls.read_text().count("x") == 1
+
+
 def test_fallback_that_prints_nothing_is_an_error(tmp_path: Path) -> None:
     bin_dir = fake_venv(tmp_path / "venv")  # prints nothing, exits 1
     with pytest.raises(AirflowError) as info:
