@@ -508,7 +508,6 @@ class DemoCluster:
             comps.append(("api-server", "airflow-api-server", after))
         if self.profile == "full":
             comps.append(("triggerer", "airflow-triggerer", after + '[component.health]\ninterval = "10s"\n'))
-            # the preset's probe (celery inspect ping, every 60s) costs about 4 s of CPU: leave it be
             comps.append(("worker", "airflow-celery-worker", after + 'stop_timeout = "60s"\n'))
             if n.name == "n1":
                 comps.append(("flower", "airflow-flower", after))

@@ -105,9 +105,12 @@ class HealthConfig:
     database: Secret | None = None
     max_age: float = 60.0
     hostname: str | None = None
+    # celery_ping (presets only): Celery's remote-control ping of this worker over AMQP
+    celery_ping: str | None = None
+    broker: Secret | None = None
 
     def __hash__(self) -> int:
-        return hash((self.http, self.command, self.airflow_job, self.interval))
+        return hash((self.http, self.command, self.airflow_job, self.celery_ping, self.interval))
 
 
 @dataclass(frozen=True)
@@ -752,6 +755,7 @@ def _health(t: _Table, env: Mapping[str, str] | None = None, base: HealthConfig 
     inherit = base if (base is not None and not kinds) else None
     if inherit is not None:
         http, command, job = inherit.http, inherit.command, inherit.airflow_job
+    celery_ping, broker = (inherit.celery_ping, inherit.broker) if inherit is not None else (None, None)
     expect = _expect(t, dict(inherit.expect) if inherit else {})
     if t.has("expect") and not http:
         t.errors.add(t.key("expect"), "expected only with http (it checks the JSON answer)")
@@ -790,6 +794,8 @@ def _health(t: _Table, env: Mapping[str, str] | None = None, base: HealthConfig 
         database=database,
         max_age=max_age or 60.0,
         hostname=hostname,
+        celery_ping=celery_ping,
+        broker=broker,
     )
 
 

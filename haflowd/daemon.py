@@ -58,6 +58,10 @@ def secrets_of(cfg: Config) -> list[str]:
                 out.append(n.password.reveal())
             if n.amqp_url:
                 urls.append(n.amqp_url.reveal())
+    for c in cfg.components:  # what the Airflow probes connect with: metadata database, broker
+        for secret in (c.health.database, c.health.broker) if c.health else ():
+            if secret is not None:
+                urls += [u for u in secret.reveal().split(";") if u]
     for dsn in dsns:
         out.append(dsn)
         out += [part.split("=", 1)[1] for part in dsn.split() if part.startswith("password=")]

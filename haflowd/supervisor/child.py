@@ -507,6 +507,11 @@ class Child:
                 return await asyncio.wait_for(self._probe_http(h.http, h.expect), h.timeout)
             if h.airflow_job:
                 return await asyncio.wait_for(self._probe_airflow_job(h), h.timeout)
+            if h.celery_ping and h.broker is not None:
+                from haflowd import celery_ping
+
+                return await asyncio.wait_for(celery_ping.ping(h.broker.reveal(), h.celery_ping, h.timeout),
+                                              h.timeout + 1)
             assert h.command is not None
             return await self._probe_command(h.command, h.timeout)
         except TimeoutError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import subprocess
 import threading
 import time
@@ -200,9 +201,9 @@ def _run(d: Daemon, pg: AirflowPostgres, out: Path, ports: AirflowPorts, t_start
     assert marker["supervisor"] and str(d.dir) in marker["supervisor"], marker
     assert worker["guard_pid"] in marker["ancestors"], marker
     assert pg.ti_hostname(MARKER_DAG, MARKER_TASK), "the task instance records the worker's host"
-    # the preset's probe (celery inspect ping to this host's worker) passes
+    # the preset's probe (Celery's remote-control ping, sent over AMQP to this host's worker) passes
     worker = d.wait_state("worker", "running", timeout=90, healthy=True)
-    assert "exit 0" in str(worker["note"]), worker
+    assert f"celery@{socket.gethostname()}: pong" in str(worker["note"]), worker
 
     # ---------------------------------------------------------------- warm drain of a running task
     api.trigger(SLEEP_DAG)

@@ -154,6 +154,19 @@ def test_celery_worker(version: str) -> None:
     assert (d.stop_signal, d.stop_timeout, d.restart) == (signal.SIGTERM, 600.0, "always")
 
 
+@pytest.mark.parametrize("broker", ["amqp://u:pw@rmq1:5672//", "pyamqp://u:pw@a//;amqp://u:pw@b//"])
+def test_celery_worker_on_rabbitmq_is_pinged_from_the_daemon(broker: str) -> None:
+    """With an AMQP broker the same remote-control ping is sent by haflowd itself (no 4 s
+    Python start per probe); the broker URL is a secret."""
+    d = presets.resolve("airflow-celery-worker", "w", None, {"AIRFLOW__CELERY__BROKER_URL": broker},
+                        version="3.3.2", hostname="node1")
+    h = d.health
+    assert h is not None and (h.http, h.command, h.airflow_job) == (None, None, None)
+    assert h.celery_ping == "celery@node1"
+    assert h.broker is not None and h.broker.reveal() == broker and "pw" not in repr(h)
+    assert (h.interval, h.timeout, h.failures, h.start_period, h.start_interval) == (30.0, 10.0, 3, 180.0, 3.0)
+
+
 def test_celery_worker_probe_defaults_to_this_hosts_name() -> None:
     d = presets.resolve("airflow-celery-worker", "w", None, {}, version="3.3.2")
     assert d.health is not None and d.health.command is not None
