@@ -275,6 +275,7 @@ class DemoCluster:
     ui_port: int | None = None
     flower_port: int | None = None
     started: float = field(default_factory=time.monotonic)
+    hurry: threading.Event = field(default_factory=threading.Event)  # a second Ctrl-C: skip the warm stop
 
     def __post_init__(self) -> None:
         self.dags = self.tmp / "dags"  # the path every node sees its own DAG folder at
@@ -719,10 +720,11 @@ class DemoCluster:
             for n in self.nodes.values():
                 if n.daemon is not None and n.daemon.poll() is None:
                     n.daemon.send_signal(signal.SIGTERM)
-            for n in self.nodes.values():
-                if n.daemon is not None:
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        n.daemon.wait(90)
+            deadline = time.monotonic() + 90  # Celery workers drain their tasks first
+            while not self.hurry.is_set() and time.monotonic() < deadline:
+                if all(n.daemon is None or n.daemon.poll() is not None for n in self.nodes.values()):
+                    break
+                time.sleep(0.2)
         for cmd in getattr(self, "_pg_stop", []):
             _run(cmd, timeout=30, check=False)
         inodes = [i for i in (ns_inode(ns) for ns in self.made_ns) if i is not None]

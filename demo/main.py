@@ -147,11 +147,17 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(3600)
     except KeyboardInterrupt:
         say("")
-        say("stopping ...")
     except DemoError as e:
         say(f"scripts/demo: {e}")
         rc = 1
     finally:
+        def hurry(_signum: int, _frame: FrameType | None) -> None:
+            say("Ctrl-C again: not waiting for the warm stop; killing and cleaning up")
+            c.hurry.set()
+
+        signal.signal(signal.SIGINT, hurry)  # cleanup always runs to the end
+        signal.signal(signal.SIGTERM, hurry)
+        say("stopping: each haflowd stops its Airflow components warmly (Ctrl-C again to hurry) ...")
         t = time.monotonic()
         c.down()
         say(f"stopped; everything removed ({time.monotonic() - t:.0f} s)")
