@@ -57,6 +57,7 @@ from common import (
     run_cmd,
     run_main,
     stop_tree,
+    supervisord_head,
     table,
     toml_str,
     wait_until,
@@ -465,24 +466,7 @@ class Supervisord(AirflowDaemon):
         super().__init__(workdir)
         self.config = self.dir / "supervisord.conf"
         d = self.dir
-        text = f"""\
-[unix_http_server]
-file={d}/supervisor.sock
-chmod=0700
-
-[supervisord]
-nodaemon=true
-logfile={d}/supervisord.log
-pidfile={d}/supervisord.pid
-childlogdir={d}
-identifier=bench-airflow
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[supervisorctl]
-serverurl=unix://{d}/supervisor.sock
-"""
+        text = supervisord_head(d, "bench-airflow")
         for name in names:
             # stopasgroup/killasgroup only act on a stop, not when the main process dies;
             # they are here so that the bench's own stop leaves less to sweep

@@ -236,3 +236,25 @@ def sweep_stale_namespaces(pattern: re.Pattern[str]) -> None:
     if stale:
         log(f"deleting {len(stale)} namespace(s) left by an earlier run: {' '.join(stale)}")
         delete_namespaces(sorted(stale, key=lambda n: n.endswith("-br")))
+
+
+def supervisord_head(d: Path, identifier: str) -> str:
+    """The sections of a supervisord.conf before its programs: everything in ``d``, no daemon."""
+    return f"""\
+[unix_http_server]
+file={d}/supervisor.sock
+chmod=0700
+
+[supervisord]
+nodaemon=true
+logfile={d}/supervisord.log
+pidfile={d}/supervisord.pid
+childlogdir={d}
+identifier={identifier}
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://{d}/supervisor.sock
+"""

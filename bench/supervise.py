@@ -42,7 +42,19 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from common import BenchError, free_port, http_get, log, percentile, run_main, stop_tree, table, toml_str, wait_until
+from common import (
+    BenchError,
+    free_port,
+    http_get,
+    log,
+    percentile,
+    run_main,
+    stop_tree,
+    supervisord_head,
+    table,
+    toml_str,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable  # scripts/bench runs this file with the venv's python
@@ -255,24 +267,7 @@ class Supervisord(Daemon):
         super().__init__(workdir)
         self.config = self.dir / "supervisord.conf"
         d = self.dir
-        text = f"""\
-[unix_http_server]
-file={d}/supervisor.sock
-chmod=0700
-
-[supervisord]
-nodaemon=true
-logfile={d}/supervisord.log
-pidfile={d}/supervisord.pid
-childlogdir={d}
-identifier=bench
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[supervisorctl]
-serverurl=unix://{d}/supervisor.sock
-"""
+        text = supervisord_head(d, "bench")
         for name, argv in programs.items():
             text += f"""
 [program:{name}]
