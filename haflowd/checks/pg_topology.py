@@ -383,11 +383,9 @@ def primary_verdict(a: Assessment | None, local: str | None, stale: bool = False
     """``/postgres/primary``: the local node is the one primary and there is no split brain
     (Bucardo: the local node is up and writable)."""
     pre = _precondition(a, local, stale)
-    if pre is not None:
+    if isinstance(pre, Verdict):
         return pre
-    assert a is not None and local is not None
-    v = a.node(local)
-    assert v is not None
+    a, v = pre
     if a.topology == BUCARDO:
         if v.writable:
             return Verdict(True, f"{local} is up and writable")
@@ -402,11 +400,9 @@ def primary_verdict(a: Assessment | None, local: str | None, stale: bool = False
 def replica_verdict(a: Assessment | None, local: str | None, max_lag: int, stale: bool = False) -> Verdict:
     """``/postgres/replica``: the local node is a streaming standby at most ``max_lag`` bytes behind."""
     pre = _precondition(a, local, stale)
-    if pre is not None:
+    if isinstance(pre, Verdict):
         return pre
-    assert a is not None and local is not None
-    v = a.node(local)
-    assert v is not None
+    a, v = pre
     if a.topology == BUCARDO:
         return Verdict(False, "bucardo topology: every node is a primary, none is a replica")
     if v.role != "standby":
@@ -433,7 +429,8 @@ def read_only_verdict(a: Assessment | None, local: str | None, max_lag: int, sta
                    else primary.reason)
 
 
-def _precondition(a: Assessment | None, local: str | None, stale: bool) -> Verdict | None:
+def _precondition(a: Assessment | None, local: str | None, stale: bool) -> Verdict | tuple[Assessment, NodeView]:
+    """Why there is no verdict on the local node's role yet, or the assessment and that node."""
     if local is None:
         return Verdict(False, "no [postgres] local_node configured on this host")
     if a is None:
@@ -445,7 +442,7 @@ def _precondition(a: Assessment | None, local: str | None, stale: bool) -> Verdi
         return Verdict(False, f"{local} is not a configured node")
     if not v.up:
         return Verdict(False, f"{local} is down ({v.error or 'no answer'})")
-    return None
+    return a, v
 
 
 def _state(v: NodeView) -> str:
