@@ -183,12 +183,22 @@ def sweep_stale() -> None:
             stale.append(name)
     if not stale:
         return
-    inodes = [i for i in (ns_inode(n) for n in stale) if i is not None]
-    kill_pids(pids_in(inodes))
-    for name in stale:
-        _run(["ip", "netns", "del", name], check=False)
-        shutil.rmtree(Path("/etc/netns") / name, ignore_errors=True)
+    remove_namespaces(sorted(stale, key=lambda n: n.endswith("-br")))
     say(f"removed {len(stale)} namespaces left by an earlier demo that was killed")
+
+
+def remove_namespaces(names: list[str]) -> None:
+    """Kill every process inside the namespaces, then delete them and their /etc/netns entries."""
+    inodes = [i for i in (ns_inode(ns) for ns in names) if i is not None]
+    for _ in range(3):
+        pids = pids_in(inodes)
+        if not pids:
+            break
+        kill_pids(pids)
+        time.sleep(0.5)
+    for ns in names:
+        _run(["ip", "netns", "del", ns], check=False)
+        shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------- forwarding
@@ -727,23 +737,14 @@ class DemoCluster:
                 time.sleep(0.2)
         for cmd in getattr(self, "_pg_stop", []):
             _run(cmd, timeout=30, check=False)
-        inodes = [i for i in (ns_inode(ns) for ns in self.made_ns) if i is not None]
-        for _ in range(3):
-            pids = pids_in(inodes)
-            if not pids:
-                break
-            kill_pids(pids)
-            time.sleep(0.5)
-        for p in self.rmq_procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(5)
         for w in [self.db_worker] + [n.worker for n in self.nodes.values()]:
             if w is not None:
                 w.close()
-        for ns in reversed(self.made_ns):
-            _run(["ip", "netns", "del", ns], check=False)
-            shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
+        remove_namespaces(list(reversed(self.made_ns)))
         self.made_ns.clear()
+        for p in self.rmq_procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(5)
         for d in self.pg_dirs:
             shutil.rmtree(d, ignore_errors=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
