@@ -2,15 +2,17 @@
 
 Operators see one clear line for every failure, never a traceback: a bad config
 exits 2 (every problem listed), a start-up failure exits 1.
+
+The config is parsed before asyncio, aiohttp and the rest are imported, so that a
+daemon whose config needs no TLS never loads OpenSSL (``tls.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
-from haflowd import __version__, config
+from haflowd import __version__, config, tls
 from haflowd.errors import ConfigError
 
 
@@ -36,10 +38,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{cfg.path}: ok ({len(cfg.components)} components)")
         return 0
 
+    tls_reason = tls.needs_tls(cfg)
+    without_openssl = tls_reason is None and tls.block_openssl()
+
+    import asyncio
+
+    import structlog
+
     from haflowd import logs
     from haflowd.daemon import Daemon, StartupError
 
     logs.configure(args.log_format, node=cfg.node.name, level=args.log_level)
+    if without_openssl:
+        structlog.get_logger().info("openssl_not_loaded", detail="no setting needs TLS; a reload that adds one "
+                                    "is refused until haflowd is restarted")
+    else:
+        structlog.get_logger().info("openssl_loaded", reason=tls_reason or "loaded before the config was read")
 
     async def run() -> int:
         return await Daemon(cfg).run()
@@ -52,8 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # the last line of defence: one line, no traceback
-        import structlog
-
         structlog.get_logger().exception("crashed")
         print(f"haflowd: internal error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

@@ -10,7 +10,6 @@ others.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -46,6 +45,10 @@ def _scrub(text: str, urls: list[str]) -> str:
 async def ping(broker: str, destination: str, timeout: float) -> tuple[bool, str]:
     """(answered, what happened). Never raises for a broker or worker problem; the
     caller bounds the whole call with ``timeout`` too."""
+    # not at the top: config loading imports this module (presets) before haflowd decides
+    # whether it needs OpenSSL, and asyncio imports ssl when it can (tls.py)
+    import asyncio
+
     from aio_pika.exceptions import AMQPError, ChannelClosed  # loaded only where it is used
 
     urls = amqp_urls(broker)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
-from haflowd import __version__
+from haflowd import __version__, tls
 from haflowd import config as configmod
 from haflowd.api.control import ControlApi, bind_unix
 from haflowd.api.server import ReadApi
@@ -320,6 +320,14 @@ class Daemon:
                     self.log.error("reload_rejected", error=line)
                 self.notifier.ready(self._status_line())
                 return False, {"error": "config rejected; nothing changed", "errors": e.lines}
+            # the components' probes change now; [rabbitmq] waits for a restart, which loads OpenSSL
+            need = tls.components_need_tls(new.components) if tls.blocked() else None
+            if need is not None:
+                line = (f"{new.path}: {need}, and this haflowd started without OpenSSL: "
+                        "restart haflowd to load TLS")
+                self.log.error("reload_rejected", error=line)
+                self.notifier.ready(self._status_line())
+                return False, {"error": "config rejected; nothing changed", "errors": [line]}
             notes: list[str] = []
             for section in ("node", "api"):
                 if getattr(new, section) != getattr(self.config, section):
