@@ -1,7 +1,7 @@
 """haflowd against supervisord for a real Airflow 3 scheduler: SIGKILL of its main PID.
 
     scripts/bench airflow [--kills N] [--supervisord-kills M] [--bound S] [--idle-seconds S]
-                          [--parallelism P] [--json] [--keep-tmp]
+                          [--parallelism P] [--skip-footprint | --footprint-only] [--json] [--keep-tmp]
 
 1. Restart after SIGKILL. The same ``airflow scheduler`` (same environment, one migrated
    SQLite AIRFLOW_HOME) under three masters, one after the other:
@@ -812,7 +812,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--parallelism", type=int, default=2,
                    help="AIRFLOW__CORE__PARALLELISM, the number of LocalExecutor workers (default 2, as in the "
                         "tests; Airflow's default 32 gives a ~35-process scheduler)")
-    p.add_argument("--skip-footprint", action="store_true", help="only the SIGKILL part")
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--skip-footprint", action="store_true", help="only the SIGKILL part")
+    only.add_argument("--footprint-only", action="store_true",
+                      help="only the footprint part (about three minutes instead of fifteen)")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs) for inspection")
     args = p.parse_args(argv)
@@ -846,14 +849,15 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         r = run_cmd([str(AIRFLOW_BIN / "python"), "-c", "import airflow; print(airflow.__version__)"], timeout=120)
         report["airflow_version"] = r.stdout.strip()
         af = prepare_airflow(tmp, args.parallelism)
-        log(f"reference: Airflow alone, {args.kills} restarts (~{args.kills * (SETTLE_S + 10):.0f}s)")
-        ref = run_reference(af, tmp, args.kills, args.bound)
-        log(f"haflowd: {args.kills} SIGKILLs of the scheduler's main pid")
-        h = run_haflowd(af, tmp, args.kills, args.bound)
-        log(f"supervisord: {args.supervisord_kills} SIGKILLs probed, {args.unprobed_kills} unprobed "
-            f"(each of those may take the full {args.bound:g}s bound)")
-        s = run_supervisord(af, tmp, args.supervisord_kills, args.unprobed_kills, args.bound)
-        report["kill"] = {"bound_s": args.bound, "reference": ref, "haflowd": h, "supervisord": s}
+        if not args.footprint_only:
+            log(f"reference: Airflow alone, {args.kills} restarts (~{args.kills * (SETTLE_S + 10):.0f}s)")
+            ref = run_reference(af, tmp, args.kills, args.bound)
+            log(f"haflowd: {args.kills} SIGKILLs of the scheduler's main pid")
+            h = run_haflowd(af, tmp, args.kills, args.bound)
+            log(f"supervisord: {args.supervisord_kills} SIGKILLs probed, {args.unprobed_kills} unprobed "
+                f"(each of those may take the full {args.bound:g}s bound)")
+            s = run_supervisord(af, tmp, args.supervisord_kills, args.unprobed_kills, args.bound)
+            report["kill"] = {"bound_s": args.bound, "reference": ref, "haflowd": h, "supervisord": s}
         if not args.skip_footprint:
             log(f"footprint: haflowd with {len(COMPONENTS)} Airflow components")
             fh = footprint_haflowd(af, tmp, args.idle_seconds)

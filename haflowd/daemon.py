@@ -22,13 +22,13 @@ from haflowd.checks import Checker
 from haflowd.clock import SYSTEM_CLOCK, Clock
 from haflowd.config import Config
 from haflowd.errors import ConfigError, HaflowdError
-from haflowd.gossip.transport import GossipNode
 from haflowd.health import CheckRegistry, Status
 from haflowd.logs import REDACTOR
 from haflowd.notify import SystemdNotifier
 from haflowd.supervisor.supervisor import Supervisor
 
 if TYPE_CHECKING:
+    from haflowd.gossip.transport import GossipNode
     from haflowd.sync.service import SyncService
 
 TICK_S = 0.25
@@ -103,6 +103,8 @@ class Daemon:
         )
         self.gossip: GossipNode | None = None
         if cfg.gossip is not None:
+            from haflowd.gossip.transport import GossipNode  # a cluster of one carries no gossip code
+
             self.gossip = GossipNode(cfg.gossip, self.node, cfg.node.data_dir, clock, summary=self.summary)
         self.checkers: list[Checker] = make_checkers(cfg, self.registry, clock)
         self.sync: SyncService | None = None
