@@ -39,6 +39,7 @@ from haflowd.gossip.membership import (
     Membership,
     Message,
     Outgoing,
+    Update,
     suspicion_min,
 )
 from haflowd.testing import FakeClock
@@ -126,6 +127,7 @@ class Simulator:
         network: NetworkSettings | None = None,
         seeds: int = 3,
         start_spread: float = 0.0,
+        warm: bool = False,
     ) -> None:
         if nodes < 1:
             raise ValueError("at least one node")
@@ -158,6 +160,12 @@ class Simulator:
         for i in range(nodes):
             rng = random.Random(self.rng.getrandbits(64))
             self.nodes.append(_Node(i, self.names[i], self.addresses[i], self._core(i, 0, rng), rng))
+        if warm:  # a cluster that has run for a while: every node knows every other, no news pending
+            everyone = [Update(ALIVE, n.name, 0, n.address) for n in self.nodes]
+            for node in self.nodes:
+                node.core.assume(everyone)
+                self._schedule(node)
+            return
         for node in self.nodes:
             delay = self.rng.uniform(0, start_spread) if start_spread > 0 else 0.0
             self.at(delay, lambda node=node: self._start(node))  # type: ignore[misc]

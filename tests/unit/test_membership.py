@@ -700,6 +700,56 @@ def test_a_leaving_node_does_not_refute_or_probe_and_its_timers_move_on() -> Non
         assert b.next_wakeup() > clock.now
 
 
+# =========================================================================== reconnect
+
+
+def reconnects_to(dead: int, alive: int, intervals: int, seed: int = 1) -> int:
+    """Push-pulls a core sends to its ``dead`` dead members in ``intervals`` reconnect
+    intervals, with ``alive`` healthy peers answering its probes."""
+    clock = FakeClock()
+    down = [f"d{i}" for i in range(dead)]
+    a = core("a", [f"p{i}" for i in range(alive)] + down, clock, seed=seed)
+    clock.advance(60.0)  # so long unheard of that a dead verdict is taken as it stands
+    for d in down:
+        a.handle(gossip("p0", Update(DEAD, d, 0, addr(d), "p0")))
+    assert all(status(a, d) == (DEAD, 0) for d in down)
+    watch = Peers(a, clock, down=set(down))
+    watch.run(intervals * S.reconnect_interval)
+    return len([o for o in watch.sent if o.message.type == "push-pull" and name_of(o.address) in down])
+
+
+def test_a_large_cluster_retries_a_dead_member_about_once_per_interval_not_once_per_node() -> None:
+    # Serf's rule: each node tries with probability dead / live, so 100 live nodes make
+    # about one attempt per interval between them, not a hundred full states to nowhere
+    tries = reconnects_to(dead=1, alive=99, intervals=2000)
+    assert 5 <= tries <= 45  # 20 expected (p = 1/100); a node trying every time would send 2000
+
+
+def test_the_side_that_sees_as_many_dead_as_live_retries_every_interval() -> None:
+    # of two sides of a partition one always counts at least as many dead as live: that
+    # side keeps calling the other, so a healed partition always heals the membership
+    tries = reconnects_to(dead=3, alive=2, intervals=40)  # 3 dead, 3 live (the core too)
+    assert tries >= 39  # one per interval (the first interval may start late)
+
+
+# =========================================================================== warm start
+
+
+def test_assume_knows_members_without_news_to_spread() -> None:
+    clock = FakeClock()
+    a = Membership("a", addr("a"), clock, S, rng=random.Random(1))
+    everyone = [Update(ALIVE, n, 0, addr(n)) for n in ("a", *PEERS)]
+    a.assume(everyone)
+    assert {n: status(a, n) for n in PEERS} == dict.fromkeys(PEERS, (ALIVE, 0))
+    assert a.drain_changes() == [] and a.cluster_size() == len(PEERS) + 1
+    watch = Peers(a, clock)
+    watch.run(5 * S.probe_interval)
+    assert {name_of(o.address) for o in of_type(watch.sent, "ping")} <= set(PEERS)
+    assert of_type(watch.sent, "gossip") == []  # nothing was queued
+    state = a._state_msg(reply=False)
+    assert {u.node for u in state.updates} == {"a", *PEERS}
+
+
 # =========================================================================== wire format
 
 

@@ -32,6 +32,17 @@ def test_a_cluster_converges_and_stays_converged(n: int) -> None:
     assert all(sim.core(name).lhm == 0 for name in sim.names)
 
 
+def test_a_warm_start_is_converged_at_once_and_behaves_as_a_joined_cluster() -> None:
+    sim = Simulator(50, seed=1, warm=True)
+    assert sim.converged()
+    sim.run_for(20)
+    assert sim.converged() and sim.false_deaths == []
+    assert sim.sent_by_type().get("gossip", 0) == 0  # no join news to spread
+    sim.crash("n0049")
+    assert sim.run_until(lambda: sim.detections["n0049"].complete, 30, check_every=0.1) is not None
+    assert sim.false_deaths == []
+
+
 def test_the_same_seed_gives_the_same_run() -> None:
     def run(seed: int) -> tuple[dict[str, int], dict[str, float]]:
         sim = Simulator(10, seed=seed, network=LOSSY)
