@@ -1,7 +1,8 @@
 """haflowd against supervisord for a real Airflow 3 scheduler: SIGKILL of its main PID.
 
     scripts/bench airflow [--kills N] [--supervisord-kills M] [--bound S] [--idle-seconds S]
-                          [--parallelism P] [--skip-footprint | --footprint-only] [--json] [--keep-tmp]
+                          [--parallelism P] [--skip-footprint | --footprint-only] [--with-openssl]
+                          [--json] [--keep-tmp]
 
 1. Restart after SIGKILL. The same ``airflow scheduler`` (same environment, one migrated
    SQLite AIRFLOW_HOME) under three masters, one after the other:
@@ -392,9 +393,11 @@ class AirflowDaemon(Daemon):
 class Haflowd(AirflowDaemon):
     label = "haflowd"
 
-    def __init__(self, workdir: Path, af: Airflow, names: list[str], crash_budget: int) -> None:
+    def __init__(self, workdir: Path, af: Airflow, names: list[str], crash_budget: int,
+                 openssl: bool = False) -> None:
         super().__init__(workdir)
         self.port = free_port()
+        self.openssl = openssl
         self.config = self.dir / "haflowd.toml"
         env = ", ".join(f"{k} = {toml_str(v)}" for k, v in af.env.items())
         lines = [
@@ -418,7 +421,10 @@ class Haflowd(AirflowDaemon):
         self.config.write_text("\n".join(lines) + "\n")
 
     def argv(self) -> list[str]:
-        return [PYTHON, "-m", "haflowd", "--config", str(self.config), "--log-format", "json"]
+        args = ["--config", str(self.config), "--log-format", "json"]
+        if self.openssl:  # as a config that needs TLS runs it: ssl is loaded before haflowd decides
+            return [PYTHON, "-c", "import ssl, sys; from haflowd.__main__ import main; sys.exit(main())", *args]
+        return [PYTHON, "-m", "haflowd", *args]
 
     def components(self) -> dict[str, dict[str, Any]]:
         status, body = http_get(self.port, "/components")
@@ -649,9 +655,9 @@ def airflow_rss(marker: str) -> float:
     return mib(sum(p.memory_info().rss for p in marked(marker) if p.is_running()))
 
 
-def footprint_haflowd(af: Airflow, tmp: Path, seconds: float) -> dict[str, Any]:
+def footprint_haflowd(af: Airflow, tmp: Path, seconds: float, openssl: bool = False) -> dict[str, Any]:
     names = list(COMPONENTS)
-    d = Haflowd(tmp / "haflowd-footprint", af, names, crash_budget=5)
+    d = Haflowd(tmp / "haflowd-footprint", af, names, crash_budget=5, openssl=openssl)
     try:
         d.start()
         d.wait_up()
@@ -787,8 +793,9 @@ def render(report: dict[str, Any]) -> str:
             ("the Airflow processes themselves: RSS total, MiB", f"{h['airflow_rss_mib']:.0f}",
              f"{s['airflow_rss_mib']:.0f}"),
         ]
+        tls = "; OpenSSL loaded (--with-openssl)" if fp.get("with_openssl") else ""
         out.append(table(f"footprint while supervising {', '.join(COMPONENTS)} (all healthy), "
-                         f"sampled {fp['idle_seconds']:g}s", HEAD, rows))
+                         f"sampled {fp['idle_seconds']:g}s{tls}", HEAD, rows))
     leftovers = report.get("leftovers")
     out.append("")
     out.append(f"leftover processes after the bench: {leftovers}")
@@ -816,6 +823,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     only.add_argument("--skip-footprint", action="store_true", help="only the SIGKILL part")
     only.add_argument("--footprint-only", action="store_true",
                       help="only the footprint part (about three minutes instead of fifteen)")
+    p.add_argument("--with-openssl", action="store_true",
+                   help="footprint: load ssl in the daemon before it starts, as a config that needs TLS "
+                        "(an https:// probe, [rabbitmq], the Celery ping) does; the presets need none")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs) for inspection")
     args = p.parse_args(argv)
@@ -860,10 +870,11 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             report["kill"] = {"bound_s": args.bound, "reference": ref, "haflowd": h, "supervisord": s}
         if not args.skip_footprint:
             log(f"footprint: haflowd with {len(COMPONENTS)} Airflow components")
-            fh = footprint_haflowd(af, tmp, args.idle_seconds)
+            fh = footprint_haflowd(af, tmp, args.idle_seconds, args.with_openssl)
             log(f"footprint: supervisord with {len(COMPONENTS)} Airflow programs")
             fs = footprint_supervisord(af, tmp, args.idle_seconds)
-            report["footprint"] = {"idle_seconds": args.idle_seconds, "haflowd": fh, "supervisord": fs}
+            report["footprint"] = {"idle_seconds": args.idle_seconds, "haflowd": fh, "supervisord": fs,
+                                   "with_openssl": args.with_openssl}
     report["leftovers"] = len(marked(marker))
     return report
 

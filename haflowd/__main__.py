@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     tls_reason = tls.needs_tls(cfg)
-    without_openssl = tls_reason is None and tls.block_openssl()
+    without_openssl = tls_reason is None and tls.block_openssl(aio_pika=tls.uses_aio_pika(cfg))
 
     import asyncio
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         structlog.get_logger().info("openssl_not_loaded", detail="no setting needs TLS; a reload that adds one "
                                     "is refused until haflowd is restarted")
     else:
-        structlog.get_logger().info("openssl_loaded", reason=tls_reason or "loaded before the config was read")
+        structlog.get_logger().info("openssl_loaded", reason=tls_reason or "it could not be kept out of this process")
 
     async def run() -> int:
         return await Daemon(cfg).run()

@@ -323,10 +323,9 @@ class Daemon:
                 self.notifier.ready(self._status_line())
                 return False, {"error": "config rejected; nothing changed", "errors": e.lines}
             # the components' probes change now; [rabbitmq] waits for a restart, which loads OpenSSL
-            need = tls.components_need_tls(new.components) if tls.blocked() else None
-            if need is not None:
-                line = (f"{new.path}: {need}, and this haflowd started without OpenSSL: "
-                        "restart haflowd to load TLS")
+            refusal = tls.reload_refusal(new.components) if tls.blocked() else None
+            if refusal is not None:
+                line = f"{new.path}: {refusal}"
                 self.log.error("reload_rejected", error=line)
                 self.notifier.ready(self._status_line())
                 return False, {"error": "config rejected; nothing changed", "errors": [line]}

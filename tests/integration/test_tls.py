@@ -67,7 +67,27 @@ name = "rabbit@nowhere"
 management_url = "http://127.0.0.1:{port}"
 """)
     wait_until(lambda: any("libssl" in p for p in openssl_maps(d)), 10, "libssl mapped")
-    assert events(d, "openssl_loaded")[0]["reason"] == "[rabbitmq] is checked with aio-pika, which imports ssl"
+    assert events(d, "openssl_loaded")[0]["reason"] == "rabbitmq.amqp_url is an amqps:// URL"
+
+
+def test_plain_amqp_runs_aio_pika_without_openssl(daemon):
+    """[rabbitmq] over amqp:// and http://: aio-pika is loaded against the stand-in ssl,
+    the checker runs (here against closed ports: critical, with aio-pika's own error)."""
+    port = free_port()
+    d = daemon(SLEEPER + f"""
+[rabbitmq]
+interval = "500ms"
+timeout = "400ms"
+amqp_url = "amqp://guest:guest@127.0.0.1:{port}/"
+[[rabbitmq.node]]
+name = "rabbit@nowhere"
+management_url = "http://127.0.0.1:{port}"
+""")
+    body = wait_until(lambda: (b := d.get("/rabbitmq")[1]) and b.get("amqp_error") and b, 10, "an AMQP error")
+    assert "ssl" not in str(body["amqp_error"]).lower()
+    assert d.live()
+    assert openssl_maps(d) == set()
+    assert len(events(d, "openssl_not_loaded")) == 1
 
 
 def test_a_reload_that_needs_tls_is_refused_and_nothing_changes(daemon):
