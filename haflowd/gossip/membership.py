@@ -250,6 +250,7 @@ class Member:
     since: float  # monotonic time of the last status change
     last_seen: float | None = None  # monotonic time we last heard from it directly
     rtt: float | None = None
+    revived: float = -math.inf  # monotonic time it last came back from dead or left
 
 
 @dataclass(slots=True)
@@ -490,7 +491,7 @@ class Membership:
                         m = members.get(u.node)
                         if m is not None and u.incarnation <= m.incarnation and u.node != name:
                             continue  # the commonest news: nothing new (what _apply would conclude)
-                    out += self._apply(u, now, from_push_pull=False)
+                    out += self._apply(u, now, from_push_pull=False, source=msg.source)
             if msg.summaries:
                 for s in msg.summaries:
                     self._apply_summary(s)
@@ -752,7 +753,7 @@ class Membership:
 
     # ------------------------------------------------------------------ merging
 
-    def _apply(self, u: Update, now: float, from_push_pull: bool) -> list[Outgoing]:
+    def _apply(self, u: Update, now: float, from_push_pull: bool, source: str = "") -> list[Outgoing]:
         if u.node == self.name:
             return self._about_me(u)
         m = self.members.get(u.node)
@@ -771,12 +772,23 @@ class Membership:
                     m.address = u.address
                 self._suspicions.pop(u.node, None)
                 changed = m.status != ALIVE
+                revived = changed and (old == DEAD or old == LEFT)
                 if changed:
+                    if revived:
+                        m.revived = now
                     m.status, m.since = ALIVE, now
                 self._index(m)
                 if changed:
                     self._changed(u.node, old, ALIVE, u.incarnation,
                                   "refuted" if old == SUSPECT else "came back")
+                if revived and not from_push_pull and (source == u.node or self.rng.random() * self.live_count() < 2):
+                    # back from the dead, after a partition most likely: it may hold verdicts
+                    # as stale as ours were, about members who never heard they were accused
+                    # and so never refuted. A full-state exchange now brings those to light
+                    # (they become suspicions here, which the accused refute). Done by the
+                    # node it told itself, and about two others at random, not by everyone.
+                    self._enqueue(u)
+                    return [self._push_pull_to(m.address)]
             else:
                 return []
         elif u.kind == SUSPECT:
@@ -784,7 +796,7 @@ class Membership:
                 return []
             if m.status == SUSPECT and u.incarnation == m.incarnation:
                 s = self._suspicions.get(u.node)
-                if s is None or u.sender in s.confirmers or not u.sender:
+                if s is None or u.sender in s.confirmers or not u.sender or not self._trusted(u.sender, now):
                     return []
                 s.confirmers.add(u.sender)  # an independent confirmation: the timeout shrinks
             else:
@@ -805,7 +817,7 @@ class Membership:
             # merge): suspect it first and let it refute, rather than kill a live node
             heard_lately = m.last_seen is not None and now - m.last_seen < suspicion_min(
                 self.s.suspicion_mult, self.cluster_size(), self.s.probe_interval)  # suspect too: copies repeat
-            if u.sender != self.name and (from_push_pull or heard_lately):
+            if u.sender != self.name and (from_push_pull or heard_lately or not self._trusted(u.sender, now)):
                 return self._apply(Update(SUSPECT, u.node, u.incarnation, u.address, u.sender), now, False)
             self._unindex(m)
             m.status, m.incarnation, m.since = DEAD, u.incarnation, now
@@ -822,6 +834,25 @@ class Membership:
             self._changed(u.node, old, LEFT, u.incarnation, "left gracefully")
         self._enqueue(u)
         return []
+
+    def _trusted(self, accuser: str, now: float) -> bool:
+        """Whether a suspect or dead claim by ``accuser`` may confirm a suspicion or kill.
+
+        Not when we hold the accuser dead, or it came back from the dead within a longest
+        suspicion timeout: its verdicts may be stale ones from the far side of a healed
+        partition, where everyone on our side was unreachable. At scale a node hears from
+        most members too seldom for ``heard_lately`` to catch those, and every one of them
+        would kill a live node. Such a claim only starts a suspicion, which the accused
+        refutes; a real death we find out by probing it ourselves."""
+        if accuser == self.name:
+            return True
+        m = self.members.get(accuser)
+        if m is None or not (m.status == ALIVE or m.status == SUSPECT):
+            return False
+        if m.revived == -math.inf:
+            return True
+        window = suspicion_min(self.s.suspicion_mult, self.cluster_size(), self.s.probe_interval)
+        return now - m.revived >= window * self.s.suspicion_max_mult
 
     def _about_me(self, u: Update) -> list[Outgoing]:
         me = self.members[self.name]
@@ -851,7 +882,7 @@ class Membership:
             m = members.get(u.node)
             if m is not None and u.kind == ALIVE and u.incarnation <= m.incarnation and u.node != self.name:
                 continue  # nothing new (what _apply would conclude)
-            out += self._apply(u, now, from_push_pull=True)
+            out += self._apply(u, now, from_push_pull=True, source=msg.source)
         for s in msg.summaries:
             self._apply_summary(s)
         return out

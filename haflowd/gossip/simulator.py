@@ -92,7 +92,7 @@ class _Partition:
     end: float | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Node:
     index: int
     name: str
@@ -518,21 +518,24 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def scenario(nodes: int, minutes: float, *, seed: int = 1, loss: float = 0.0, latency: float = 0.001,
              jitter: float = 0.002, crash: int = 1, stall: float = 0.0, stall_every: float = 10.0,
-             stall_nodes: int | None = None, settings: GossipSettings | None = None) -> dict[str, Any]:
+             stall_nodes: int | None = None, settings: GossipSettings | None = None,
+             warm: bool = False) -> dict[str, Any]:
     """Join ``nodes`` through 3 seeds, let it settle, crash ``crash`` of them at once (never the
     first), run to ``minutes``; measured from the crash on: messages per node per second, detection.
 
     With ``stall`` > 0 every node (or ``stall_nodes`` random ones) stalls that long once
-    every ``stall_every`` seconds.
+    every ``stall_every`` seconds. With ``warm`` the cluster starts joined (every node knows
+    every other, no news pending) and the crash comes after 5 s.
     """
     started, cpu = time.perf_counter(), time.process_time()
-    sim = Simulator(nodes, seed=seed, settings=settings, network=NetworkSettings(loss, latency, jitter))
+    sim = Simulator(nodes, seed=seed, settings=settings, network=NetworkSettings(loss, latency, jitter), warm=warm)
     total = minutes * 60
     if stall > 0:
         stalling = None if stall_nodes is None else sim.rng.sample(sim.names, min(stall_nodes, nodes))
         sim.periodic_stalls(stall, stall_every, total, stalling)
-    joined = sim.run_until(sim.converged, total, check_every=1.0)
-    sim.run_for(min(30.0, max(0.0, total - sim.now)))  # the join's own dissemination dies down
+    joined = 0.0 if warm else sim.run_until(sim.converged, total, check_every=1.0)
+    # the join's own dissemination dies down (a warm start has none: its probes get going)
+    sim.run_for(min(5.0 if warm else 30.0, max(0.0, total - sim.now)))
     window = sim.now
     before = sim.sent_by_type()
     victims = sim.rng.sample(sim.names[1:], min(crash, nodes - 1))
@@ -551,7 +554,7 @@ def scenario(nodes: int, minutes: float, *, seed: int = 1, loss: float = 0.0, la
                            "all": det.latency})
     return {
         "nodes": nodes, "minutes": minutes, "seed": seed, "loss": loss, "latency": latency, "jitter": jitter,
-        "stall": stall, "stall_every": stall_every if stall > 0 else None,
+        "warm": warm, "stall": stall, "stall_every": stall_every if stall > 0 else None,
         "stall_nodes": (nodes if stall_nodes is None else min(stall_nodes, nodes)) if stall > 0 else 0,
         "joined": joined, "window": [window, sim.now],
         "messages_per_node_per_s": sum(rates.values()), "by_type": rates,
@@ -575,12 +578,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--stall", type=float, default=0.0, help="each node stalls this long ...")
     p.add_argument("--stall-every", type=float, default=10.0, help="... once every this many seconds")
     p.add_argument("--stall-nodes", type=int, default=None, help="only this many random nodes stall (default: all)")
+    p.add_argument("--warm", action="store_true",
+                   help="start joined (every node knows every other) instead of joining through 3 seeds")
     p.add_argument("--json", action="store_true", help="one JSON object instead of the text report")
     args = p.parse_args(argv)
     if args.crash >= args.nodes:
         p.error("--crash must leave at least one node running")
     r = scenario(args.nodes, args.minutes, seed=args.seed, loss=args.loss, latency=args.latency, jitter=args.jitter,
-                 crash=args.crash, stall=args.stall, stall_every=args.stall_every, stall_nodes=args.stall_nodes)
+                 crash=args.crash, stall=args.stall, stall_every=args.stall_every, stall_nodes=args.stall_nodes,
+                 warm=args.warm)
     if args.json:
         print(json.dumps(r))
         return 0
@@ -588,8 +594,11 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"latency {r['latency'] * 1000:g}+{r['jitter'] * 1000:g} ms, seed {r['seed']}"
           + (f", {r['stall_nodes']} node(s) stalled {r['stall']:g} s every {r['stall_every']:g} s"
              if r["stall"] else ""))
-    print(f"joined: all alive everywhere after {r['joined']:.1f} s" if r["joined"] is not None
-          else "joined: never all alive everywhere at once")
+    if r["warm"]:
+        print("joined: started joined (--warm)")
+    else:
+        print(f"joined: all alive everywhere after {r['joined']:.1f} s" if r["joined"] is not None
+              else "joined: never all alive everywhere at once")
     a, b = r["window"]
     by_type = ", ".join(f"{t} {v:.2f}" for t, v in r["by_type"].items())
     print(f"messages per node per second, {a:.0f}..{b:.0f} s: {r['messages_per_node_per_s']:.2f} ({by_type})")

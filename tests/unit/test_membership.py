@@ -385,7 +385,7 @@ QUIET = 10.0  # seconds without a word from x: longer than any suspicion timeout
 def with_x(current: str) -> Membership:
     """``a`` sees x in ``current`` at incarnation 5, and has not heard from x lately."""
     clock = FakeClock()
-    a = core("a", ("c",), clock)
+    a = core("a", ("c", "d"), clock)
     a.handle(gossip("c", Update(ALIVE, "x", 5, addr("x"))))
     clock.advance(QUIET)
     if current != ALIVE:
@@ -423,6 +423,42 @@ def test_a_dead_verdict_about_a_member_we_heard_from_lately_is_only_a_suspicion(
     clock.advance(window + 0.01)
     b.handle(gossip("c", Update(DEAD, "x", 0, addr("x"), "c")))
     assert status(b, "x") == (DEAD, 0)  # heard from too long ago: the verdict stands
+
+
+def test_a_verdict_by_a_member_we_hold_dead_is_only_a_suspicion_and_confirms_nothing() -> None:
+    """After a partition heals, the far side's verdicts about our side arrive: its members
+    are dead to us, and they held everyone here dead. At scale we have not heard from most
+    of the accused lately, so only the accuser's standing stops those verdicts killing."""
+    clock = FakeClock()
+    a = core("a", ("c", "e", "m", "x"), clock)
+    clock.advance(QUIET)
+    a.handle(gossip("c", Update(DEAD, "m", 0, addr("m"), "c")))
+    assert status(a, "m") == (DEAD, 0)
+    a.handle(gossip("c", Update(DEAD, "x", 0, addr("x"), "m")))  # relayed by c, made by m
+    assert status(a, "x") == (SUSPECT, 0)
+    s = a._suspicions["x"]
+    before = s.deadline()
+    a.handle(gossip("c", Update(SUSPECT, "x", 0, addr("x"), "m2")))  # a stranger's word: no confirmation
+    assert a._suspicions["x"].deadline() == before
+    a.handle(gossip("c", Update(SUSPECT, "x", 0, addr("x"), "e")))  # a live member's: the timeout shrinks
+    assert a._suspicions["x"].deadline() < before
+
+
+def test_a_member_back_from_the_dead_is_heard_out_before_its_verdicts_count() -> None:
+    clock = FakeClock()
+    a = core("a", ("c", "m", "x", "y"), clock)
+    clock.advance(QUIET)
+    a.handle(gossip("c", Update(DEAD, "m", 0, addr("m"), "c")))
+    out = a.handle(gossip("m", Update(ALIVE, "m", 1, addr("m"))))  # m refutes, to us directly
+    assert status(a, "m") == (ALIVE, 1)
+    pp = only(out, "push-pull")  # its state may hide verdicts as stale as ours were: exchange at once
+    assert pp.address == addr("m") and not pp.message.reply
+    a.handle(gossip("m", Update(DEAD, "x", 0, addr("x"), "m")))
+    assert status(a, "x") == (SUSPECT, 0)  # m came back just now: not yet trusted to kill
+    window = suspicion_min(S.suspicion_mult, a.cluster_size(), S.probe_interval) * S.suspicion_max_mult
+    clock.advance(window)
+    a.handle(gossip("m", Update(DEAD, "y", 0, addr("y"), "m")))
+    assert status(a, "y") == (DEAD, 0)  # trusted again after a longest suspicion timeout
 
 
 def test_left_is_final_for_its_incarnation_but_a_higher_alive_rejoins() -> None:

@@ -88,6 +88,25 @@ def test_a_healed_partition_heals_the_membership(majority: int, minority: int) -
     assert sim.false_deaths == []  # nobody died in the eyes of its own side, before or after
 
 
+@pytest.mark.parametrize(("n", "cut"), [(200, 20), (200, 100)], ids=["180/20", "100/100"])
+def test_a_healed_partition_of_a_large_cluster_kills_nobody_and_heals(n: int, cut: int) -> None:
+    """At 200 nodes a node hears from most members only every minute or so, so the far side's
+    stale verdicts after the heal cannot be told from news by when we last heard from the
+    accused: 2,626 false deaths and no convergence, before verdicts by members we held dead
+    (or that just came back) became mere suspicions."""
+    sim = Simulator(n, seed=3, warm=True)
+    sim.run_for(3)
+    a, b = sim.names[:n - cut], sim.names[n - cut:]
+    sim.partition(a, b)
+    sim.run_for(30)
+    assert sim.sees_all_alive(a, a) and sim.sees_all_alive(b, b)
+    sim.heal()
+    assert sim.run_until(sim.converged, 60, check_every=0.5) is not None, "not all alive everywhere 60 s after"
+    sim.run_for(20)
+    assert sim.converged()
+    assert sim.false_deaths == []
+
+
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("late", [-0.02, 0.0, 0.005, 0.02])
 def test_a_heal_just_as_the_cut_off_node_condemns_the_majority_kills_nobody(seed: int, late: float) -> None:
