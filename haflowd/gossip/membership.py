@@ -805,10 +805,11 @@ class Membership:
                 self._index(m)
                 n = self.cluster_size()
                 lo = suspicion_min(self.s.suspicion_mult, n, self.s.probe_interval)
+                accuser = u.sender or source or self.name  # a full state names none: its sender
                 self._suspicions[u.node] = Suspicion(
                     now, lo, lo * self.s.suspicion_max_mult,
-                    expected_confirmations(self.s.suspicion_mult, n), {u.sender or self.name}, u.sender or self.name)
-                self._changed(u.node, old, SUSPECT, u.incarnation, f"suspected by {u.sender or self.name}")
+                    expected_confirmations(self.s.suspicion_mult, n), {accuser}, accuser)
+                self._changed(u.node, old, SUSPECT, u.incarnation, f"suspected by {accuser}")
         elif u.kind == DEAD:
             if m is None or u.incarnation < m.incarnation or m.status in (DEAD, LEFT):
                 return []
@@ -818,7 +819,8 @@ class Membership:
             heard_lately = m.last_seen is not None and now - m.last_seen < suspicion_min(
                 self.s.suspicion_mult, self.cluster_size(), self.s.probe_interval)  # suspect too: copies repeat
             if u.sender != self.name and (from_push_pull or heard_lately or not self._trusted(u.sender, now)):
-                return self._apply(Update(SUSPECT, u.node, u.incarnation, u.address, u.sender), now, False)
+                # a full state names no accuser: the one who sent it is, so its standing counts
+                return self._apply(Update(SUSPECT, u.node, u.incarnation, u.address, u.sender or source), now, False)
             self._unindex(m)
             m.status, m.incarnation, m.since = DEAD, u.incarnation, now
             self._index(m)
