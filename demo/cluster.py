@@ -1,6 +1,7 @@
 """A local three-node HA Airflow cluster on one machine, each node run by its own haflowd.
 
-Layout (``P`` is ``hfdemo<pid>``; 198.18.0.0/15 is reserved for tests, RFC 2544)::
+The namespace layout, the default (``P`` is ``hfdemo<pid>``; 198.18.0.0/15 is reserved for
+tests, RFC 2544)::
 
     P-br   a bridge namespace: br0 and one veth port per namespace below
     P-db   198.18.7.10  PostgreSQL primary :5432 and streaming standby :5433,
@@ -18,6 +19,21 @@ From the root namespace, nothing is routed to the bridge: ports on 127.0.0.1 for
 127.0.0.1 inside a namespace (each haflowd's API, n1's Airflow UI, Flower), through a
 socket made by a thread that entered that namespace. Everything is torn down by
 ``down()``: processes in our namespaces, the namespaces, /etc/netns entries, files.
+
+The loopback layout, where namespaces cannot be made (or with ``loopback=True``)::
+
+    127.0.1.10  PostgreSQL :5432/:5433, RabbitMQ AMQP :5672-5674, management :15672-15674
+    127.0.1.11  n1: haflowd (API :8787, gossip :7946), api-server :8080, scheduler health
+    127.0.1.12  n2:   :8974, Flower :5555 (n1), csync2 :30865 - each bound to the node's own
+    127.0.1.13  n3:   address; the log servers (which bind every address) get ports per node
+
+Linux routes all of 127.0.0.0/8 to lo, so the three addresses need no setup. A node's
+identity is no longer its host name: Airflow asks ``demo.identity.node_hostname`` (which
+reads ``HFDEMO_NODE``), the Celery worker gets ``--celery-hostname``, the job probes a
+``hostname``. Each node has its own DAG folder; csync2 knows the nodes by address (``-N``
+binds the server and names the node) and maps the folders with a ``prefix``. Every process
+the demo starts carries ``HFDEMO_CLUSTER=<P>`` (and ``HFDEMO_NODE``) in its environment,
+which is how a node is killed and the whole cluster removed.
 """
 
 from __future__ import annotations
@@ -64,6 +80,11 @@ RMQ = ((5672, 15672), (5673, 15673), (5674, 15674))
 RMQ_USER = "haflowd"
 CLONE_NEWNET = 0x40000000
 NAME_RE = re.compile(r"^hfdemo(\d+)-")
+LOOP_NET = "127.0.1"
+LOOP_DB = f"{LOOP_NET}.10"
+LOG_PORTS = (8793, 8794)  # the worker's and the triggerer's log servers: + 10 per node in loopback
+CLUSTER_ENV = "HFDEMO_CLUSTER"  # every process the demo starts carries it
+NODE_ENV = "HFDEMO_NODE"
 T = TypeVar("T")
 
 DEMO_DAG = '''\
@@ -172,19 +193,76 @@ def kill_pids(pids: Iterable[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def marked_pids(match: Callable[[dict[str, str]], bool]) -> list[int]:
+    """Processes whose environment ``match`` accepts (never this one)."""
+    out = []
+    for p in psutil.process_iter():
+        if p.pid == os.getpid():
+            continue
+        try:
+            env = p.environ()
+        except psutil.Error:
+            continue
+        if env.get(CLUSTER_ENV) and match(env):
+            out.append(p.pid)
+    return out
+
+
+def kill_marked(match: Callable[[dict[str, str]], bool]) -> None:
+    """SIGKILL every marked process ``match`` accepts, again until none is left (a dying
+    parent may have forked one more)."""
+    for _ in range(10):
+        pids = marked_pids(match)
+        if not pids:
+            return
+        kill_pids(pids)
+        time.sleep(0.3)
+
+
 def sweep_stale() -> None:
-    """Namespaces of an earlier demo whose process is gone: kill what runs there, delete them."""
-    r = _run(["ip", "netns", "list"], check=False)
+    """What an earlier demo left when it was killed: its namespaces (kill what runs there,
+    delete them) and, in the loopback layout, its marked processes."""
+    r = _run(["ip", "netns", "list"], check=False) if shutil.which("ip") else None
     stale = []
-    for line in r.stdout.splitlines():
+    for line in (r.stdout if r else "").splitlines():
         name = line.split()[0] if line.strip() else ""
         m = NAME_RE.match(name)
         if m and not psutil.pid_exists(int(m.group(1))):
             stale.append(name)
-    if not stale:
-        return
-    remove_namespaces(sorted(stale, key=lambda n: n.endswith("-br")))
-    say(f"removed {len(stale)} namespaces left by an earlier demo that was killed")
+    if stale:
+        remove_namespaces(sorted(stale, key=lambda n: n.endswith("-br")))
+        say(f"removed {len(stale)} namespaces left by an earlier demo that was killed")
+
+    def orphan(env: dict[str, str]) -> bool:
+        m = re.match(r"^hfdemo(\d+)$", env[CLUSTER_ENV])
+        return m is not None and not psutil.pid_exists(int(m.group(1)))
+
+    if left := marked_pids(orphan):
+        kill_marked(orphan)
+        say(f"killed {len(left)} processes left by an earlier demo that was killed")
+
+
+def namespaces_unavailable(prefix: str) -> str | None:
+    """Why this machine cannot run the namespace layout, or None: it tries what the layout
+    does (a namespace, a veth pair in it, new UTS and mount namespaces inside) on a
+    throwaway namespace."""
+    for tool in ("ip", "unshare"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    probe = f"{prefix}-probe"
+    try:
+        for argv in (["ip", "netns", "add", probe],
+                     ["ip", "-n", probe, "link", "add", "v0", "type", "veth", "peer", "name", "v1"],
+                     ["ip", "netns", "exec", probe, "unshare", "--uts", "--mount", "--", "true"]):
+            r = _run(argv, timeout=20, check=False)
+            if r.returncode != 0:
+                err = (r.stderr or r.stdout).strip().splitlines()
+                return f"'{' '.join(argv)}' failed: {err[-1] if err else f'exit {r.returncode}'}"
+    except DemoError as e:
+        return str(e)
+    finally:
+        _run(["ip", "netns", "del", probe], timeout=20, check=False)
+    return None
 
 
 def remove_namespaces(names: list[str]) -> None:
@@ -271,9 +349,11 @@ class Node:
 @dataclass
 class DemoCluster:
     """``profile``: "full" (every Airflow component on every node, Flower on n1) or "small"
-    (scheduler and dag-processor everywhere, the api-server on n1: for the headless test)."""
+    (scheduler and dag-processor everywhere, the api-server on n1: for the headless test).
+    ``loopback``: the loopback layout instead of namespaces (see the module docstring)."""
 
     profile: str = "full"
+    loopback: bool = False
     tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="haflowd-demo-cluster-")))
     prefix: str = field(default_factory=lambda: f"hfdemo{os.getpid()}")
     nodes: dict[str, Node] = field(default_factory=dict)
@@ -282,16 +362,40 @@ class DemoCluster:
     db_worker: NsWorker | None = None
     pg_dirs: list[Path] = field(default_factory=list)
     rmq_procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    ui_port: int | None = None
-    flower_port: int | None = None
+    ui_url: str | None = None
+    flower_url: str | None = None
     started: float = field(default_factory=time.monotonic)
     hurry: threading.Event = field(default_factory=threading.Event)  # a second Ctrl-C: skip the warm stop
 
     def __post_init__(self) -> None:
-        self.dags = self.tmp / "dags"  # the path every node sees its own DAG folder at
+        self.dags = self.tmp / "dags"  # namespaces: the path every node sees its own DAG folder at
         self.password = "rmq-" + secrets.token_urlsafe(12)
+        net = LOOP_NET if self.loopback else SUBNET
+        # where the nodes reach PostgreSQL and RabbitMQ, and where the demo itself does
+        self.db_addr = LOOP_DB if self.loopback else DB_ADDR
+        self.db_local = LOOP_DB if self.loopback else "127.0.0.1"
+        self.epmd_port = 4369
         for i, name in enumerate(NODES, start=1):
-            self.nodes[name] = Node(name, i, f"{self.prefix}-{name}", f"{SUBNET}.{10 + i}", self.tmp / name)
+            self.nodes[name] = Node(name, i, f"{self.prefix}-{name}", f"{net}.{10 + i}", self.tmp / name)
+
+    @property
+    def layout(self) -> str:
+        return "loopback" if self.loopback else "namespaces"
+
+    def dag_folder(self, n: Node) -> Path:
+        """Where node ``n``'s Airflow and csync2 see its DAG folder (files are written in
+        ``n.dir / "dags"``, which namespaces bind on the common path)."""
+        return n.dir / "dags" if self.loopback else self.dags
+
+    def env(self, n: Node | None = None, **extra: str) -> dict[str, str]:
+        """This process's environment plus the marks every demo process carries."""
+        env = {**os.environ, CLUSTER_ENV: self.prefix, **extra}
+        if n is not None:
+            env[NODE_ENV] = n.name
+        return env
+
+    def _mine(self, node: str | None = None) -> Callable[[dict[str, str]], bool]:
+        return lambda env: env.get(CLUSTER_ENV) == self.prefix and (node is None or env.get(NODE_ENV) == node)
 
     # ------------------------------------------------------------------ network
 
@@ -326,8 +430,15 @@ class DemoCluster:
     def link(self, name: str, up: bool) -> None:
         _run(["ip", "-n", self.nodes[name].ns, "link", "set", "eth0", "up" if up else "down"])
 
+    def db_argv(self, argv: list[str]) -> list[str]:
+        """Run ``argv`` where PostgreSQL and RabbitMQ run."""
+        return list(argv) if self.loopback else ["ip", "netns", "exec", self._ns("db"), *argv]
+
     def node_argv(self, n: Node, argv: list[str]) -> list[str]:
-        """Run ``argv`` as node ``n``: its network, its host name, its DAG folder at the common path."""
+        """Run ``argv`` as node ``n``: its network, its host name, its DAG folder at the common
+        path (namespaces); in the loopback layout the environment and config say who it is."""
+        if self.loopback:
+            return list(argv)
         script = 'hostname "$0" && mount --bind "$1" "$2" && shift 2 && exec "$@"'
         return ["ip", "netns", "exec", n.ns, "unshare", "--uts", "--", "sh", "-c", script,
                 n.name, str(n.dir / "dags"), str(self.dags), *argv]
@@ -342,25 +453,29 @@ class DemoCluster:
         self.pg_dirs.append(root)
 
         def as_pg(*argv: str) -> list[str]:
-            return ["ip", "netns", "exec", self._ns("db"), "runuser", "-u", "postgres", "--", *argv]
+            return self.db_argv(["runuser", "-u", "postgres", "--", *argv])
 
         primary, standby = root / "pg1", root / "pg2"
         _run(as_pg(str(bindir / "initdb"), "-A", "trust", "-U", "postgres", "--no-sync", "-D", str(primary)), 120)
         with open(primary / "pg_hba.conf", "a") as f:
-            f.write(f"host all all {SUBNET}.0/24 trust\nhost replication all 127.0.0.1/32 trust\n")
+            f.write(f"host all all {SUBNET}.0/24 trust\nhost all all 127.0.0.0/8 trust\n"
+                    "host replication all 127.0.0.0/8 trust\n")
+        listen = LOOP_DB if self.loopback else f"127.0.0.1,{DB_ADDR}"
         for d, port in ((primary, PG_PORTS[0]),):
             with open(d / "postgresql.conf", "a") as f:
-                f.write(f"listen_addresses = '127.0.0.1,{DB_ADDR}'\nport = {port}\nunix_socket_directories = '{root}'\n"
+                f.write(f"listen_addresses = '{listen}'\nport = {port}\nunix_socket_directories = '{root}'\n"
                         "fsync = off\nsynchronous_commit = off\nwal_level = replica\nmax_connections = 300\n"
                         "hot_standby = on\nwal_receiver_status_interval = 1s\nshared_buffers = 64MB\n")
-        _run(as_pg(str(bindir / "pg_ctl"), "-D", str(primary), "-w", "-l", str(root / "pg1.log"), "start"), 60)
-        _run(as_pg(str(bindir / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(PG_PORTS[0]), "-U", "postgres",
+        _run(as_pg(str(bindir / "pg_ctl"), "-D", str(primary), "-w", "-l", str(root / "pg1.log"), "start"), 60,
+             env=self.env())
+        _run(as_pg(str(bindir / "pg_basebackup"), "-h", self.db_local, "-p", str(PG_PORTS[0]), "-U", "postgres",
                    "-D", str(standby), "-R", "-C", "-S", "pg2", "-X", "stream",
                    "-d", "application_name=pg2"), 120)
         with open(standby / "postgresql.conf", "a") as f:
             f.write(f"port = {PG_PORTS[1]}\n")
-        _run(as_pg(str(bindir / "pg_ctl"), "-D", str(standby), "-w", "-l", str(root / "pg2.log"), "start"), 60)
-        _run(as_pg(str(bindir / "psql"), "-h", "127.0.0.1", "-p", str(PG_PORTS[0]), "-U", "postgres",
+        _run(as_pg(str(bindir / "pg_ctl"), "-D", str(standby), "-w", "-l", str(root / "pg2.log"), "start"), 60,
+             env=self.env())
+        _run(as_pg(str(bindir / "psql"), "-h", self.db_local, "-p", str(PG_PORTS[0]), "-U", "postgres",
                    "-c", "CREATE DATABASE airflow"), 30)
         self._pg_stop = [as_pg(str(bindir / "pg_ctl"), "-D", str(d), "-m", "immediate", "stop")
                          for d in (standby, primary)]
@@ -369,7 +484,7 @@ class DemoCluster:
         import psycopg2
 
         def q() -> list[tuple[Any, ...]]:
-            conn = psycopg2.connect(host="127.0.0.1", port=PG_PORTS[0], user="postgres", dbname="airflow",
+            conn = psycopg2.connect(host=self.db_local, port=PG_PORTS[0], user="postgres", dbname="airflow",
                                     connect_timeout=3)
             try:
                 with conn.cursor() as cur:
@@ -378,6 +493,8 @@ class DemoCluster:
             finally:
                 conn.close()
 
+        if self.loopback:
+            return q()
         assert self.db_worker is not None
         return self.db_worker.call(q)
 
@@ -392,18 +509,24 @@ class DemoCluster:
         cookie.chmod(0o400)
         (root / "enabled_plugins").write_text("[rabbitmq_management].\n")
         quiet = "+sbwt none +sbwtdcpu none +sbwtdio none"
+        if self.loopback:  # a private epmd: the machine's own (or a test's) may run on 4369
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                self.epmd_port = sock.getsockname()[1]
         base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(home),
-                "ERL_EPMD_ADDRESS": "127.0.0.1", "RABBITMQ_ENABLED_PLUGINS_FILE": str(root / "enabled_plugins"),
+                CLUSTER_ENV: self.prefix, "ERL_EPMD_PORT": str(self.epmd_port), "ERL_EPMD_ADDRESS": "127.0.0.1",
+                "RABBITMQ_ENABLED_PLUGINS_FILE": str(root / "enabled_plugins"),
                 "RABBITMQ_CTL_ERL_ARGS": f"-kernel inet_dist_use_interface {{127,0,0,1}} {quiet}"}
         self._rmq_env = base
-        db = self._ns("db")
-        _run(["ip", "netns", "exec", db, "epmd", "-daemon", "-address", "127.0.0.1"], env=base)
+        _run(self.db_argv(["epmd", "-daemon", "-address", "127.0.0.1", "-port", str(self.epmd_port)]), env=base)
         envs = []
         for i, (amqp, mgmt) in enumerate(RMQ, start=1):
             d = root / f"hf{i}"
             d.mkdir()
-            conf = [f"listeners.tcp.1 = {DB_ADDR}:{amqp}", f"listeners.tcp.2 = 127.0.0.1:{amqp}",
-                    f"management.tcp.port = {mgmt}", f"management.tcp.ip = {DB_ADDR}",
+            listen = [f"listeners.tcp.1 = {self.db_addr}:{amqp}"]
+            if not self.loopback:
+                listen.append(f"listeners.tcp.2 = 127.0.0.1:{amqp}")
+            conf = [*listen, f"management.tcp.port = {mgmt}", f"management.tcp.ip = {self.db_addr}",
                     "collect_statistics_interval = 2000", "log.console = false"]
             if i > 1:
                 conf += ["cluster_formation.peer_discovery_backend = classic_config",
@@ -419,12 +542,12 @@ class DemoCluster:
             envs.append((env, d))
             with open(d / "stdout.log", "wb") as out:
                 self.rmq_procs.append(subprocess.Popen(
-                    ["ip", "netns", "exec", db, str(RABBIT_BIN / "rabbitmq-server")], env=env, stdout=out,
+                    self.db_argv([str(RABBIT_BIN / "rabbitmq-server")]), env=env, stdout=out,
                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True))
 
         def ctl(i: int, *args: str, timeout: float = 120) -> None:
             env, _ = envs[i - 1]
-            _run(["ip", "netns", "exec", db, str(RABBIT_BIN / "rabbitmqctl"), "-n", f"hf{i}@localhost", *args],
+            _run(self.db_argv([str(RABBIT_BIN / "rabbitmqctl"), "-n", f"hf{i}@localhost", *args]),
                  timeout=timeout, env=env)
 
         with ThreadPoolExecutor(3) as pool:
@@ -435,8 +558,8 @@ class DemoCluster:
         # a node that came up on its own joins hf1's cluster explicitly
         for i in (2, 3):
             env, _ = envs[i - 1]
-            r = _run(["ip", "netns", "exec", db, str(RABBIT_BIN / "rabbitmqctl"), "-n", f"hf{i}@localhost",
-                      "cluster_status", "--formatter", "json"], timeout=60, env=env)
+            r = _run(self.db_argv([str(RABBIT_BIN / "rabbitmqctl"), "-n", f"hf{i}@localhost",
+                                   "cluster_status", "--formatter", "json"]), timeout=60, env=env)
             if "hf1@localhost" not in json.loads(r.stdout[r.stdout.find("{"):]).get("running_nodes", []):
                 ctl(i, "stop_app")
                 ctl(i, "reset")
@@ -447,48 +570,61 @@ class DemoCluster:
         ctl(1, "set_permissions", "-p", "/", RMQ_USER, ".*", ".*", ".*")
 
     def amqp_url(self, i: int) -> str:
-        return f"amqp://{RMQ_USER}:{self.password}@{DB_ADDR}:{RMQ[i - 1][0]}/%2F"
+        return f"amqp://{RMQ_USER}:{self.password}@{self.db_addr}:{RMQ[i - 1][0]}/%2F"
 
     # ------------------------------------------------------------------ csync2
 
     def setup_csync2(self) -> None:
         key = self.tmp / "csync2.key"
         _run(["csync2", "-k", str(key)])
+        if self.loopback:
+            # one machine, three csync2 nodes: each is known by its address (csync2 -N binds the
+            # server to it and takes it as the node's name; a peer is checked by resolving its
+            # name, so an address needs no hosts file), and a prefix maps the three DAG folders
+            hosts = [n.addr for n in self.nodes.values()]
+            include = "%dags%"
+            prefix = "prefix dags {\n" + "".join(f"    on {n.addr}: {n.dir / 'dags'};\n"
+                                                  for n in self.nodes.values()) + "}\n"
+        else:
+            hosts, include, prefix = list(NODES), str(self.dags), ""
+            self.dags.mkdir()
         cfg = textwrap.dedent(f"""\
             nossl * *;
             group dags {{
-                host {' '.join(NODES)};
+                host {' '.join(hosts)};
                 key {key};
-                include {self.dags};
+                include {include};
                 exclude *~;
                 exclude *.pyc;
                 exclude */__pycache__;
                 auto younger;
             }}
-        """)
-        self.dags.mkdir()
+        """) + prefix
         for n in self.nodes.values():
             for sub in ("dags", "csync2", "csync2db", "state", "airflow"):
                 (n.dir / sub).mkdir(parents=True, exist_ok=True)
             (n.dir / "csync2" / "csync2.cfg").write_text(cfg)
             self.start_csync2(n)
 
+    def csync2_name(self, n: Node) -> str:
+        return n.addr if self.loopback else n.name
+
     def start_csync2(self, n: Node) -> None:
         with open(n.dir / "csync2-server.log", "ab") as log:
             n.csync2 = subprocess.Popen(
-                self.node_argv(n, ["csync2", "-ii", "-v", "-N", n.name, "-D", str(n.dir / "csync2db")]),
-                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "CSYNC2_SYSTEM_DIR": str(n.dir / "csync2")},
+                self.node_argv(n, ["csync2", "-ii", "-v", "-N", self.csync2_name(n), "-D", str(n.dir / "csync2db")]),
+                stdout=log, stderr=subprocess.STDOUT, env=self.env(n, CSYNC2_SYSTEM_DIR=str(n.dir / "csync2")),
                 start_new_session=True)
 
     # ------------------------------------------------------------------ haflowd and Airflow
 
     def airflow_env(self, n: Node) -> dict[str, str]:
-        pg = f"postgres@{DB_ADDR}:{PG_PORTS[0]}/airflow"
-        return {
+        pg = f"postgres@{self.db_addr}:{PG_PORTS[0]}/airflow"
+        env = {
             "PATH": f"{AIRFLOW_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "AIRFLOW_HOME": str(n.dir / "airflow"),
             "PYTHONDONTWRITEBYTECODE": "1",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dag_folder(n)),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__CORE__PARALLELISM": "8",
@@ -509,17 +645,42 @@ class DemoCluster:
             # a new DAG file is noticed within seconds, not the default five minutes
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
         }
+        if self.loopback:
+            i = n.index - 1
+            env.update({
+                # who this node is: Airflow records node_hostname() (HFDEMO_NODE) in its job table
+                "PYTHONPATH": str(ROOT),
+                NODE_ENV: n.name,
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "demo.identity.node_hostname",
+                # every server on the node's own address, or its own port where Airflow binds all
+                "AIRFLOW__API__HOST": n.addr,
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{n.addr}:{AIRFLOW_UI_PORT}/execution/",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": n.addr,
+                "AIRFLOW__CELERY__FLOWER_HOST": n.addr,
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(LOG_PORTS[0] + 10 * i),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(LOG_PORTS[1] + 10 * i),
+                # one log folder for the three nodes (one machine): n1's UI reads every task's
+                # log from the file, not from a log server at a host name nothing resolves
+                "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.tmp / "logs"),
+            })
+        return env
 
     def node_components(self, n: Node) -> list[tuple[str, str, str]]:
         """(name, preset, extra TOML) for node ``n`` in this profile."""
         after = 'start_after = ["migrate"]\n'
+        # loopback: the job probes look for the node's own name, the worker is named after it
+        job_health = '[component.health]\ninterval = "10s"\n'
+        worker = after + 'stop_timeout = "60s"\n'
+        if self.loopback:
+            job_health += f'hostname = "{n.name}"\n'
+            worker += f'command = ["airflow", "celery", "worker", "--celery-hostname", "{n.name}"]\n'
         comps = [("migrate", "airflow-db-migrate", ""), ("scheduler", "airflow-scheduler", after),
-                 ("dag-processor", "airflow-dag-processor", after + '[component.health]\ninterval = "10s"\n')]
+                 ("dag-processor", "airflow-dag-processor", after + job_health)]
         if self.profile == "full" or n.name == "n1":
             comps.append(("api-server", "airflow-api-server", after))
         if self.profile == "full":
-            comps.append(("triggerer", "airflow-triggerer", after + '[component.health]\ninterval = "10s"\n'))
-            comps.append(("worker", "airflow-celery-worker", after + 'stop_timeout = "60s"\n'))
+            comps.append(("triggerer", "airflow-triggerer", after + job_health))
+            comps.append(("worker", "airflow-celery-worker", worker))
             if n.name == "n1":
                 comps.append(("flower", "airflow-flower", after))
         return comps
@@ -535,7 +696,7 @@ class DemoCluster:
             data_dir = "{n.dir / 'state'}"
 
             [api]
-            listen = "127.0.0.1:{API_PORT}"
+            listen = "{n.addr if self.loopback else '127.0.0.1'}:{API_PORT}"
             control_socket = "{n.dir / 'state' / 'control.sock'}"
 
             [gossip]
@@ -544,9 +705,10 @@ class DemoCluster:
             key_file = "{self.tmp / 'gossip.key'}"
 
             [sync]
-            command = ["csync2", "-N", "{n.name}", "-D", "{n.dir / 'csync2db'}", "-x"]
-            watch = ["{self.dags}"]
+            command = ["csync2", "-N", "{self.csync2_name(n)}", "-D", "{n.dir / 'csync2db'}", "-x"]
+            watch = ["{self.dag_folder(n)}"]
             peers = [{', '.join(json.dumps(m.name) for m in others)}]
+            host_map = {{ {', '.join(f'{m.name} = "{self.csync2_name(m)}"' for m in others)} }}
             interval = "60s"
             debounce = "500ms"
             timeout = "60s"
@@ -559,10 +721,10 @@ class DemoCluster:
             timeout = "3s"
             [[postgres.node]]
             name = "pg1"
-            dsn = "host={DB_ADDR} port={PG_PORTS[0]} dbname=postgres user=postgres connect_timeout=3"
+            dsn = "host={self.db_addr} port={PG_PORTS[0]} dbname=postgres user=postgres connect_timeout=3"
             [[postgres.node]]
             name = "pg2"
-            dsn = "host={DB_ADDR} port={PG_PORTS[1]} dbname=postgres user=postgres connect_timeout=3"
+            dsn = "host={self.db_addr} port={PG_PORTS[1]} dbname=postgres user=postgres connect_timeout=3"
 
             [rabbitmq]
             interval = "10s"
@@ -570,7 +732,7 @@ class DemoCluster:
             amqp_url = "{self.amqp_url(n.index)}"
         """)]
         for i, (_, mgmt) in enumerate(RMQ, start=1):
-            parts.append(f'[[rabbitmq.node]]\nname = "hf{i}@localhost"\nmanagement_url = "http://{DB_ADDR}:{mgmt}"\n'
+            parts.append(f'[[rabbitmq.node]]\nname = "hf{i}@localhost"\nmanagement_url = "http://{self.db_addr}:{mgmt}"\n'
                          f'username = "{RMQ_USER}"\npassword = "{self.password}"\n')
         for name, preset, extra in self.node_components(n):
             parts.append(f'\n[[component]]\nname = "{name}"\npreset = "{preset}"\nenvironment = {env_toml}\n{extra}')
@@ -582,7 +744,7 @@ class DemoCluster:
         if not cfg.exists():
             n.components.clear()
             cfg.write_text(self.haflowd_config(n))
-        env = {**os.environ, "CSYNC2_SYSTEM_DIR": str(n.dir / "csync2")}
+        env = self.env(n, CSYNC2_SYSTEM_DIR=str(n.dir / "csync2"))
         with open(n.dir / "haflowd.log", "ab") as log:
             n.daemon = subprocess.Popen(self.node_argv(n, [str(VENV_PY), "-m", "haflowd", "--config", str(cfg)]),
                                         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=n.dir,
@@ -590,14 +752,26 @@ class DemoCluster:
 
     # ------------------------------------------------------------------ views
 
+    def api_url(self, node: str) -> str:
+        """Node ``node``'s haflowd API as this machine's shell reaches it."""
+        n = self.nodes[node]
+        if self.loopback:
+            return f"http://{n.addr}:{API_PORT}"
+        assert n.api is not None
+        return f"http://127.0.0.1:{n.api.port}"
+
     def get(self, node: str, path: str, timeout: float = 5) -> tuple[int, Any]:
+        host = self.nodes[node].addr if self.loopback else "127.0.0.1"
+
         def fetch() -> tuple[int, Any]:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{API_PORT}{path}", timeout=timeout) as r:
+                with urllib.request.urlopen(f"http://{host}:{API_PORT}{path}", timeout=timeout) as r:
                     return r.status, json.loads(r.read())
             except urllib.error.HTTPError as e:
                 return e.code, json.loads(e.read() or b"null")
 
+        if self.loopback:
+            return fetch()
         w = self.nodes[node].worker
         assert w is not None
         return w.call(fetch, timeout=timeout + 5)
@@ -636,10 +810,10 @@ class DemoCluster:
         return f"[{time.monotonic() - self.started:5.0f}s] " + " | ".join(parts)
 
     def memory(self) -> tuple[int, int]:
-        """(processes, summed PSS) of everything in the demo's namespaces: PSS shares each
-        page among the processes that map it, so the sum is the memory really in use."""
+        """(processes, summed PSS) of everything the demo runs: PSS shares each page among
+        the processes that map it, so the sum is the memory really in use."""
         inodes = [i for i in (ns_inode(ns) for ns in self.made_ns) if i is not None]
-        pids = pids_in(inodes)
+        pids = sorted(set(pids_in(inodes)) | set(marked_pids(self._mine())))
         pss = 0
         for pid in pids:
             with contextlib.suppress(psutil.Error):
@@ -653,12 +827,16 @@ class DemoCluster:
         self.fernet = _fernet_key()
         self.secret = secrets.token_urlsafe(24)
         sweep_stale()
-        progress(f"network: namespaces {self.prefix}-{{br,db,n1,n2,n3}} on {SUBNET}.0/24")
-        self.create_network()
+        if self.loopback:
+            progress(f"network: loopback addresses, db {LOOP_DB}, "
+                     + ", ".join(f"{n.name} {n.addr}" for n in self.nodes.values()))
+        else:
+            progress(f"network: namespaces {self.prefix}-{{br,db,n1,n2,n3}} on {SUBNET}.0/24")
+            self.create_network()
         (self.tmp / "gossip.key").write_text(_gossip_key() + "\n")
-        progress("PostgreSQL: primary :5432 and streaming standby :5433 on db")
+        progress(f"PostgreSQL: primary :5432 and streaming standby :5433 on db ({self.db_addr})")
         self.start_postgres()
-        progress("RabbitMQ: a three-node cluster on db (about a minute)")
+        progress(f"RabbitMQ: a three-node cluster on db ({self.db_addr}; about a minute)")
         self.start_rabbitmq()
         progress("csync2: a server on every node")
         self.setup_csync2()
@@ -666,17 +844,7 @@ class DemoCluster:
         progress("haflowd: one daemon per node, each starting its Airflow components")
         for n in self.nodes.values():
             self.start_daemon(n)
-        for n in self.nodes.values():
-            assert n.worker is not None
-            n.api = Forwarder(n.worker, API_PORT, 18786 + n.index)
-            self.forwarders.append(n.api)
-        n1 = self.nodes["n1"]
-        assert n1.worker is not None
-        self.forwarders.append(ui := Forwarder(n1.worker, AIRFLOW_UI_PORT, 18080))
-        self.ui_port = ui.port
-        if self.profile == "full":
-            self.forwarders.append(fl := Forwarder(n1.worker, FLOWER_PORT, 15555))
-            self.flower_port = fl.port
+        self._expose()
         t0 = time.monotonic()
         deadline = t0 + timeout
         last = 0.0
@@ -690,6 +858,25 @@ class DemoCluster:
             time.sleep(1)
         progress(self.progress_line())
         return time.monotonic() - self.started
+
+    def _expose(self) -> None:
+        """The URLs of n1's Airflow UI and Flower; in namespaces, through forwarders."""
+        n1 = self.nodes["n1"]
+        if self.loopback:
+            self.ui_url = f"http://{n1.addr}:{AIRFLOW_UI_PORT}/"
+            if self.profile == "full":
+                self.flower_url = f"http://{n1.addr}:{FLOWER_PORT}/"
+            return
+        for n in self.nodes.values():
+            assert n.worker is not None
+            n.api = Forwarder(n.worker, API_PORT, 18786 + n.index)
+            self.forwarders.append(n.api)
+        assert n1.worker is not None
+        self.forwarders.append(ui := Forwarder(n1.worker, AIRFLOW_UI_PORT, 18080))
+        self.ui_url = f"http://127.0.0.1:{ui.port}/"
+        if self.profile == "full":
+            self.forwarders.append(fl := Forwarder(n1.worker, FLOWER_PORT, 15555))
+            self.flower_url = f"http://127.0.0.1:{fl.port}/"
 
     def _healthy_quiet(self) -> bool:
         try:
@@ -705,11 +892,15 @@ class DemoCluster:
                 raise DemoError(f"haflowd on {name} exited with {d.returncode}:\n{tail}")
 
     def kill_node(self, name: str) -> None:
-        """Power loss: the node's cable is cut and every process on it dies at once."""
+        """Power loss: the node's cable is cut and every process on it dies at once. In the
+        loopback layout there is no cable: every process of the node is killed."""
         n = self.nodes[name]
-        self.link(name, False)
-        ino = ns_inode(n.ns)
-        kill_pids(pids_in([ino] if ino else []))
+        if self.loopback:
+            kill_marked(self._mine(name))
+        else:
+            self.link(name, False)
+            ino = ns_inode(n.ns)
+            kill_pids(pids_in([ino] if ino else []))
         for p in (n.daemon, n.csync2):
             if p is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
@@ -718,7 +909,8 @@ class DemoCluster:
 
     def revive_node(self, name: str) -> None:
         n = self.nodes[name]
-        self.link(name, True)
+        if not self.loopback:
+            self.link(name, True)
         self.start_csync2(n)
         self.start_daemon(n)
 
@@ -742,6 +934,7 @@ class DemoCluster:
                 w.close()
         remove_namespaces(list(reversed(self.made_ns)))
         self.made_ns.clear()
+        kill_marked(self._mine())  # the loopback layout's processes (and epmd)
         for p in self.rmq_procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(5)
@@ -763,10 +956,11 @@ def _gossip_key() -> str:
 
 
 def unavailable() -> str | None:
-    """Why the demo cannot run here, or None."""
+    """Why the demo cannot run here in either layout, or None (``namespaces_unavailable``
+    says whether the namespace layout can)."""
     if os.geteuid() != 0:
-        return "the demo makes network namespaces: run it as root"
-    for tool in ("ip", "unshare", "csync2", "epmd"):
+        return "the demo runs PostgreSQL as the postgres user and makes network namespaces: run it as root"
+    for tool in ("csync2", "epmd", "runuser"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed (scripts/setup installs it)"
     if not (AIRFLOW_BIN / "airflow").exists():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -11,7 +12,7 @@ from types import FrameType
 
 import psutil
 
-from demo.cluster import CHAOS_DAG, NODES, DemoCluster, DemoError, say, unavailable, wait_for
+from demo.cluster import CHAOS_DAG, NODES, DemoCluster, DemoError, namespaces_unavailable, say, unavailable, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 CTL = ROOT / ".venv" / "bin" / "haflowctl"
@@ -23,20 +24,22 @@ def show(c: DemoCluster, took: float) -> None:
     say(f"The cluster is healthy {took:.0f} s after the start: {procs} processes using {pss / 2**30:.2f} GiB "
         f"(PSS summed) of this machine's {psutil.virtual_memory().total / 2**30:.0f} GiB.")
     say("")
-    say("Look at it (from this machine's shell):")
+    say(f"Look at it (from this machine's shell; layout: {c.layout}):")
     for n in c.nodes.values():
-        assert n.api is not None
-        say(f"  {n.name}: haflowd API  http://127.0.0.1:{n.api.port}/status   metrics: /metrics")
-    api1 = c.nodes["n1"].api
-    assert api1 is not None
-    say(f"  {CTL} --api http://127.0.0.1:{api1.port} peers")
-    say(f"  {CTL} --api http://127.0.0.1:{api1.port} status --cluster")
-    say(f"  {CTL} --api http://127.0.0.1:{api1.port} health --cluster")
-    say(f"  curl -s http://127.0.0.1:{api1.port}/metrics | grep ^haflowd_peer_up")
-    say(f"  Airflow UI (n1's api-server): http://127.0.0.1:{c.ui_port}/")
-    if c.flower_port:
-        say(f"  Flower (n1): http://127.0.0.1:{c.flower_port}/")
-    say(f"  Inside a node: ip netns exec {c.nodes['n2'].ns} {CTL} --api http://127.0.0.1:8787 components")
+        say(f"  {n.name}: haflowd API  {c.api_url(n.name)}/status   metrics: /metrics")
+    api1 = c.api_url("n1")
+    say(f"  {CTL} --api {api1} peers")
+    say(f"  {CTL} --api {api1} status --cluster")
+    say(f"  {CTL} --api {api1} health --cluster")
+    say(f"  curl -s {api1}/metrics | grep ^haflowd_peer_up")
+    say(f"  Airflow UI (n1's api-server): {c.ui_url}")
+    if c.flower_url:
+        say(f"  Flower (n1): {c.flower_url}")
+    if c.loopback:
+        say(f"  A node's own view: {CTL} --api {c.api_url('n2')} components")
+        say(f"  DAG folders: {c.tmp}/n*/dags (csync2 keeps them in step)")
+    else:
+        say(f"  Inside a node: ip netns exec {c.nodes['n2'].ns} {CTL} --api http://127.0.0.1:8787 components")
     say(f"  Logs: {c.tmp}/n*/haflowd.log")
 
 
@@ -65,7 +68,10 @@ def run_task(c: DemoCluster) -> None:
 
 def chaos(c: DemoCluster) -> None:
     say("")
-    say("== chaos: n3 loses power (its link is cut and every process on it dies)")
+    if c.loopback:
+        say("== chaos: n3 loses power (every process of n3 dies: its haflowd, csync2 server, Airflow)")
+    else:
+        say("== chaos: n3 loses power (its link is cut and every process on it dies)")
     t0 = time.monotonic()
     c.kill_node("n3")
 
@@ -78,11 +84,9 @@ def chaos(c: DemoCluster) -> None:
 
     wait_for("n1 and n2 to see n3 dead", 60, seen_dead, every=0.2)
     say(f"  n1 and n2 see n3 dead after {time.monotonic() - t0:.1f} s (haflowctl peers on n1:)")
-    api = c.nodes["n1"].api
-    assert api is not None
     import subprocess
 
-    out = subprocess.run([str(CTL), "--api", f"http://127.0.0.1:{api.port}", "peers"], capture_output=True,
+    out = subprocess.run([str(CTL), "--api", c.api_url("n1"), "peers"], capture_output=True,
                          text=True, timeout=30)
     for line in out.stdout.splitlines():
         say("    " + line)
@@ -121,17 +125,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--once", action="store_true", help="stop everything when done instead of waiting for Ctrl-C")
     p.add_argument("--small", action="store_true", help="fewer components per node (scheduler, dag-processor; "
                    "api-server on n1)")
+    p.add_argument("--loopback", action="store_true", help="nodes on loopback addresses 127.0.1.11-13 instead of "
+                   "network namespaces (the fallback where namespaces cannot be made)")
     args = p.parse_args(argv)
     why = unavailable()
     if why:
         say(f"scripts/demo: {why}")
         return 2
+    loopback = args.loopback
+    if not loopback and (why := namespaces_unavailable(f"hfdemo{os.getpid()}")):
+        say(f"network namespaces are not possible here ({why}): using loopback addresses instead")
+        loopback = True
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    c = DemoCluster(profile="small" if args.small else "full")
+    c = DemoCluster(profile="small" if args.small else "full", loopback=loopback)
     rc = 0
     try:
         took = c.up()
