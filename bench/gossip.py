@@ -655,18 +655,28 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
 def simulator_figures(big: bool, stall_seeds: int) -> dict[str, Any]:
     """The same core in the seeded simulator (virtual time): detection and message rates as
     the cluster grows, and false deaths under loss and stalls over many seeds. 1,000 nodes
-    for the issue's 10 simulated minutes runs only with --sim-1000."""
-    from haflowd.gossip.simulator import scenario
+    for the issue's 10 simulated minutes, and its join, run only with --sim-1000."""
+    import time
+
+    from haflowd.gossip.simulator import Simulator, scenario
 
     sizes = [(10, 2.0), (100, 2.0)] + ([(1000, 10.0)] if big else [])
-    out: dict[str, Any] = {"sizes": []}
+    out: dict[str, Any] = {"sizes": [], "joins": []}
     for nodes, minutes in sizes:
-        log(f"simulator: {nodes} nodes, {minutes:g} simulated minutes")
-        r = scenario(nodes, minutes, seed=1)
+        log(f"simulator: {nodes} nodes started joined, {minutes:g} simulated minutes, a crash after 5 s")
+        r = scenario(nodes, minutes, seed=1, warm=True)
         det = r["detections"][0] if r["detections"] else {}
-        out["sizes"].append({"nodes": nodes, "detect_p50_s": det.get("p50"), "detect_p99_s": det.get("p99"),
-                             "detect_all_s": det.get("all"), "msgs_per_node_s": r["messages_per_node_per_s"],
+        out["sizes"].append({"nodes": nodes, "minutes": minutes, "detect_p50_s": det.get("p50"),
+                             "detect_p99_s": det.get("p99"), "detect_all_s": det.get("all"),
+                             "msgs_per_node_s": r["messages_per_node_per_s"], "false_deaths": r["false_deaths"],
                              "real_s": round(r["real_s"], 1)})
+    for nodes in (100, 1000) if big else (100,):
+        log(f"simulator: {nodes} nodes joining through 3 seeds at once")
+        started = time.perf_counter()
+        sim = Simulator(nodes, seed=1)
+        took = sim.run_until(sim.converged, 120, check_every=1.0)
+        out["joins"].append({"nodes": nodes, "converged_after_s": took, "false_deaths": len(sim.false_deaths),
+                             "real_s": round(time.perf_counter() - started, 1)})
     out["stall_loss"] = []
     for nodes, stalling, what in ((20, None, "every node"), (20, 1, "one node"), (3, None, "every node")):
         log(f"simulator: {nodes} nodes, 10 minutes, 10% loss, {what} stalled 1 s in every 10, "
@@ -747,11 +757,17 @@ def render(report: dict[str, Any]) -> str:
         out.append("")
     sim = report.get("simulator")
     if sim is not None:
-        out.append("\nsimulator (same core, virtual time, seed 1, defaults): a crash -> dead on every survivor")
-        out.append("  nodes   p50 s   p99 s   all s   msgs/node/s   real s")
+        out.append("\nsimulator (same core, virtual time, seed 1, defaults), started joined: "
+                   "a crash -> dead on every survivor")
+        out.append("  nodes   sim min   p50 s   p99 s   all s   msgs/node/s   false deaths   real s")
         for z in sim["sizes"]:
-            out.append(f"  {z['nodes']:>5}  {z['detect_p50_s'] or 0:6.2f}  {z['detect_p99_s'] or 0:6.2f}  "
-                       f"{z['detect_all_s'] or 0:6.2f}  {z['msgs_per_node_s']:12.2f}  {z['real_s']:7.1f}")
+            out.append(f"  {z['nodes']:>5}  {z['minutes']:8g}  {z['detect_p50_s'] or 0:6.2f}  "
+                       f"{z['detect_p99_s'] or 0:6.2f}  {z['detect_all_s'] or 0:6.2f}  {z['msgs_per_node_s']:12.2f}  "
+                       f"{z['false_deaths']:13d}  {z['real_s']:7.1f}")
+        for j in sim.get("joins", []):
+            took = f"{j['converged_after_s']:.0f} simulated s" if j["converged_after_s"] is not None else "never"
+            out.append(f"  join of {j['nodes']} nodes through 3 seeds at once: all alive everywhere after {took}, "
+                       f"{j['false_deaths']} false deaths, {j['real_s']:.1f} s real")
         for sl in sim["stall_loss"]:
             out.append(f"  false deaths, {sl['nodes']} nodes, {sl['minutes']} min, {sl['loss']:.0%} loss, "
                        f"{sl['stalling']} stalled 1 s in 10, {sl['seeds']} seeds: {sl['false_deaths']}"

@@ -215,14 +215,25 @@ def test_message_rates_per_node_are_flat_from_10_to_200_nodes() -> None:
     assert all(5 < rate < 10 for rate in rates), rates  # a probe and its ack every 300 ms, and little else
 
 
-def test_a_thousand_nodes_converge_detect_and_keep_flat_message_rates() -> None:
-    """Three simulated minutes (one to two minutes of real time here, most of it the join);
-    the full ten take three to four (`scripts/bench gossip --sim-1000`), too long for the suite."""
-    small = [scenario(n, 3, seed=1) for n in (10, 100)]
-    big = scenario(1000, 3, seed=1)
-    assert big["joined"] is not None and big["converged_at_end"]
-    assert big["false_deaths"] == 0
+def test_a_thousand_nodes_join_through_three_seeds_at_once() -> None:
+    """The worst join: every node starts at the same moment. Each of the 1,000 alive claims
+    reaches every node and is passed on 16 times by each: about 16 million piggybacked
+    updates, most of a minute of real time here."""
+    sim = Simulator(1000, seed=1)
+    took = sim.run_until(sim.converged, 90, check_every=1.0)
+    assert took is not None, "1,000 nodes did not converge within 90 simulated seconds"
+    assert sim.false_deaths == []
+
+
+def test_a_thousand_nodes_run_ten_minutes_detect_a_crash_and_keep_flat_message_rates() -> None:
+    """The issue's run: 1,000 nodes for 10 simulated minutes, started joined (the join is the
+    test above), one crash after 5 s. `scripts/bench gossip --sim-1000` reports its time."""
+    small = [scenario(n, 3, seed=1, warm=True) for n in (10, 100)]
+    big = scenario(1000, 10, seed=1, warm=True)
+    assert big["converged_at_end"] and big["false_deaths"] == 0
     (det,) = big["detections"]
     assert det["seen_by"] == det["survivors"] == 999
+    assert det["p50"] < 6.0, det  # 4.5 s measured; memberlist reports about 10 s at this size
     rates = [r["messages_per_node_per_s"] for r in (*small, big)]
     assert max(rates) < 2 * min(rates), rates
+    assert all(5 < rate < 10 for rate in rates), rates
