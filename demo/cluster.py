@@ -193,26 +193,35 @@ def kill_pids(pids: Iterable[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def marked_pids(match: Callable[[dict[str, str]], bool]) -> list[int]:
-    """Processes whose environment ``match`` accepts (never this one)."""
+Match = Callable[[dict[str, str], str], bool]
+
+
+def demo_pids(match: Match) -> list[int]:
+    """Processes (never this one) whose environment and working directory ``match``
+    accepts. Both: Airflow's retitled processes (setproctitle) have their environment
+    overwritten, but keep the working directory the daemon gave them."""
     out = []
     for p in psutil.process_iter():
         if p.pid == os.getpid():
             continue
         try:
-            env = p.environ()
+            env, cwd = p.environ(), p.cwd().removesuffix(" (deleted)")
         except psutil.Error:
             continue
-        if env.get(CLUSTER_ENV) and match(env):
+        if match(env, cwd):
             out.append(p.pid)
     return out
 
 
-def kill_marked(match: Callable[[dict[str, str]], bool]) -> None:
-    """SIGKILL every marked process ``match`` accepts, again until none is left (a dying
-    parent may have forked one more)."""
+def under(path: str, root: Path) -> bool:
+    return path == str(root) or path.startswith(f"{root}/")
+
+
+def kill_demo_pids(match: Match) -> None:
+    """SIGKILL every process ``match`` accepts, again until none is left (a dying parent
+    may have forked one more)."""
     for _ in range(10):
-        pids = marked_pids(match)
+        pids = demo_pids(match)
         if not pids:
             return
         kill_pids(pids)
@@ -233,12 +242,21 @@ def sweep_stale() -> None:
         remove_namespaces(sorted(stale, key=lambda n: n.endswith("-br")))
         say(f"removed {len(stale)} namespaces left by an earlier demo that was killed")
 
-    def orphan(env: dict[str, str]) -> bool:
-        m = re.match(r"^hfdemo(\d+)$", env[CLUSTER_ENV])
-        return m is not None and not psutil.pid_exists(int(m.group(1)))
+    # the loopback layout's: marked ones, and any working in the temp dir of one of those
+    dirs: set[Path] = set()
 
-    if left := marked_pids(orphan):
-        kill_marked(orphan)
+    def orphan(env: dict[str, str], cwd: str) -> bool:
+        m = re.match(r"^hfdemo(\d+)$", env.get(CLUSTER_ENV, ""))
+        if m is not None and not psutil.pid_exists(int(m.group(1))):
+            if cwd.startswith(tempfile.gettempdir() + "/haflowd-demo-cluster-"):
+                dirs.add(Path(*Path(cwd).parts[:3]))
+            return True
+        return any(under(cwd, d) for d in dirs)
+
+    if left := demo_pids(orphan):
+        kill_demo_pids(orphan)
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
         say(f"killed {len(left)} processes left by an earlier demo that was killed")
 
 
@@ -394,8 +412,19 @@ class DemoCluster:
             env[NODE_ENV] = n.name
         return env
 
-    def _mine(self, node: str | None = None) -> Callable[[dict[str, str]], bool]:
-        return lambda env: env.get(CLUSTER_ENV) == self.prefix and (node is None or env.get(NODE_ENV) == node)
+    def _mine(self, node: str | None = None) -> Match:
+        """Processes of this demo (of one node): marked, or working in its directories."""
+        roots = [self.tmp / node] if node else [self.tmp, *self.pg_dirs]
+
+        def match(env: dict[str, str], cwd: str) -> bool:
+            if env.get(CLUSTER_ENV) == self.prefix and (node is None or env.get(NODE_ENV) == node):
+                return True
+            return any(under(cwd, r) for r in roots)
+        return match
+
+    def leftovers(self, node: str | None = None) -> list[int]:
+        """Processes of this demo (of one node) still running."""
+        return demo_pids(self._mine(node))
 
     # ------------------------------------------------------------------ network
 
@@ -813,7 +842,7 @@ class DemoCluster:
         """(processes, summed PSS) of everything the demo runs: PSS shares each page among
         the processes that map it, so the sum is the memory really in use."""
         inodes = [i for i in (ns_inode(ns) for ns in self.made_ns) if i is not None]
-        pids = sorted(set(pids_in(inodes)) | set(marked_pids(self._mine())))
+        pids = sorted(set(pids_in(inodes)) | set(self.leftovers()))
         pss = 0
         for pid in pids:
             with contextlib.suppress(psutil.Error):
@@ -896,7 +925,7 @@ class DemoCluster:
         loopback layout there is no cable: every process of the node is killed."""
         n = self.nodes[name]
         if self.loopback:
-            kill_marked(self._mine(name))
+            kill_demo_pids(self._mine(name))
         else:
             self.link(name, False)
             ino = ns_inode(n.ns)
@@ -934,7 +963,7 @@ class DemoCluster:
                 w.close()
         remove_namespaces(list(reversed(self.made_ns)))
         self.made_ns.clear()
-        kill_marked(self._mine())  # the loopback layout's processes (and epmd)
+        kill_demo_pids(self._mine())  # the loopback layout's processes (and epmd)
         for p in self.rmq_procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(5)

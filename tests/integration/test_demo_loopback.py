@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from demo.cluster import CHAOS_DAG, CLUSTER_ENV, DEMO_DAG, DemoCluster, marked_pids, unavailable
+from demo.cluster import CHAOS_DAG, DEMO_DAG, DemoCluster, unavailable
 from tests.conftest import wait_until
 
 
@@ -29,10 +29,9 @@ def cluster() -> Iterator[DemoCluster]:
         print(f"loopback demo cluster healthy after {took:.0f}s")
         yield c
     finally:
-        prefix, tmp = c.prefix, c.tmp
+        tmp = c.tmp
         c.down()
-        left = marked_pids(lambda env: env.get(CLUSTER_ENV) == prefix)
-        assert not left, f"processes left behind: {left}"
+        assert not c.leftovers(), f"processes left behind: {c.leftovers()}"
         assert not tmp.exists(), f"{tmp} left behind"
 
 
@@ -79,7 +78,7 @@ def test_a_node_whose_processes_all_die_is_noticed_and_catches_up(cluster: DemoC
     n3 = cluster.nodes["n3"]
     t0 = time.monotonic()
     cluster.kill_node("n3")
-    assert not marked_pids(lambda env: env.get(CLUSTER_ENV) == cluster.prefix and env.get("HFDEMO_NODE") == "n3")
+    assert not cluster.leftovers("n3")
     wait_until(lambda: _dead_on(cluster, "n1", "n3") and _dead_on(cluster, "n2", "n3"), 30,
                "n1 and n2 to see n3 dead", interval=0.2)
     detected = time.monotonic() - t0
