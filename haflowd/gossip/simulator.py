@@ -13,7 +13,12 @@ detection latency of crashes (crash → ``dead`` on every survivor), false death
 node marked ``dead`` by someone that could reach it and that never crashed), and a
 convergence check (every live node sees every other live node ``alive``).
 
+A run starts with every node joining through three seeds at once (the costliest join:
+each arrival is passed on ``retransmit_limit`` times by every node), or ``warm``: every
+node already knows every other and no news is pending, a cluster that has run a while.
+
     python -m haflowd.gossip.simulator --nodes 100 --minutes 2 --loss 0.1 --seed 1
+    python -m haflowd.gossip.simulator --nodes 1000 --minutes 10 --warm
 """
 
 from __future__ import annotations
