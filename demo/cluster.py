@@ -230,7 +230,8 @@ def kill_demo_pids(match: Match) -> None:
 
 def sweep_stale() -> None:
     """What an earlier demo left when it was killed: its namespaces (kill what runs there,
-    delete them) and, in the loopback layout, its marked processes."""
+    delete them) and, in the loopback layout, its marked processes, those working in the
+    temp dirs the marked ones work in, and those dirs."""
     r = _run(["ip", "netns", "list"], check=False) if shutil.which("ip") else None
     stale = []
     for line in (r.stdout if r else "").splitlines():
@@ -248,8 +249,9 @@ def sweep_stale() -> None:
     def orphan(env: dict[str, str], cwd: str) -> bool:
         m = re.match(r"^hfdemo(\d+)$", env.get(CLUSTER_ENV, ""))
         if m is not None and not psutil.pid_exists(int(m.group(1))):
-            if cwd.startswith(tempfile.gettempdir() + "/haflowd-demo-cluster-"):
-                dirs.add(Path(*Path(cwd).parts[:3]))
+            tmp = tempfile.gettempdir()
+            if cwd.startswith((f"{tmp}/haflowd-demo-cluster-", f"{tmp}/haflowd-demo-pg-")):
+                dirs.add(Path(tmp) / Path(cwd).relative_to(tmp).parts[0])
             return True
         return any(under(cwd, d) for d in dirs)
 
@@ -643,7 +645,7 @@ class DemoCluster:
             n.csync2 = subprocess.Popen(
                 self.node_argv(n, ["csync2", "-ii", "-v", "-N", self.csync2_name(n), "-D", str(n.dir / "csync2db")]),
                 stdout=log, stderr=subprocess.STDOUT, env=self.env(n, CSYNC2_SYSTEM_DIR=str(n.dir / "csync2")),
-                start_new_session=True)
+                cwd=n.dir, start_new_session=True)
 
     # ------------------------------------------------------------------ haflowd and Airflow
 
