@@ -125,6 +125,17 @@ def run_main(prefix: str, keep_tmp: bool, as_json: bool, run: Callable[[Path], d
     return 0
 
 
+def tail_files(files: Sequence[Path], lines: int = 15, label: str = "") -> str:
+    """The last ``lines`` of each file, headed by ``label`` and its name, for an error message."""
+    parts = []
+    for f in files:
+        with contextlib.suppress(OSError):
+            text = f.read_text(errors="replace").splitlines()[-lines:]
+            if text:
+                parts.append(f"--- {label}{f.name}:\n" + "\n".join(text))
+    return "\n".join(parts) or "no output"
+
+
 def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:

@@ -73,6 +73,7 @@ from common import (
     stop_tree,
     sweep_stale_namespaces,
     table,
+    tail_files,
     toml_str,
     wait_until,
 )
@@ -225,13 +226,7 @@ class Node:
             raise BenchError(f"{self.system} {self.name} is not running (exit {code}); {self.tail()}")
 
     def tail(self, lines: int = 15) -> str:
-        parts = []
-        for f in (self.err, self.out):
-            with contextlib.suppress(OSError):
-                text = f.read_text(errors="replace").splitlines()[-lines:]
-                if text:
-                    parts.append(f"--- {self.name}/{f.name}:\n" + "\n".join(text))
-        return "\n".join(parts) or "no output"
+        return tail_files((self.err, self.out), lines, f"{self.name}/")
 
     def wait_up(self) -> None:
         def up() -> bool:

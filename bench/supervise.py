@@ -52,6 +52,7 @@ from common import (
     stop_tree,
     supervisord_head,
     table,
+    tail_files,
     toml_str,
     wait_until,
 )
@@ -163,13 +164,7 @@ class Daemon:
             raise BenchError(f"{self.label} is not running (exit {code}); {self.tail()}")
 
     def tail(self, lines: int = 15) -> str:
-        parts = []
-        for f in (self.err, self.out):
-            with contextlib.suppress(OSError):
-                text = f.read_text(errors="replace").splitlines()[-lines:]
-                if text:
-                    parts.append(f"--- {f.name}:\n" + "\n".join(text))
-        return "\n".join(parts) or "no output"
+        return tail_files((self.err, self.out), lines)
 
     def owns(self, pid: int) -> bool:
         """Is ``pid`` a descendant of this daemon (so killing it is safe)?"""
