@@ -217,15 +217,20 @@ def under(path: str, root: Path) -> bool:
     return path == str(root) or path.startswith(f"{root}/")
 
 
-def kill_demo_pids(match: Match) -> None:
-    """SIGKILL every process ``match`` accepts, again until none is left (a dying parent
-    may have forked one more)."""
-    for _ in range(10):
-        pids = demo_pids(match)
+def kill_until_gone(find: Callable[[], list[int]], rounds: int, pause: float) -> None:
+    """SIGKILL what ``find`` returns, again until it returns nothing (a dying parent may
+    have forked one more), at most ``rounds`` times."""
+    for _ in range(rounds):
+        pids = find()
         if not pids:
             return
         kill_pids(pids)
-        time.sleep(0.3)
+        time.sleep(pause)
+
+
+def kill_demo_pids(match: Match) -> None:
+    """SIGKILL every process ``match`` accepts, until none is left."""
+    kill_until_gone(lambda: demo_pids(match), 10, 0.3)
 
 
 def sweep_stale() -> None:
@@ -288,12 +293,7 @@ def namespaces_unavailable(prefix: str) -> str | None:
 def remove_namespaces(names: list[str]) -> None:
     """Kill every process inside the namespaces, then delete them and their /etc/netns entries."""
     inodes = [i for i in (ns_inode(ns) for ns in names) if i is not None]
-    for _ in range(3):
-        pids = pids_in(inodes)
-        if not pids:
-            break
-        kill_pids(pids)
-        time.sleep(0.5)
+    kill_until_gone(lambda: pids_in(inodes), 3, 0.5)
     for ns in names:
         _run(["ip", "netns", "del", ns], check=False)
         shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
