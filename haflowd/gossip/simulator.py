@@ -167,9 +167,15 @@ class Simulator:
             self.nodes.append(_Node(i, self.names[i], self.addresses[i], self._core(i, 0, rng), rng))
         if warm:  # a cluster that has run for a while: every node knows every other, no news pending
             everyone = [Update(ALIVE, n.name, 0, n.address) for n in self.nodes]
-            for node in self.nodes:
-                node.core.assume(everyone)
-                self._schedule(node)
+            collecting = gc.isenabled()
+            gc.disable()  # a million member records and no cycles: the collector would only rescan them
+            try:
+                for node in self.nodes:
+                    node.core.assume(everyone)
+                    self._schedule(node)
+            finally:
+                if collecting:
+                    gc.enable()
             return
         for node in self.nodes:
             delay = self.rng.uniform(0, start_spread) if start_spread > 0 else 0.0
