@@ -57,7 +57,6 @@ from common import (
     percentile,
     run_cmd,
     run_main,
-    stop_tree,
     supervisord_head,
     table,
     toml_str,
@@ -374,20 +373,16 @@ class Reference:
 
 
 class AirflowDaemon(Daemon):
-    """supervise.Daemon with the venv's bin on the daemon's PATH too (both see the same environment)."""
+    """supervise.Daemon with the venv's bin on the daemon's PATH too (both see the same
+    environment), and time for Airflow's own graceful shutdown on a busy machine."""
+
+    stop_timeout = STOP_TIMEOUT_S
 
     def start(self) -> None:
         env = {**os.environ, "PATH": f"{AIRFLOW_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
         with open(self.out, "wb") as out, open(self.err, "wb") as err:
             self.proc = subprocess.Popen(self.argv(), cwd=self.dir, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=err, start_new_session=True)
-
-    def stop(self) -> None:
-        """As supervise.Daemon.stop, with time for Airflow's own graceful shutdown on a busy machine."""
-        if self.proc is None:
-            return
-        proc, self.proc = self.proc, None
-        stop_tree(proc, self.label, STOP_TIMEOUT_S)
 
 
 class Haflowd(AirflowDaemon):

@@ -136,6 +136,7 @@ class Daemon:
     """One supervisor under test, in its own session, in its own directory."""
 
     label = "?"
+    stop_timeout = STOP_TIMEOUT_S  # SIGTERM to exit, then SIGKILL
 
     def __init__(self, workdir: Path) -> None:
         self.dir = workdir
@@ -188,7 +189,7 @@ class Daemon:
         if self.proc is None:
             return
         proc, self.proc = self.proc, None
-        stop_tree(proc, self.label, STOP_TIMEOUT_S)
+        stop_tree(proc, self.label, self.stop_timeout)
 
 
 class Haflowd(Daemon):
