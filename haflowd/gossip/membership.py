@@ -22,6 +22,7 @@ decided here:
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections import deque
@@ -745,17 +746,15 @@ class Membership:
         i = self.rng.randrange(n)
         if i < len(seeds):
             return [self._push_pull_to(seeds[i])]
-        for name in self._dead:  # the i-th dead member, without building their list
-            if i == len(seeds):
-                return [self._push_pull_to(self.members[name].address)]
-            i -= 1
-        return []
+        name = next(itertools.islice(self._dead, i - len(seeds), None))  # without listing them all
+        return [self._push_pull_to(self.members[name].address)]
 
     # ------------------------------------------------------------------ merging
 
     def _apply(self, u: Update, now: float, from_push_pull: bool, source: str = "") -> list[Outgoing]:
         if u.node == self.name:
             return self._about_me(u)
+        out: list[Outgoing] = []
         m = self.members.get(u.node)
         old = m.status if m else None
         if u.kind == ALIVE:
@@ -787,8 +786,7 @@ class Membership:
                     # and so never refuted. A full-state exchange now brings those to light
                     # (they become suspicions here, which the accused refute). Done by the
                     # node it told itself, and about two others at random, not by everyone.
-                    self._enqueue(u)
-                    return [self._push_pull_to(m.address)]
+                    out.append(self._push_pull_to(m.address))
             else:
                 return []
         elif u.kind == SUSPECT:
@@ -835,7 +833,7 @@ class Membership:
             self._suspicions.pop(u.node, None)
             self._changed(u.node, old, LEFT, u.incarnation, "left gracefully")
         self._enqueue(u)
-        return []
+        return out
 
     def _trusted(self, accuser: str, now: float) -> bool:
         """Whether a suspect or dead claim by ``accuser`` may confirm a suspicion or kill.
