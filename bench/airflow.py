@@ -58,6 +58,7 @@ from common import (
     run_cmd,
     run_main,
     supervisord_head,
+    supervisord_program,
     table,
     toml_str,
     wait_until,
@@ -471,19 +472,8 @@ class Supervisord(AirflowDaemon):
         for name in names:
             # stopasgroup/killasgroup only act on a stop, not when the main process dies;
             # they are here so that the bench's own stop leaves less to sweep
-            text += f"""
-[program:{name}]
-command={' '.join(COMPONENTS[name][1])}
-environment={supervisor_env(af.env)}
-directory={af.cwd}
-autostart=true
-autorestart=true
-stopwaitsecs=30
-stopasgroup=true
-killasgroup=true
-stdout_logfile={d}/{name}.out
-stderr_logfile={d}/{name}.err
-"""
+            text += supervisord_program(d, name, " ".join(COMPONENTS[name][1]), environment=supervisor_env(af.env),
+                                        directory=str(af.cwd), stopwaitsecs=30)
         self.config.write_text(text)
 
     def argv(self) -> list[str]:

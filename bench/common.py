@@ -269,3 +269,12 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 [supervisorctl]
 serverurl=unix://{d}/supervisor.sock
 """
+
+
+def supervisord_program(d: Path, name: str, command: str, **settings: str | int | float) -> str:
+    """A ``[program:]`` section: autostart and autorestart, the group stopped and killed
+    together, its output in ``d``; ``settings`` add keys or override these."""
+    keys = {"command": command, "autostart": "true", "autorestart": "true", "stopasgroup": "true",
+            "killasgroup": "true", **settings}
+    lines = "".join(f"{k}={v}\n" for k, v in keys.items())
+    return f"\n[program:{name}]\n{lines}stdout_logfile={d}/{name}.out\nstderr_logfile={d}/{name}.err\n"

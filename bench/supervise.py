@@ -51,6 +51,7 @@ from common import (
     run_main,
     stop_tree,
     supervisord_head,
+    supervisord_program,
     table,
     tail_files,
     toml_str,
@@ -265,19 +266,8 @@ class Supervisord(Daemon):
         d = self.dir
         text = supervisord_head(d, "bench")
         for name, argv in programs.items():
-            text += f"""
-[program:{name}]
-command={shlex.join(argv)}
-autostart=true
-autorestart=true
-startsecs={STABLE_S:g}
-startretries=100
-stopwaitsecs=5
-stopasgroup=true
-killasgroup=true
-stdout_logfile={d}/{name}.out
-stderr_logfile={d}/{name}.err
-"""
+            text += supervisord_program(d, name, shlex.join(argv), startsecs=f"{STABLE_S:g}", startretries=100,
+                                        stopwaitsecs=5)
         self.config.write_text(text)
 
     def argv(self) -> list[str]:
