@@ -272,6 +272,7 @@ class Suspicion:
 @dataclass(slots=True)
 class Probe:
     target: str
+    member: Member  # the target's record (a name's record is never replaced)
     seq: int
     sent: float
     direct_deadline: float
@@ -479,6 +480,9 @@ class Membership:
             if t == "ping":
                 if msg.target and msg.target != self.name:
                     return []
+                if not self._queue:  # nothing to piggyback: what _msg would build, without its cost
+                    self.counters["out:ack"] += 1
+                    return [Outgoing(msg.source_addr, Message("ack", self.name, self.address, msg.seq))]
                 return [Outgoing(msg.source_addr, self._msg("ack", seq=msg.seq, piggyback=True))]
         out: list[Outgoing] = []
         fixes: tuple[Update, ...] = ()
@@ -539,11 +543,10 @@ class Membership:
         p = self._probe
         if p is None or p.seq != msg.seq:
             return []
-        m = self.members.get(p.target)
-        if m is not None:
-            m.last_seen = now
-            if not p.indirect:
-                m.rtt = now - p.sent
+        m = p.member
+        m.last_seen = now
+        if not p.indirect:
+            m.rtt = now - p.sent
         if self.lhm > 0:  # Lifeguard: a good probe, we are a little healthier
             self.lhm -= 1
         self._probe = None
@@ -615,8 +618,12 @@ class Membership:
         if target is None:
             return []
         seq = self._seq = self._seq + 1
-        self._probe = Probe(target.name, seq, now, now + self.s.probe_timeout * scale, now + interval)
+        self._probe = Probe(target.name, target, seq, now, now + self.s.probe_timeout * scale, now + interval)
         if target.status != SUSPECT and not self._suspicions:
+            if not self._queue:  # nothing to piggyback: what _msg would build, without its cost
+                self.counters["out:ping"] += 1
+                return [Outgoing(target.address, Message("ping", self.name, self.address, seq, target.name,
+                                                         target.address))]
             return [Outgoing(target.address, self._msg("ping", seq=seq, target=target.name,
                                                        target_addr=target.address, piggyback=True))]
         extra: list[Update] = []
