@@ -49,6 +49,13 @@ from haflowd.gossip.membership import (
 )
 from haflowd.testing import FakeClock
 
+try:  # the event loop in C, when it was built (setup.py); the Python loop below is the same loop
+    from haflowd.gossip import _simloop
+except ImportError:  # pragma: no cover - built by every install with a C compiler
+    _simloop = None  # type: ignore[assignment]
+
+COMPILED = _simloop is not None
+
 _WAKE, _DELIVER, _STALL_END = 0, 1, 2
 _BUCKET = 0.001  # seconds of simulated time per calendar bucket
 _PER_BUCKET = 1 / _BUCKET
@@ -112,6 +119,7 @@ class _Node:
     left: bool = False
     down: bool = False  # crashed or left: events for it are dropped
     stalled_until: float = 0.0
+    blocked: float = 0.0  # stalled_until, or inf while down: one test per event for both
     backlog: list[Message] = field(default_factory=list)
     missed_wake: float | None = None  # the first wake-up that fell inside a stall
     sent_before: dict[str, int] = field(default_factory=dict)  # by the cores before a restart
@@ -136,9 +144,16 @@ class Simulator:
         seeds: int = 3,
         start_spread: float = 0.0,
         warm: bool = False,
+        compiled: bool | None = None,
     ) -> None:
+        """``compiled``: run the C event loop (default: when it is built) or the Python one;
+        the same seed gives the same run with either."""
         if nodes < 1:
             raise ValueError("at least one node")
+        if compiled and _simloop is None:
+            raise RuntimeError("the compiled event loop is not built (pip install -e . with a C compiler)")
+        self.compiled = _simloop is not None if compiled is None else compiled
+        self._queue = _simloop.Queue() if self.compiled else None
         self.settings = settings or GossipSettings()
         self.network = network or NetworkSettings()
         self.clock = FakeClock()  # the one clock every node reads; only the simulator moves it
@@ -160,6 +175,7 @@ class Simulator:
         self._by_addr = {a: i for i, a in enumerate(self.addresses)}
         self._by_name = {n: i for i, n in enumerate(self.names)}
         self._group = [0] * nodes  # partition group per node
+        self._split = False  # some group is not 0
         self._partitions: list[_Partition] = []
         self._ever_crashed: set[str] = set()
         # after a heal, deaths between the two sides are still expected for a while: stale
@@ -255,6 +271,7 @@ class Simulator:
         if node.crashed:
             return
         node.crashed = node.down = True
+        node.blocked = math.inf
         node.backlog.clear()
         self._ever_crashed.add(name)
         survivors = frozenset(n.name for n in self.nodes if not n.crashed and not n.left)
@@ -267,7 +284,7 @@ class Simulator:
         for t, c in _sent(node.core).items():
             node.sent_before[t] = node.sent_before.get(t, 0) + c
         node.crashed = node.left = node.down = False
-        node.stalled_until = 0.0
+        node.stalled_until = node.blocked = 0.0
         node.backlog.clear()
         node.missed_wake = None
         node.restarts += 1
@@ -284,7 +301,7 @@ class Simulator:
             return
         end = self.clock.now + seconds
         if end > node.stalled_until:
-            node.stalled_until = end
+            node.stalled_until = node.blocked = end
             self._push(end, _STALL_END, node.index, None)
 
     def leave(self, name: str) -> None:
@@ -294,6 +311,7 @@ class Simulator:
             return
         self._send(node, node.core.leave())
         self._collect(node)
+        node.blocked = math.inf
         node.left = node.down = True  # it stops at once, as the daemon does after its leave broadcast
 
     def partition(self, *groups: Iterable[str]) -> None:
@@ -307,11 +325,13 @@ class Simulator:
                 group[self._by_name[name]] = g
         self.heal()
         self._group = group
+        self._split = any(group)
         self._partitions.append(_Partition(group, self.now))
 
     def heal(self) -> None:
         """Every node reaches every other again."""
         self._group = [0] * len(self.nodes)
+        self._split = False
         for p in self._partitions:
             if p.end is None:
                 p.end = self.now
@@ -349,6 +369,8 @@ class Simulator:
                 gc.enable()
 
     def _loop(self, end: float, predicate: Callable[[], bool] | None, check_every: float) -> float | None:
+        if self._queue is not None:
+            return self._queue.run(self, end, predicate, check_every)
         start = self.clock.now
         clock = self.clock
         pop, push, heapify = heapq.heappop, heapq.heappush, heapq.heapify
@@ -360,7 +382,7 @@ class Simulator:
         by_addr = self._by_addr
         random_ = self.rng.random
         per_bucket = _PER_BUCKET
-        inf = float("inf")
+        inf = math.inf
         next_check = start + check_every if predicate is not None else inf
         events = dropped = delivered = 0
         try:
@@ -369,7 +391,10 @@ class Simulator:
                 # only actions and checks can partition the network or change it
                 t_action = actions[0][0] if actions else inf
                 limit = end if end < next_check else next_check
+                # an event runs now if it is due by the limit and before the next action
+                stop = limit if limit < t_action else math.nextafter(t_action, -inf)
                 group = self._group
+                split = self._split
                 loss, latency, jitter = self.network.loss, self.network.latency, self.network.jitter
                 while True:
                     if not near:
@@ -378,47 +403,47 @@ class Simulator:
                         cur = self._cur = pop(keys)
                         near = self._near = buckets.pop(cur)
                         heapify(near)
-                    entry = near[0]
-                    when = entry[0]
-                    if when > limit or when >= t_action:
+                    entry = pop(near)
+                    when, _, kind, i, msg = entry
+                    if when > stop:
+                        push(near, entry)
                         break
-                    pop(near)
                     clock.now = when
                     events += 1
-                    node = nodes[entry[3]]
-                    if node.down:
-                        if entry[2] == _DELIVER:
-                            dropped += 1
-                        continue
-                    core = node.core
-                    kind = entry[2]
+                    node = nodes[i]
                     if kind == _DELIVER:
-                        msg = entry[4]
-                        assert msg is not None
-                        if node.stalled_until > when:
-                            node.backlog.append(msg)
+                        if node.blocked > when:  # down: lost; stalled: handled when the stall ends
+                            if node.down:
+                                dropped += 1
+                            else:
+                                node.backlog.append(msg)  # type: ignore[arg-type]
                             continue
                         delivered += 1
-                        out = core.handle(msg)
+                        core = node.core
+                        out = core.handle(msg)  # type: ignore[arg-type]
                     elif kind == _WAKE:
                         if when != node.wake_at:  # superseded by a later one
                             continue
-                        node.wake_at = inf
-                        if node.stalled_until > when:
-                            if node.missed_wake is None:
-                                node.missed_wake = when
+                        if node.blocked > when:
+                            if not node.down:
+                                node.wake_at = inf
+                                if node.missed_wake is None:
+                                    node.missed_wake = when
                             continue
+                        node.wake_at = inf
+                        core = node.core
                         out = core.tick()
                     else:  # _STALL_END
-                        if node.stalled_until > when:
+                        if node.blocked > when:
                             continue
+                        core = node.core
                         out = self._unstall(node, when)
                         near, cur = self._near, self._cur
                     if out:  # as _send does
-                        src_group = group[entry[3]]
+                        src_group = group[i]
                         for o in out:
                             dst = by_addr.get(o.address)
-                            if dst is None or group[dst] != src_group or (loss and random_() < loss):
+                            if dst is None or (split and group[dst] != src_group) or (loss and random_() < loss):
                                 dropped += 1
                                 continue
                             t = when + latency + (random_() * jitter if jitter else 0.0)
@@ -440,7 +465,7 @@ class Simulator:
                         wake = when
                     if wake != node.wake_at:  # earlier or later: the one already queued goes stale
                         node.wake_at = wake
-                        e = (wake, next(ids), _WAKE, entry[3], None)
+                        e = (wake, next(ids), _WAKE, i, None)
                         k = int(wake * per_bucket)
                         if k <= cur:
                             push(near, e)
@@ -499,6 +524,9 @@ class Simulator:
         self._schedule(node)
 
     def _push(self, when: float, kind: int, index: int, msg: Message | None) -> None:
+        if self._queue is not None:
+            self._queue.push(when, kind, index, msg)
+            return
         e: _Event = (when, next(self._ids), kind, index, msg)
         k = int(when * _PER_BUCKET)
         if k <= self._cur:

@@ -6,10 +6,15 @@ and message rates that stay flat as the cluster grows. Every run is deterministi
 
 from __future__ import annotations
 
+import shutil
+import sysconfig
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from haflowd.gossip.membership import ALIVE, DEAD, LEFT, SUSPECT, GossipSettings, Message, suspicion_min
-from haflowd.gossip.simulator import NetworkSettings, Simulator, percentile, scenario
+from haflowd.gossip.simulator import COMPILED, NetworkSettings, Simulator, percentile, scenario
 
 S = GossipSettings()
 LOSSY = NetworkSettings(loss=0.1)
@@ -237,3 +242,80 @@ def test_a_thousand_nodes_run_ten_minutes_detect_a_crash_and_keep_flat_message_r
     rates = [r["messages_per_node_per_s"] for r in (*small, big)]
     assert max(rates) < 2 * min(rates), rates
     assert all(5 < rate < 10 for rate in rates), rates
+
+
+# --------------------------------------------------------------------------- the compiled loop
+
+
+def test_the_event_loop_is_compiled_wherever_it_can_be() -> None:
+    """`pip install -e .` builds it (setup.py) when a C compiler and Python's headers are
+    there, as scripts/setup makes sure; without them the simulator runs its Python loop."""
+    headers = Path(sysconfig.get_paths()["include"], "Python.h").exists()
+    assert COMPILED or shutil.which("cc") is None or not headers
+
+
+def _everything(sim: Simulator) -> dict[str, Any]:
+    return {
+        "cores": [(n.name, n.core.incarnation, n.core.lhm, sorted(n.core.counters.items()),
+                   [(m.name, m.status, m.incarnation, m.since, m.last_seen, m.rtt) for m in n.core.members.values()])
+                  for n in sim.nodes],
+        "detections": {k: (d.crashed_at, sorted(d.seen.items())) for k, d in sim.detections.items()},
+        "false_deaths": sim.false_deaths, "delivered": sim.delivered, "dropped": sim.dropped, "events": sim.events,
+        "now": sim.now,
+    }
+
+
+def _chaos(compiled: bool) -> tuple[dict[str, Any], float | None]:
+    sim = Simulator(40, seed=11, network=NetworkSettings(loss=0.05), compiled=compiled)
+    joined_after = sim.run_until(sim.converged, 60)
+    sim.periodic_stalls(0.8, 7.0, 40, sim.names[:5])
+    sim.crash("n0010")
+    sim.partition(sim.names[:28], sim.names[28:])
+    sim.at(3.0, lambda: sim.stall("n0030", 2.5))
+    sim.run_for(20)
+    sim.heal()
+    sim.leave("n0015")
+    sim.run_for(5)
+    sim.restart("n0010")
+    sim.run_for(20)
+    return _everything(sim), joined_after
+
+
+@pytest.mark.skipif(not COMPILED, reason="the compiled loop is not built here")
+def test_the_compiled_and_the_python_loop_give_the_same_run() -> None:
+    """Same seed, same run, to the last float: every member table, counter, detection and
+    false death after a join, loss, stalls, a crash, a partition, a heal, a leave and a restart."""
+    fast, fast_joined = _chaos(compiled=True)
+    slow, slow_joined = _chaos(compiled=False)
+    assert fast_joined == slow_joined is not None
+    assert fast["detections"] and fast["events"] > 10_000
+    for key in slow:
+        assert fast[key] == slow[key], key
+
+
+@pytest.mark.skipif(not COMPILED, reason="the compiled loop is not built here")
+def test_an_exception_in_an_action_leaves_the_compiled_loop_with_its_counts() -> None:
+    sim = Simulator(5, seed=1, compiled=True)
+    sim.run_for(3)
+    events = sim.events
+
+    def boom() -> None:
+        raise KeyError("boom")
+
+    sim.at(1.0, boom)
+    with pytest.raises(KeyError, match="boom"):
+        sim.run_for(5)
+    assert sim.events > events and sim.now == pytest.approx(4.0)
+    sim.run_for(5)  # and it goes on
+    assert sim.converged()
+
+
+def test_asking_for_the_compiled_loop_where_it_is_not_built_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import haflowd.gossip.simulator as simulator
+
+    monkeypatch.setattr(simulator, "_simloop", None)
+    with pytest.raises(RuntimeError, match="not built"):
+        Simulator(3, compiled=True)
+    sim = Simulator(3, seed=1)  # the default falls back to the Python loop
+    assert not sim.compiled
+    assert sim.run_until(sim.converged, 30) is not None
