@@ -43,7 +43,7 @@ LAST_CHANCES = 2  # pings to a suspect, a probe timeout apart, that end just bef
 # --------------------------------------------------------------------------- settings
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GossipSettings:
     """Defaults are chosen for a LAN of 3 to 100 nodes: see the README (gossip)."""
 

@@ -609,16 +609,18 @@ def percentile(values: Sequence[float], q: float) -> float:
 def scenario(nodes: int, minutes: float, *, seed: int = 1, loss: float = 0.0, latency: float = 0.001,
              jitter: float = 0.002, crash: int = 1, stall: float = 0.0, stall_every: float = 10.0,
              stall_nodes: int | None = None, settings: GossipSettings | None = None,
-             warm: bool = False) -> dict[str, Any]:
+             warm: bool = False, compiled: bool | None = None) -> dict[str, Any]:
     """Join ``nodes`` through 3 seeds, let it settle, crash ``crash`` of them at once (never the
     first), run to ``minutes``; measured from the crash on: messages per node per second, detection.
 
     With ``stall`` > 0 every node (or ``stall_nodes`` random ones) stalls that long once
     every ``stall_every`` seconds. With ``warm`` the cluster starts joined (every node knows
-    every other, no news pending) and the crash comes after 5 s.
+    every other, no news pending) and the crash comes after 5 s. ``compiled``: as for
+    :class:`Simulator` (the same run either way, only the real time differs).
     """
     started, cpu = time.perf_counter(), time.process_time()
-    sim = Simulator(nodes, seed=seed, settings=settings, network=NetworkSettings(loss, latency, jitter), warm=warm)
+    sim = Simulator(nodes, seed=seed, settings=settings, network=NetworkSettings(loss, latency, jitter), warm=warm,
+                    compiled=compiled)
     total = minutes * 60
     if stall > 0:
         stalling = None if stall_nodes is None else sim.rng.sample(sim.names, min(stall_nodes, nodes))
@@ -651,7 +653,7 @@ def scenario(nodes: int, minutes: float, *, seed: int = 1, loss: float = 0.0, la
         "detections": detections, "false_deaths": len(sim.false_deaths),
         "false_death_examples": [(round(f.time, 3), f.observer, f.node) for f in sim.false_deaths[:5]],
         "converged_at_end": sim.converged(), "events": sim.events,
-        "real_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu,
+        "real_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu, "compiled": sim.compiled,
     }
 
 
@@ -670,13 +672,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--stall-nodes", type=int, default=None, help="only this many random nodes stall (default: all)")
     p.add_argument("--warm", action="store_true",
                    help="start joined (every node knows every other) instead of joining through 3 seeds")
+    p.add_argument("--python-loop", action="store_true",
+                   help="run the event loop in Python even where the C one is built (same run, slower)")
     p.add_argument("--json", action="store_true", help="one JSON object instead of the text report")
     args = p.parse_args(argv)
     if args.crash >= args.nodes:
         p.error("--crash must leave at least one node running")
     r = scenario(args.nodes, args.minutes, seed=args.seed, loss=args.loss, latency=args.latency, jitter=args.jitter,
                  crash=args.crash, stall=args.stall, stall_every=args.stall_every, stall_nodes=args.stall_nodes,
-                 warm=args.warm)
+                 warm=args.warm, compiled=False if args.python_loop else None)
     if args.json:
         print(json.dumps(r))
         return 0
@@ -698,7 +702,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"p50 {d['p50']:.2f} s, p99 {d['p99']:.2f} s, all {every}")
     print(f"false deaths: {r['false_deaths']}" + (f" e.g. {r['false_death_examples']}" if r["false_deaths"] else ""))
     print(f"converged at the end: {'yes' if r['converged_at_end'] else 'no'}")
-    print(f"real time {r['real_s']:.1f} s (cpu {r['cpu_s']:.1f} s), {r['events']} events")
+    print(f"real time {r['real_s']:.1f} s (cpu {r['cpu_s']:.1f} s), {r['events']} events, "
+          f"event loop in {'C' if r['compiled'] else 'Python'}")
     return 0
 
 
