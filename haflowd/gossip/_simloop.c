@@ -104,7 +104,7 @@ static PyObject *Queue_push(Queue *q, PyObject *const *args, Py_ssize_t nargs) {
     Py_RETURN_NONE;
 }
 
-static PyObject *Queue_next_time(Queue *q, PyObject *unused) {
+static PyObject *Queue_next_time(Queue *q, PyObject *Py_UNUSED(ignored)) {
     return PyFloat_FromDouble(q->len ? q->heap[0].when : INFINITY);
 }
 
@@ -493,7 +493,7 @@ static PyTypeObject QueueType = {
 };
 
 static struct PyModuleDef simloop_module = {
-    PyModuleDef_HEAD_INIT, "_simloop", "The simulator's event loop, compiled (optional).", -1, NULL,
+    PyModuleDef_HEAD_INIT, "_simloop", "The simulator's event loop, compiled (optional).", -1, NULL, NULL, NULL, NULL, NULL,
 };
 
 #define INTERN(var, text)                                                                                              \
