@@ -104,12 +104,6 @@ static PyObject *Queue_push(Queue *q, PyObject *const *args, Py_ssize_t nargs) {
     Py_RETURN_NONE;
 }
 
-static PyObject *Queue_next_time(Queue *q, PyObject *Py_UNUSED(ignored)) {
-    return PyFloat_FromDouble(q->len ? q->heap[0].when : INFINITY);
-}
-
-static Py_ssize_t Queue_len(Queue *q) { return q->len; }
-
 /* interned attribute names */
 static PyObject *s_now, *s_blocked, *s_down, *s_wake_at, *s_core, *s_backlog, *s_missed_wake, *s_handle, *s_tick,
     *s_next_wakeup, *s_changes, *s_address, *s_message, *s_collect, *s_unstall, *s_clock, *s_actions, *s_nodes,
@@ -141,6 +135,16 @@ static int get_truth(PyObject *obj, PyObject *name) {
     int r = PyObject_IsTrue(v);
     Py_DECREF(v);
     return r;
+}
+
+/* one draw of the simulator's random.Random, in the order the Python loop draws */
+static int draw(PyObject *random_, double *out) {
+    PyObject *r = PyObject_CallNoArgs(random_);
+    if (r == NULL)
+        return -1;
+    *out = PyFloat_AsDouble(r);
+    Py_DECREF(r);
+    return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
 }
 
 static int add_count(PyObject *sim, PyObject *name, long long n) {
@@ -324,12 +328,10 @@ static PyObject *Queue_run(Queue *q, PyObject *const *args, Py_ssize_t nargs) {
                         dropped++;
                         continue;
                     }
+                    double x;
                     if (loss != 0.0) {
-                        PyObject *r = PyObject_CallNoArgs(random_);
-                        if (r == NULL)
+                        if (draw(random_, &x) < 0)
                             goto out_error;
-                        double x = PyFloat_AsDouble(r);
-                        Py_DECREF(r);
                         if (x < loss) {
                             dropped++;
                             continue;
@@ -337,14 +339,9 @@ static PyObject *Queue_run(Queue *q, PyObject *const *args, Py_ssize_t nargs) {
                     }
                     double t = when + latency;
                     if (jitter != 0.0) {
-                        PyObject *r = PyObject_CallNoArgs(random_);
-                        if (r == NULL)
+                        if (draw(random_, &x) < 0)
                             goto out_error;
-                        double x = PyFloat_AsDouble(r);
-                        Py_DECREF(r);
                         t = t + x * jitter;
-                    } else {
-                        t = t + 0.0;
                     }
                     PyObject *message = PyObject_GetAttr(o, s_message);
                     if (message == NULL)
@@ -471,14 +468,9 @@ done:
 
 static PyMethodDef Queue_methods[] = {
     {"push", (PyCFunction)(void (*)(void))Queue_push, METH_FASTCALL, "push(when, kind, node, msg): schedule an event"},
-    {"next_time", (PyCFunction)Queue_next_time, METH_NOARGS, "the time of the first pending event, or inf"},
     {"run", (PyCFunction)(void (*)(void))Queue_run, METH_FASTCALL,
      "run(sim, end, predicate, check_every): Simulator._loop"},
     {NULL, NULL, 0, NULL},
-};
-
-static PySequenceMethods Queue_as_sequence = {
-    .sq_length = (lenfunc)Queue_len,
 };
 
 static PyTypeObject QueueType = {
@@ -488,7 +480,6 @@ static PyTypeObject QueueType = {
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "The simulator's pending events, and its event loop",
     .tp_methods = Queue_methods,
-    .tp_as_sequence = &Queue_as_sequence,
     .tp_new = PyType_GenericNew,
 };
 

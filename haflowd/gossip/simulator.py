@@ -375,13 +375,10 @@ class Simulator:
         clock = self.clock
         pop, push, heapify = heapq.heappop, heapq.heappush, heapq.heapify
         buckets, keys = self._buckets, self._keys
-        near, cur = self._near, self._cur
+        near = self._near
+        send, schedule = self._send, self._push  # both keep to the calendar's current bucket
         actions = self._actions
         nodes = self.nodes
-        ids = self._ids
-        by_addr = self._by_addr
-        random_ = self.rng.random
-        per_bucket = _PER_BUCKET
         inf = math.inf
         next_check = start + check_every if predicate is not None else inf
         events = dropped = delivered = 0
@@ -393,15 +390,12 @@ class Simulator:
                 limit = end if end < next_check else next_check
                 # an event runs now if it is due by the limit and before the next action
                 stop = limit if limit < t_action else math.nextafter(t_action, -inf)
-                group = self._group
-                split = self._split
-                loss, latency, jitter = self.network.loss, self.network.latency, self.network.jitter
                 while True:
                     if not near:
                         if not keys:
                             break
-                        cur = self._cur = pop(keys)
-                        near = self._near = buckets.pop(cur)
+                        self._cur = pop(keys)
+                        near = self._near = buckets.pop(self._cur)
                         heapify(near)
                     entry = pop(near)
                     when, _, kind, i, msg = entry
@@ -438,26 +432,9 @@ class Simulator:
                             continue
                         core = node.core
                         out = self._unstall(node, when)
-                        near, cur = self._near, self._cur
-                    if out:  # as _send does
-                        src_group = group[i]
-                        for o in out:
-                            dst = by_addr.get(o.address)
-                            if dst is None or (split and group[dst] != src_group) or (loss and random_() < loss):
-                                dropped += 1
-                                continue
-                            t = when + latency + (random_() * jitter if jitter else 0.0)
-                            e: _Event = (t, next(ids), _DELIVER, dst, o.message)
-                            k = int(t * per_bucket)
-                            if k <= cur:
-                                push(near, e)
-                            else:
-                                b = buckets.get(k)
-                                if b is None:
-                                    buckets[k] = [e]
-                                    push(keys, k)
-                                else:
-                                    b.append(e)
+                        near = self._near
+                    if out:
+                        send(node, out)
                     if core.changes:
                         self._collect(node)
                     wake = core.next_wakeup()
@@ -465,17 +442,7 @@ class Simulator:
                         wake = when
                     if wake != node.wake_at:  # earlier or later: the one already queued goes stale
                         node.wake_at = wake
-                        e = (wake, next(ids), _WAKE, i, None)
-                        k = int(wake * per_bucket)
-                        if k <= cur:
-                            push(near, e)
-                        else:
-                            b = buckets.get(k)
-                            if b is None:
-                                buckets[k] = [e]
-                                push(keys, k)
-                            else:
-                                b.append(e)
+                        schedule(wake, _WAKE, i, None)
                 t = near[0][0] if near else inf
                 if t_action < t:
                     t = t_action
@@ -491,7 +458,7 @@ class Simulator:
                     return None
                 clock.now = t_action
                 pop(actions)[2]()
-                near, cur = self._near, self._cur
+                near = self._near
         finally:
             self.events += events
             self.dropped += dropped
