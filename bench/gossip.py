@@ -664,15 +664,22 @@ def simulator_figures(big: bool, stall_seeds: int) -> dict[str, Any]:
         out["sizes"].append({"nodes": nodes, "minutes": minutes, "detect_p50_s": det.get("p50"),
                              "detect_p99_s": det.get("p99"), "detect_all_s": det.get("all"),
                              "msgs_per_node_s": r["messages_per_node_per_s"], "false_deaths": r["false_deaths"],
-                             "real_s": round(r["real_s"], 1), "compiled": r["compiled"], "events": r["events"]})
-    if big and out["sizes"][-1]["compiled"]:
-        # the anchor for the C event loop: the same run (same seed, same result) in the Python loop
-        log("simulator: the 1,000-node run again with the event loop in Python")
-        r = scenario(1000, 10.0, seed=1, warm=True, compiled=False)
-        c = out["sizes"][-1]
-        out["python_loop"] = {"nodes": 1000, "minutes": 10.0, "real_s": round(r["real_s"], 1),
-                              "same_result": (r["detections"][0]["p50"], r["false_deaths"], r["events"])
-                              == (c["detect_p50_s"], c["false_deaths"], c["events"])}
+                             "real_s": round(r["real_s"], 1), "compiled": r["compiled"],
+                             "compiled_core": r["compiled_core"], "events": r["events"]})
+    c = out["sizes"][-1]
+    if big and (c["compiled"] or c["compiled_core"]):
+        # the anchors for the compiled parts: the same run (same seed, same result) with the
+        # core interpreted, then with the event loop in Python too
+        out["anchors"] = []
+        for loop, core, what in ((c["compiled"], False, "the core interpreted"), (False, False, "all in Python")):
+            if (loop, core) == (c["compiled"], c["compiled_core"]):
+                continue
+            log(f"simulator: the 1,000-node run again, {what}")
+            r = scenario(1000, 10.0, seed=1, warm=True, compiled=loop, compiled_core=core)
+            out["anchors"].append({"what": what, "compiled": loop, "compiled_core": core,
+                                   "real_s": round(r["real_s"], 1),
+                                   "same_result": (r["detections"][0]["p50"], r["false_deaths"], r["events"])
+                                   == (c["detect_p50_s"], c["false_deaths"], c["events"])})
     for nodes in (100, 1000) if big else (100,):
         log(f"simulator: {nodes} nodes joining through 3 seeds at once")
         started = time.perf_counter()
@@ -767,15 +774,19 @@ def render(report: dict[str, Any]) -> str:
             out.append(f"  {z['nodes']:>5}  {z['minutes']:8g}  {z['detect_p50_s'] or 0:6.2f}  "
                        f"{z['detect_p99_s'] or 0:6.2f}  {z['detect_all_s'] or 0:6.2f}  {z['msgs_per_node_s']:12.2f}  "
                        f"{z['false_deaths']:13d}  {z['real_s']:7.1f}")
-        py = sim.get("python_loop")
-        if py is not None:
-            c = sim["sizes"][-1]
-            out.append(f"  {py['nodes']} nodes, {py['minutes']:g} min: event loop in C {c['real_s']:.1f} s real, "
-                       f"the same run with the loop in Python {py['real_s']:.1f} s "
-                       f"({py['real_s'] / max(c['real_s'], 1e-9):.2f}x)"
-                       + ("" if py["same_result"] else "  WARNING: the two loops gave different results"))
-        elif sim["sizes"] and not sim["sizes"][-1].get("compiled", True):
-            out.append("  (event loop in Python: the C loop is not built here)")
+        c = sim["sizes"][-1] if sim["sizes"] else {}
+        built = [part for part, key in (("event loop in C", "compiled"), ("core compiled by mypyc", "compiled_core"))
+                 if c.get(key)]
+        if sim.get("anchors"):
+            out.append(f"  {c['nodes']} nodes, {c['minutes']:g} min, {' and '.join(built)}: {c['real_s']:.1f} s real")
+            for a in sim["anchors"]:
+                out.append(f"    the same run, {a['what']}: {a['real_s']:.1f} s "
+                           f"({a['real_s'] / max(c['real_s'], 1e-9):.2f}x)"
+                           + ("" if a["same_result"] else "  WARNING: a different result"))
+        missing = [part for part, key in (("the C event loop", "compiled"), ("the compiled core", "compiled_core"))
+                   if c and not c.get(key)]
+        if missing:
+            out.append(f"  (not built here, so run in Python: {' and '.join(missing)})")
         for j in sim.get("joins", []):
             took = f"{j['converged_after_s']:.0f} simulated s" if j["converged_after_s"] is not None else "never"
             out.append(f"  join of {j['nodes']} nodes through 3 seeds at once: all alive everywhere after {took}, "

@@ -98,10 +98,12 @@ def push_pull_scale(interval: float, n: int) -> float:
 #
 # Messages and their parts are never changed once built, but they are not frozen
 # dataclasses: a frozen one costs three times as much to build, and the simulator
-# builds millions.
+# builds millions. The classes built for every message write their own __init__
+# (init=False): the simulator runs this module compiled by mypyc too (setup.py), and
+# mypyc compiles a written __init__, but leaves the one dataclass generates interpreted.
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Update:
     """A claim about one member; ``sender`` is who made a suspect/dead claim."""
 
@@ -110,6 +112,9 @@ class Update:
     incarnation: int
     address: str = ""
     sender: str = ""
+
+    def __init__(self, kind: str, node: str, incarnation: int, address: str = "", sender: str = "") -> None:
+        self.kind, self.node, self.incarnation, self.address, self.sender = kind, node, incarnation, address, sender
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "node": self.node, "inc": self.incarnation, "addr": self.address,
@@ -149,7 +154,7 @@ class Summary:
         return Summary(d["node"], (v[0], v[1]), d["data"])
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Message:
     """One gossip message. ``type``: ping, ack, nack, ping-req, gossip, push-pull."""
 
@@ -162,6 +167,13 @@ class Message:
     updates: tuple[Update, ...] = ()
     summaries: tuple[Summary, ...] = ()
     reply: bool = False
+
+    def __init__(self, type: str, source: str, source_addr: str, seq: int = 0, target: str = "",
+                 target_addr: str = "", updates: tuple[Update, ...] = (), summaries: tuple[Summary, ...] = (),
+                 reply: bool = False) -> None:
+        self.type, self.source, self.source_addr, self.seq = type, source, source_addr, seq
+        self.target, self.target_addr, self.updates, self.summaries = target, target_addr, updates, summaries
+        self.reply = reply
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": self.type, "from": self.source, "addr": self.source_addr}
@@ -222,10 +234,13 @@ def _is_inc(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**62
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Outgoing:
     address: str
     message: Message
+
+    def __init__(self, address: str, message: Message) -> None:
+        self.address, self.message = address, message
 
 
 @dataclass(slots=True)
@@ -242,7 +257,7 @@ class Change:
 # --------------------------------------------------------------------------- state
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Member:
     name: str
     address: str
@@ -252,6 +267,11 @@ class Member:
     last_seen: float | None = None  # monotonic time we last heard from it directly
     rtt: float | None = None
     revived: float = -math.inf  # monotonic time it last came back from dead or left
+
+    def __init__(self, name: str, address: str, incarnation: int, status: str, since: float,
+                 last_seen: float | None = None, rtt: float | None = None, revived: float = -math.inf) -> None:
+        self.name, self.address, self.incarnation, self.status = name, address, incarnation, status
+        self.since, self.last_seen, self.rtt, self.revived = since, last_seen, rtt, revived
 
 
 @dataclass(slots=True)
@@ -269,7 +289,7 @@ class Suspicion:
         return self.start + self.grace + suspicion_timeout(self.lo, self.hi, self.k, max(0, len(self.confirmers) - 1))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Probe:
     target: str
     member: Member  # the target's record (a name's record is never replaced)
@@ -280,6 +300,12 @@ class Probe:
     indirect: bool = False
     expected_nacks: int = 0
     nacks: int = 0
+
+    def __init__(self, target: str, member: Member, seq: int, sent: float, direct_deadline: float, end: float,
+                 indirect: bool = False, expected_nacks: int = 0, nacks: int = 0) -> None:
+        self.target, self.member, self.seq, self.sent = target, member, seq, sent
+        self.direct_deadline, self.end, self.indirect = direct_deadline, end, indirect
+        self.expected_nacks, self.nacks = expected_nacks, nacks
 
 
 @dataclass(slots=True)

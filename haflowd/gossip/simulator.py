@@ -24,8 +24,11 @@ node already knows every other and no news is pending, a cluster that has run a 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
+import hashlib
 import heapq
+import importlib
 import itertools
 import json
 import math
@@ -34,8 +37,10 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from haflowd.gossip import membership as _membership
 from haflowd.gossip.membership import (
     ALIVE,
     DEAD,
@@ -44,7 +49,6 @@ from haflowd.gossip.membership import (
     Membership,
     Message,
     Outgoing,
-    Update,
     suspicion_min,
 )
 from haflowd.testing import FakeClock
@@ -55,6 +59,23 @@ except ImportError:  # pragma: no cover - built by every install with a C compil
     _simloop = None  # type: ignore[assignment]
 
 COMPILED = _simloop is not None
+
+
+def _compiled_core() -> tuple[Any, str]:
+    """membership.py compiled by mypyc (setup.py), if it was built from membership.py as it is
+    now; else None and why not. A stale build never runs in place of the source."""
+    try:
+        module = importlib.import_module("haflowd.gossip._core_sim")
+    except ImportError:
+        return None, "not built (pip install -e . with a C compiler and mypy)"
+    source = Path(_membership.__file__).read_bytes()
+    if getattr(module, "SOURCE_SHA256", None) != hashlib.sha256(source).hexdigest():
+        return None, "built from an older membership.py (pip install -e . rebuilds it)"
+    return module, ""
+
+
+_CORE, CORE_NOT_COMPILED = _compiled_core()
+COMPILED_CORE = _CORE is not None
 
 _WAKE, _DELIVER, _STALL_END = 0, 1, 2
 _BUCKET = 0.001  # seconds of simulated time per calendar bucket
@@ -145,16 +166,28 @@ class Simulator:
         start_spread: float = 0.0,
         warm: bool = False,
         compiled: bool | None = None,
+        compiled_core: bool | None = None,
     ) -> None:
-        """``compiled``: run the C event loop (default: when it is built) or the Python one;
-        the same seed gives the same run with either."""
+        """``compiled``: run the C event loop (default: when it is built) or the Python one.
+        ``compiled_core``: run the cores as membership.py compiled by mypyc (default: when
+        that build is of the source as it is) or interpreted; :attr:`core_module` is the one
+        they come from. The same seed gives the same run with any of these."""
         if nodes < 1:
             raise ValueError("at least one node")
         if compiled and _simloop is None:
             raise RuntimeError("the compiled event loop is not built (pip install -e . with a C compiler)")
+        if compiled_core and _CORE is None:
+            raise RuntimeError(f"the compiled core is {CORE_NOT_COMPILED}")
         self.compiled = _simloop is not None if compiled is None else compiled
+        self.compiled_core = _CORE is not None if compiled_core is None else compiled_core
         self._queue = _simloop.Queue() if self.compiled else None
-        self.settings = settings or GossipSettings()
+        # the module the cores, and what they take (settings, updates, messages), come from
+        self.core_module: Any = _CORE if self.compiled_core else _membership
+        mod = self.core_module
+        self._membership: type[Membership] = mod.Membership
+        given = settings or GossipSettings()
+        self.settings: GossipSettings = mod.GossipSettings(
+            **{f.name: getattr(given, f.name) for f in dataclasses.fields(given)})
         self.network = network or NetworkSettings()
         self.clock = FakeClock()  # the one clock every node reads; only the simulator moves it
         self.start_time = self.clock.now
@@ -192,7 +225,7 @@ class Simulator:
             rng = random.Random(self.rng.getrandbits(64))
             self.nodes.append(_Node(i, self.names[i], self.addresses[i], self._core(i, 0, rng), rng))
         if warm:  # a cluster that has run for a while: every node knows every other, no news pending
-            everyone = [Update(ALIVE, n.name, 0, n.address) for n in self.nodes]
+            everyone = [mod.Update(ALIVE, n.name, 0, n.address) for n in self.nodes]
             collecting = gc.isenabled()
             gc.disable()  # a million member records and no cycles: the collector would only rescan them
             try:
@@ -480,7 +513,7 @@ class Simulator:
 
     def _core(self, index: int, incarnation: int, rng: random.Random) -> Membership:
         seeds = [a for a in self.seed_addresses if a != self.addresses[index]]
-        return Membership(self.names[index], self.addresses[index], self.clock, self.settings,
+        return self._membership(self.names[index], self.addresses[index], self.clock, self.settings,
                           incarnation=incarnation, seeds=seeds, rng=random.Random(rng.getrandbits(64)))
 
     def _start(self, node: _Node) -> None:
@@ -576,18 +609,19 @@ def percentile(values: Sequence[float], q: float) -> float:
 def scenario(nodes: int, minutes: float, *, seed: int = 1, loss: float = 0.0, latency: float = 0.001,
              jitter: float = 0.002, crash: int = 1, stall: float = 0.0, stall_every: float = 10.0,
              stall_nodes: int | None = None, settings: GossipSettings | None = None,
-             warm: bool = False, compiled: bool | None = None) -> dict[str, Any]:
+             warm: bool = False, compiled: bool | None = None, compiled_core: bool | None = None) -> dict[str, Any]:
     """Join ``nodes`` through 3 seeds, let it settle, crash ``crash`` of them at once (never the
     first), run to ``minutes``; measured from the crash on: messages per node per second, detection.
 
     With ``stall`` > 0 every node (or ``stall_nodes`` random ones) stalls that long once
     every ``stall_every`` seconds. With ``warm`` the cluster starts joined (every node knows
-    every other, no news pending) and the crash comes after 5 s. ``compiled``: as for
-    :class:`Simulator` (the same run either way, only the real time differs).
+    every other, no news pending) and the crash comes after 5 s. ``compiled`` and
+    ``compiled_core``: as for :class:`Simulator` (the same run either way, only the real
+    time differs).
     """
     started, cpu = time.perf_counter(), time.process_time()
     sim = Simulator(nodes, seed=seed, settings=settings, network=NetworkSettings(loss, latency, jitter), warm=warm,
-                    compiled=compiled)
+                    compiled=compiled, compiled_core=compiled_core)
     total = minutes * 60
     if stall > 0:
         stalling = None if stall_nodes is None else sim.rng.sample(sim.names, min(stall_nodes, nodes))
@@ -621,6 +655,7 @@ def scenario(nodes: int, minutes: float, *, seed: int = 1, loss: float = 0.0, la
         "false_death_examples": [(round(f.time, 3), f.observer, f.node) for f in sim.false_deaths[:5]],
         "converged_at_end": sim.converged(), "events": sim.events,
         "real_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu, "compiled": sim.compiled,
+        "compiled_core": sim.compiled_core,
     }
 
 
@@ -641,13 +676,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="start joined (every node knows every other) instead of joining through 3 seeds")
     p.add_argument("--python-loop", action="store_true",
                    help="run the event loop in Python even where the C one is built (same run, slower)")
+    p.add_argument("--interpreted-core", action="store_true",
+                   help="run membership.py interpreted even where its mypyc build is current (same run, slower)")
     p.add_argument("--json", action="store_true", help="one JSON object instead of the text report")
     args = p.parse_args(argv)
     if args.crash >= args.nodes:
         p.error("--crash must leave at least one node running")
     r = scenario(args.nodes, args.minutes, seed=args.seed, loss=args.loss, latency=args.latency, jitter=args.jitter,
                  crash=args.crash, stall=args.stall, stall_every=args.stall_every, stall_nodes=args.stall_nodes,
-                 warm=args.warm, compiled=False if args.python_loop else None)
+                 warm=args.warm, compiled=False if args.python_loop else None,
+                 compiled_core=False if args.interpreted_core else None)
     if args.json:
         print(json.dumps(r))
         return 0
@@ -670,7 +708,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"false deaths: {r['false_deaths']}" + (f" e.g. {r['false_death_examples']}" if r["false_deaths"] else ""))
     print(f"converged at the end: {'yes' if r['converged_at_end'] else 'no'}")
     print(f"real time {r['real_s']:.1f} s (cpu {r['cpu_s']:.1f} s), {r['events']} events, "
-          f"event loop in {'C' if r['compiled'] else 'Python'}")
+          f"event loop in {'C' if r['compiled'] else 'Python'}, "
+          f"core {'compiled by mypyc' if r['compiled_core'] else 'interpreted'}")
     return 0
 
 

@@ -6,15 +6,19 @@ and message rates that stay flat as the cluster grows. Every run is deterministi
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
+import subprocess
+import sys
 import sysconfig
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from haflowd.gossip.membership import ALIVE, DEAD, LEFT, SUSPECT, GossipSettings, Message, suspicion_min
-from haflowd.gossip.simulator import COMPILED, NetworkSettings, Simulator, percentile, scenario
+from haflowd.gossip import membership, simulator
+from haflowd.gossip.membership import ALIVE, DEAD, LEFT, SUSPECT, GossipSettings, suspicion_min
+from haflowd.gossip.simulator import COMPILED, COMPILED_CORE, NetworkSettings, Simulator, percentile, scenario
 
 S = GossipSettings()
 LOSSY = NetworkSettings(loss=0.1)
@@ -197,7 +201,8 @@ def test_a_chaotic_run_leaves_every_core_consistent() -> None:
         members = list(core.members.values())
         assert core.live_count() == sum(m.status in (ALIVE, SUSPECT) for m in members)
         assert core.cluster_size() == sum(m.status != LEFT for m in members)
-        reply = [o.message for o in core.handle(Message("push-pull", "x", "x:1")) if o.message.type == "push-pull"]
+        asked = sim.core_module.Message("push-pull", "x", "x:1")  # of the module the core was built from
+        reply = [o.message for o in core.handle(asked) if o.message.type == "push-pull"]
         assert [(u.node, u.kind, u.incarnation, u.address) for u in reply[0].updates] == [
             (m.name, m.status, m.incarnation, m.address) for m in members]
     assert sim.run_until(sim.converged, 30) is not None
@@ -244,20 +249,52 @@ def test_a_thousand_nodes_run_ten_minutes_detect_a_crash_and_keep_flat_message_r
     assert all(5 < rate < 10 for rate in rates), rates
 
 
-# --------------------------------------------------------------------------- the compiled loop
+# --------------------------------------------------------------------------- the compiled loop and core
 
 
-def test_the_event_loop_is_compiled_wherever_it_can_be() -> None:
-    """`pip install -e .` builds it (setup.py) when a C compiler and Python's headers are
-    there, as scripts/setup makes sure; without them the simulator runs its Python loop."""
+def test_the_event_loop_and_the_core_are_compiled_wherever_they_can_be() -> None:
+    """`pip install -e .` builds both (setup.py) when a C compiler and Python's headers are
+    there, and mypy for the core, as scripts/setup makes sure; without them the simulator runs
+    its Python loop and the interpreted core."""
     headers = Path(sysconfig.get_paths()["include"], "Python.h").exists()
-    assert COMPILED or shutil.which("cc") is None or not headers
+    can = shutil.which("cc") is not None and headers
+    assert COMPILED or not can
+    assert COMPILED_CORE or not can or importlib.util.find_spec("mypyc") is None, simulator.CORE_NOT_COMPILED
+
+
+def test_the_daemon_never_imports_the_compiled_core() -> None:
+    """It is the simulator's alone: the daemon runs membership.py as written."""
+    code = ("import sys, haflowd.__main__, haflowd.gossip.transport; "
+            "print([m for m in sys.modules if m.startswith('haflowd.gossip._')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_a_compiled_core_of_another_membership_py_is_never_run(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    """membership.py edited since the last install: the build no longer matches its hash, and
+    the simulator runs the source, interpreted, instead of the stale build."""
+    edited = tmp_path / "membership.py"
+    edited.write_bytes(Path(membership.__file__).read_bytes() + b"# edited\n")
+    monkeypatch.setattr(membership, "__file__", str(edited))
+    core, why = simulator._compiled_core()
+    assert core is None
+    if COMPILED_CORE:
+        assert why == "built from an older membership.py (pip install -e . rebuilds it)"
+    monkeypatch.setattr(simulator, "_CORE", None)
+    monkeypatch.setattr(simulator, "CORE_NOT_COMPILED", why)
+    with pytest.raises(RuntimeError, match=r"the compiled core is (built from an older|not built)"):
+        Simulator(3, compiled_core=True)
+    sim = Simulator(3, seed=1)
+    assert not sim.compiled_core and type(sim.core("n0000")) is membership.Membership
+    assert sim.run_until(sim.converged, 30) is not None
 
 
 def _everything(sim: Simulator) -> dict[str, Any]:
     return {
         "cores": [(n.name, n.core.incarnation, n.core.lhm, sorted(n.core.counters.items()),
-                   [(m.name, m.status, m.incarnation, m.since, m.last_seen, m.rtt) for m in n.core.members.values()])
+                   [(m.name, m.status, m.incarnation, m.since, m.last_seen, m.rtt, m.revived)
+                    for m in n.core.members.values()])
                   for n in sim.nodes],
         "detections": {k: (d.crashed_at, sorted(d.seen.items())) for k, d in sim.detections.items()},
         "false_deaths": sim.false_deaths, "delivered": sim.delivered, "dropped": sim.dropped, "events": sim.events,
@@ -265,8 +302,9 @@ def _everything(sim: Simulator) -> dict[str, Any]:
     }
 
 
-def _chaos(compiled: bool) -> tuple[dict[str, Any], float | None]:
-    sim = Simulator(40, seed=11, network=NetworkSettings(loss=0.05), compiled=compiled)
+def _chaos(compiled: bool, compiled_core: bool) -> tuple[dict[str, Any], float | None]:
+    sim = Simulator(40, seed=11, network=NetworkSettings(loss=0.05), compiled=compiled, compiled_core=compiled_core)
+    assert (sim.compiled, sim.compiled_core) == (compiled, compiled_core)
     joined_after = sim.run_until(sim.converged, 60)
     sim.periodic_stalls(0.8, 7.0, 40, sim.names[:5])
     sim.crash("n0010")
@@ -281,12 +319,17 @@ def _chaos(compiled: bool) -> tuple[dict[str, Any], float | None]:
     return _everything(sim), joined_after
 
 
-@pytest.mark.skipif(not COMPILED, reason="the compiled loop is not built here")
-def test_the_compiled_and_the_python_loop_give_the_same_run() -> None:
-    """Same seed, same run, to the last float: every member table, counter, detection and
-    false death after a join, loss, stalls, a crash, a partition, a heal, a leave and a restart."""
-    fast, fast_joined = _chaos(compiled=True)
-    slow, slow_joined = _chaos(compiled=False)
+@pytest.mark.parametrize(("loop", "core"), [
+    pytest.param(True, False, marks=pytest.mark.skipif(not COMPILED, reason="the compiled loop is not built here")),
+    pytest.param(False, True, marks=pytest.mark.skipif(not COMPILED_CORE, reason="the compiled core is not built")),
+    pytest.param(True, True, marks=pytest.mark.skipif(not (COMPILED and COMPILED_CORE), reason="not built here")),
+])
+def test_the_compiled_loop_and_core_give_the_python_run(loop: bool, core: bool) -> None:
+    """Same seed, same run, to the last float, as the Python loop with the interpreted core:
+    every member table, counter, detection and false death after a join, loss, stalls, a
+    crash, a partition, a heal, a leave and a restart."""
+    fast, fast_joined = _chaos(compiled=loop, compiled_core=core)
+    slow, slow_joined = _chaos(compiled=False, compiled_core=False)
     assert fast_joined == slow_joined is not None
     assert fast["detections"] and fast["events"] > 10_000
     for key in slow:
@@ -311,8 +354,6 @@ def test_an_exception_in_an_action_leaves_the_compiled_loop_with_its_counts() ->
 
 
 def test_asking_for_the_compiled_loop_where_it_is_not_built_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    import haflowd.gossip.simulator as simulator
-
     monkeypatch.setattr(simulator, "_simloop", None)
     with pytest.raises(RuntimeError, match="not built"):
         Simulator(3, compiled=True)
