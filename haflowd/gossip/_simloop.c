@@ -8,9 +8,17 @@
  *
  * The queue is a binary heap of plain C structs ordered by (time, id), ids counting up in
  * the order of scheduling, the order of the Python loop's calendar.
+ *
+ * Also a Clock, haflowd.testing.FakeClock in C: every core asks it the time once or more
+ * per event, and a C method answers that at a fraction of a Python one's cost.
+ *
+ * What the loop reads and writes of the simulator's nodes (slots of a Python dataclass)
+ * and calls on the cores, it looks up once per run, by type: a slot's offset in the
+ * object, a method's descriptor. An object of another type falls back to a lookup by name.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <math.h>
 
 enum { WAKE = 0, DELIVER = 1, STALL_END = 2 };
@@ -104,6 +112,169 @@ static PyObject *Queue_push(Queue *q, PyObject *const *args, Py_ssize_t nargs) {
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------ Clock */
+
+typedef struct {
+    PyObject_HEAD
+    double now;
+    double wall_offset;
+} Clock;
+
+static int Clock_init(Clock *c, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"start", "wall_offset", NULL};
+    c->now = 1000.0; /* FakeClock's defaults */
+    c->wall_offset = 1700000000.0;
+    return PyArg_ParseTupleAndKeywords(args, kwds, "|dd", kwlist, &c->now, &c->wall_offset) ? 0 : -1;
+}
+
+static PyObject *Clock_monotonic(Clock *c, PyObject *Py_UNUSED(ignored)) { return PyFloat_FromDouble(c->now); }
+
+static PyObject *Clock_wall(Clock *c, PyObject *Py_UNUSED(ignored)) {
+    return PyFloat_FromDouble(c->now + c->wall_offset);
+}
+
+static PyObject *Clock_advance(Clock *c, PyObject *arg) {
+    double seconds = PyFloat_AsDouble(arg);
+    if (seconds == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (seconds < 0) {
+        PyErr_SetString(PyExc_ValueError, "time does not go backwards");
+        return NULL;
+    }
+    c->now += seconds;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef Clock_methods[] = {
+    {"monotonic", (PyCFunction)Clock_monotonic, METH_NOARGS, "the simulated time"},
+    {"wall", (PyCFunction)Clock_wall, METH_NOARGS, "the simulated time plus wall_offset"},
+    {"advance", (PyCFunction)Clock_advance, METH_O, "advance(seconds): move the time on"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Clock_members[] = {
+    {"now", T_DOUBLE, offsetof(Clock, now), 0, "the simulated time"},
+    {"wall_offset", T_DOUBLE, offsetof(Clock, wall_offset), 0, "wall() - monotonic()"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject ClockType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "haflowd.gossip._simloop.Clock",
+    .tp_basicsize = sizeof(Clock),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "haflowd.testing.FakeClock in C: Clock(start=1000.0, wall_offset=1.7e9)",
+    .tp_methods = Clock_methods,
+    .tp_members = Clock_members,
+    .tp_init = (initproc)Clock_init,
+    .tp_new = PyType_GenericNew,
+};
+
+/* ------------------------------------------------------------------ lookups once per run */
+
+/* An attribute of objects of one type: where it sits in them when it is a writable slot
+ * of that type (offset >= 0), else -1: looked up by name. */
+typedef struct {
+    PyObject *name; /* interned */
+    PyTypeObject *type;
+    Py_ssize_t offset;
+} Slot;
+
+static void slot_find(Slot *s, PyTypeObject *type) {
+    PyObject *name = s->name;
+    s->type = type;
+    s->offset = -1;
+    PyObject *d = PyObject_GetAttr((PyObject *)type, name); /* a slot's member descriptor, on its class */
+    if (d == NULL) {
+        PyErr_Clear(); /* an instance attribute, or none: by name, as before */
+        return;
+    }
+    if (Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+        if (m->type == T_OBJECT_EX && !(m->flags & READONLY))
+            s->offset = m->offset;
+    }
+    Py_DECREF(d);
+}
+
+/* a new reference, or NULL with an exception */
+static inline PyObject *slot_get(PyObject *obj, Slot *s) {
+    if (!Py_IS_TYPE(obj, s->type))
+        slot_find(s, Py_TYPE(obj));
+    if (s->offset >= 0) {
+        PyObject *v = *(PyObject **)((char *)obj + s->offset);
+        if (v != NULL)
+            return Py_NewRef(v);
+    }
+    return PyObject_GetAttr(obj, s->name);
+}
+
+static inline int slot_set(PyObject *obj, Slot *s, PyObject *v) {
+    if (!Py_IS_TYPE(obj, s->type))
+        slot_find(s, Py_TYPE(obj));
+    if (s->offset >= 0) {
+        PyObject **p = (PyObject **)((char *)obj + s->offset);
+        PyObject *old = *p;
+        *p = Py_NewRef(v);
+        Py_XDECREF(old);
+        return 0;
+    }
+    return PyObject_SetAttr(obj, s->name, v);
+}
+
+static int slot_get_double(PyObject *obj, Slot *s, double *out) {
+    PyObject *v = slot_get(obj, s);
+    if (v == NULL)
+        return -1;
+    *out = PyFloat_CheckExact(v) ? PyFloat_AS_DOUBLE(v) : PyFloat_AsDouble(v);
+    Py_DECREF(v);
+    return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int slot_set_double(PyObject *obj, Slot *s, double value) {
+    PyObject *v = PyFloat_FromDouble(value);
+    if (v == NULL)
+        return -1;
+    int r = slot_set(obj, s, v);
+    Py_DECREF(v);
+    return r;
+}
+
+static int slot_truth(PyObject *obj, Slot *s) {
+    PyObject *v = slot_get(obj, s);
+    if (v == NULL)
+        return -1;
+    int r = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return r;
+}
+
+/* A method of objects of one type, its descriptor looked up once: calling it skips the
+ * lookup of a bound method per call. Objects of another type: called by name. */
+typedef struct {
+    PyObject *name;
+    PyTypeObject *type;
+    PyObject *func; /* owned, or NULL */
+} Method;
+
+static void method_find(Method *m, PyTypeObject *type) {
+    Py_CLEAR(m->func);
+    m->type = type;
+    m->func = PyObject_GetAttr((PyObject *)type, m->name);
+    if (m->func == NULL)
+        PyErr_Clear();
+}
+
+/* self.<name>(arg), or self.<name>() where arg is NULL */
+static inline PyObject *method_call(Method *m, PyObject *self, PyObject *arg) {
+    PyObject *args[2] = {self, arg};
+    size_t n = arg ? 2 : 1;
+    if (!Py_IS_TYPE(self, m->type))
+        method_find(m, Py_TYPE(self));
+    if (m->func != NULL)
+        return PyObject_Vectorcall(m->func, args, n, NULL);
+    return PyObject_VectorcallMethod(m->name, args, n, NULL);
+}
+
 /* interned attribute names */
 static PyObject *s_now, *s_blocked, *s_down, *s_wake_at, *s_core, *s_backlog, *s_missed_wake, *s_handle, *s_tick,
     *s_next_wakeup, *s_changes, *s_address, *s_message, *s_collect, *s_unstall, *s_clock, *s_actions, *s_nodes,
@@ -126,6 +297,15 @@ static int set_double(PyObject *obj, PyObject *name, double value) {
     int r = PyObject_SetAttr(obj, name, v);
     Py_DECREF(v);
     return r;
+}
+
+/* the clock's time: directly where it is a Clock */
+static inline int set_now(PyObject *clock, double when) {
+    if (Py_IS_TYPE(clock, &ClockType)) {
+        ((Clock *)clock)->now = when;
+        return 0;
+    }
+    return set_double(clock, s_now, when);
 }
 
 static int get_truth(PyObject *obj, PyObject *name) {
@@ -178,6 +358,11 @@ static PyObject *Queue_run(Queue *q, PyObject *const *args, Py_ssize_t nargs) {
     PyObject *clock = NULL, *actions = NULL, *nodes = NULL, *by_addr = NULL, *rng = NULL, *random_ = NULL,
              *heappop = NULL, *heapq = NULL;
     double start, next_check;
+    /* of the nodes, their cores and what the cores return: found at first use */
+    Slot n_blocked = {s_blocked, NULL, -1}, n_down = {s_down, NULL, -1}, n_wake_at = {s_wake_at, NULL, -1},
+         n_core = {s_core, NULL, -1}, n_backlog = {s_backlog, NULL, -1}, n_missed = {s_missed_wake, NULL, -1},
+         c_changes = {s_changes, NULL, -1}, o_address = {s_address, NULL, -1}, o_message = {s_message, NULL, -1};
+    Method m_handle = {s_handle, NULL, NULL}, m_tick = {s_tick, NULL, NULL}, m_next_wakeup = {s_next_wakeup, NULL, NULL};
 
     if (!(clock = PyObject_GetAttr(sim, s_clock)) || !(actions = PyObject_GetAttr(sim, s_actions)) ||
         !(nodes = PyObject_GetAttr(sim, s_nodes)) || !(by_addr = PyObject_GetAttr(sim, s_by_addr)) ||
@@ -227,7 +412,7 @@ static PyObject *Queue_run(Queue *q, PyObject *const *args, Py_ssize_t nargs) {
             Event ev = q_pop(q);
             double when = ev.when;
             PyObject *out = NULL, *core = NULL;
-            if (set_double(clock, s_now, when) < 0) {
+            if (set_now(clock, when) < 0) {
                 Py_XDECREF(ev.msg);
                 goto inner_error;
             }
@@ -235,15 +420,15 @@ static PyObject *Queue_run(Queue *q, PyObject *const *args, Py_ssize_t nargs) {
             PyObject *node = PyList_GET_ITEM(nodes, ev.node); /* borrowed */
             double blocked;
             if (ev.kind == DELIVER) {
-                if (get_double(node, s_blocked, &blocked) < 0) {
+                if (slot_get_double(node, &n_blocked, &blocked) < 0) {
                     Py_DECREF(ev.msg);
                     goto inner_error;
                 }
                 if (blocked > when) { /* down: lost; stalled: handled when the stall ends */
-                    int down = get_truth(node, s_down);
+                    int down = slot_truth(node, &n_down);
                     int r = down;
                     if (down == 0) {
-                        PyObject *backlog = PyObject_GetAttr(node, s_backlog);
+                        PyObject *backlog = slot_get(node, &n_backlog);
                         r = backlog ? PyList_Append(backlog, ev.msg) : -1;
                         Py_XDECREF(backlog);
                     } else if (down == 1) {
@@ -256,46 +441,46 @@ static PyObject *Queue_run(Queue *q, PyObject *const *args, Py_ssize_t nargs) {
                     continue;
                 }
                 delivered++;
-                core = PyObject_GetAttr(node, s_core);
-                out = core ? PyObject_CallMethodOneArg(core, s_handle, ev.msg) : NULL;
+                core = slot_get(node, &n_core);
+                out = core ? method_call(&m_handle, core, ev.msg) : NULL;
                 Py_DECREF(ev.msg);
             } else if (ev.kind == WAKE) {
                 double wake_at;
-                if (get_double(node, s_wake_at, &wake_at) < 0)
+                if (slot_get_double(node, &n_wake_at, &wake_at) < 0)
                     goto inner_error;
                 if (when != wake_at) /* superseded by a later one */
                     continue;
-                if (get_double(node, s_blocked, &blocked) < 0)
+                if (slot_get_double(node, &n_blocked, &blocked) < 0)
                     goto inner_error;
                 if (blocked > when) {
-                    int down = get_truth(node, s_down);
+                    int down = slot_truth(node, &n_down);
                     if (down < 0)
                         goto inner_error;
                     if (!down) {
-                        if (set_double(node, s_wake_at, INFINITY) < 0)
+                        if (slot_set_double(node, &n_wake_at, INFINITY) < 0)
                             goto inner_error;
-                        PyObject *missed = PyObject_GetAttr(node, s_missed_wake);
+                        PyObject *missed = slot_get(node, &n_missed);
                         if (missed == NULL)
                             goto inner_error;
                         int r = 0;
                         if (missed == Py_None)
-                            r = set_double(node, s_missed_wake, when);
+                            r = slot_set_double(node, &n_missed, when);
                         Py_DECREF(missed);
                         if (r < 0)
                             goto inner_error;
                     }
                     continue;
                 }
-                if (set_double(node, s_wake_at, INFINITY) < 0)
+                if (slot_set_double(node, &n_wake_at, INFINITY) < 0)
                     goto inner_error;
-                core = PyObject_GetAttr(node, s_core);
-                out = core ? PyObject_CallMethodNoArgs(core, s_tick) : NULL;
+                core = slot_get(node, &n_core);
+                out = core ? method_call(&m_tick, core, NULL) : NULL;
             } else { /* STALL_END */
-                if (get_double(node, s_blocked, &blocked) < 0)
+                if (slot_get_double(node, &n_blocked, &blocked) < 0)
                     goto inner_error;
                 if (blocked > when)
                     continue;
-                core = PyObject_GetAttr(node, s_core);
+                core = slot_get(node, &n_core);
                 PyObject *w = PyFloat_FromDouble(when);
                 out = (core && w) ? PyObject_CallMethodObjArgs(sim, s_unstall, node, w, NULL) : NULL;
                 Py_XDECREF(w);
@@ -312,7 +497,7 @@ static PyObject *Queue_run(Queue *q, PyObject *const *args, Py_ssize_t nargs) {
                 long src_group = split ? PyLong_AsLong(PyList_GET_ITEM(group, ev.node)) : 0;
                 for (Py_ssize_t k = 0; k < n_out; k++) {
                     PyObject *o = PyList_GET_ITEM(out, k);
-                    PyObject *address = PyObject_GetAttr(o, s_address);
+                    PyObject *address = slot_get(o, &o_address);
                     if (address == NULL)
                         goto out_error;
                     PyObject *dst_obj = PyDict_GetItemWithError(by_addr, address); /* borrowed */
@@ -343,7 +528,7 @@ static PyObject *Queue_run(Queue *q, PyObject *const *args, Py_ssize_t nargs) {
                             goto out_error;
                         t = t + x * jitter;
                     }
-                    PyObject *message = PyObject_GetAttr(o, s_message);
+                    PyObject *message = slot_get(o, &o_message);
                     if (message == NULL)
                         goto out_error;
                     int r = q_push(q, t, DELIVER, (int)dst, message);
@@ -355,7 +540,7 @@ static PyObject *Queue_run(Queue *q, PyObject *const *args, Py_ssize_t nargs) {
             Py_DECREF(out);
             out = NULL;
             {
-                int changed = get_truth(core, s_changes);
+                int changed = slot_truth(core, &c_changes);
                 if (changed < 0)
                     goto core_error;
                 if (changed) {
@@ -364,7 +549,7 @@ static PyObject *Queue_run(Queue *q, PyObject *const *args, Py_ssize_t nargs) {
                         goto core_error;
                     Py_DECREF(r);
                 }
-                PyObject *w = PyObject_CallMethodNoArgs(core, s_next_wakeup);
+                PyObject *w = method_call(&m_next_wakeup, core, NULL);
                 if (w == NULL)
                     goto core_error;
                 double wake = PyFloat_AsDouble(w);
@@ -374,10 +559,10 @@ static PyObject *Queue_run(Queue *q, PyObject *const *args, Py_ssize_t nargs) {
                 if (wake < when)
                     wake = when;
                 double wake_at;
-                if (get_double(node, s_wake_at, &wake_at) < 0)
+                if (slot_get_double(node, &n_wake_at, &wake_at) < 0)
                     goto core_error;
                 if (wake != wake_at) { /* earlier or later: the one already queued goes stale */
-                    if (set_double(node, s_wake_at, wake) < 0 || q_push(q, wake, WAKE, ev.node, NULL) < 0)
+                    if (slot_set_double(node, &n_wake_at, wake) < 0 || q_push(q, wake, WAKE, ev.node, NULL) < 0)
                         goto core_error;
                 }
             }
@@ -395,7 +580,7 @@ static PyObject *Queue_run(Queue *q, PyObject *const *args, Py_ssize_t nargs) {
         if (t_action < t)
             t = t_action;
         if (t > next_check && next_check <= end) {
-            if (set_double(clock, s_now, next_check) < 0)
+            if (set_now(clock, next_check) < 0)
                 goto done;
             PyObject *r = PyObject_CallNoArgs(predicate);
             if (r == NULL)
@@ -415,12 +600,12 @@ static PyObject *Queue_run(Queue *q, PyObject *const *args, Py_ssize_t nargs) {
             continue;
         }
         if (t > end) {
-            if (set_double(clock, s_now, end) < 0)
+            if (set_now(clock, end) < 0)
                 goto done;
             result = Py_NewRef(Py_None);
             goto done;
         }
-        if (set_double(clock, s_now, t_action) < 0)
+        if (set_now(clock, t_action) < 0)
             goto done;
         PyObject *entry = PyObject_CallOneArg(heappop, actions);
         if (entry == NULL)
@@ -437,6 +622,9 @@ static PyObject *Queue_run(Queue *q, PyObject *const *args, Py_ssize_t nargs) {
     }
 
 done:
+    Py_XDECREF(m_handle.func);
+    Py_XDECREF(m_tick.func);
+    Py_XDECREF(m_next_wakeup.func);
     Py_XDECREF(clock);
     Py_XDECREF(actions);
     Py_XDECREF(nodes);
@@ -523,12 +711,13 @@ PyMODINIT_FUNC PyInit__simloop(void) {
     INTERN(s_dropped, "dropped");
     INTERN(s_delivered, "delivered");
     INTERN(s_heappop, "heappop");
-    if (PyType_Ready(&QueueType) < 0)
+    if (PyType_Ready(&QueueType) < 0 || PyType_Ready(&ClockType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&simloop_module);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddObjectRef(m, "Queue", (PyObject *)&QueueType) < 0) {
+    if (PyModule_AddObjectRef(m, "Queue", (PyObject *)&QueueType) < 0 ||
+        PyModule_AddObjectRef(m, "Clock", (PyObject *)&ClockType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

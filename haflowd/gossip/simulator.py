@@ -189,7 +189,9 @@ class Simulator:
         self.settings: GossipSettings = mod.GossipSettings(
             **{f.name: getattr(given, f.name) for f in dataclasses.fields(given)})
         self.network = network or NetworkSettings()
-        self.clock = FakeClock()  # the one clock every node reads; only the simulator moves it
+        # the one clock every node reads; only the simulator moves it. The C loop's is
+        # FakeClock in C: the cores ask it the time for every event.
+        self.clock: FakeClock | _simloop.Clock = _simloop.Clock() if self.compiled else FakeClock()
         self.start_time = self.clock.now
         self.rng = random.Random(seed)
         # the event queue: a calendar of buckets _BUCKET seconds wide. The current bucket's

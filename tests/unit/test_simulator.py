@@ -360,3 +360,22 @@ def test_asking_for_the_compiled_loop_where_it_is_not_built_is_a_clear_error(mon
     sim = Simulator(3, seed=1)  # the default falls back to the Python loop
     assert not sim.compiled
     assert sim.run_until(sim.converged, 30) is not None
+
+
+@pytest.mark.skipif(not COMPILED, reason="the compiled loop is not built here")
+def test_the_compiled_clock_is_the_fake_clock() -> None:
+    """The C loop's clock answers as haflowd.testing.FakeClock does."""
+    from haflowd.gossip import _simloop
+    from haflowd.testing import FakeClock
+
+    fast, slow = _simloop.Clock(), FakeClock()
+    for c in (fast, slow):
+        c.advance(2.5)
+        c.now += 0.25
+    assert (fast.now, fast.monotonic(), fast.wall()) == (slow.now, slow.monotonic(), slow.wall()) == (
+        1002.75, 1002.75, 1_700_001_002.75)
+    with pytest.raises(ValueError, match="backwards"):
+        fast.advance(-1.0)
+    assert _simloop.Clock(5.0, wall_offset=1.0).wall() == 6.0
+    sim = Simulator(3, seed=1, compiled=True)
+    assert type(sim.clock) is _simloop.Clock and sim.run_until(sim.converged, 30) is not None
