@@ -7,12 +7,14 @@
   until the next ``pip install -e .``.
 
 Without a C compiler (or mypyc) the install goes on without them, and the simulator runs
-its Python loop and the interpreted core: the same runs, slower.
+its Python loop and the interpreted core: the same runs, slower. HAFLOWD_BUILD_SIMULATOR=0
+leaves them out on purpose: scripts/install does, for a node's daemon.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 from setuptools import Extension, setup
@@ -43,7 +45,12 @@ def compiled_core() -> list[Extension]:
     return extensions
 
 
-setup(ext_modules=[
-    Extension("haflowd.gossip._simloop", ["haflowd/gossip/_simloop.c"], optional=True, extra_compile_args=["-O2"]),
-    *compiled_core(),
-])
+def simulator_parts() -> list[Extension]:
+    if os.environ.get("HAFLOWD_BUILD_SIMULATOR", "1") == "0":
+        return []
+    loop = Extension("haflowd.gossip._simloop", ["haflowd/gossip/_simloop.c"], optional=True,
+                     extra_compile_args=["-O2"])
+    return [loop, *compiled_core()]
+
+
+setup(ext_modules=simulator_parts())
