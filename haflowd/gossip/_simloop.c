@@ -281,22 +281,15 @@ static PyObject *s_now, *s_blocked, *s_down, *s_wake_at, *s_core, *s_backlog, *s
     *s_by_addr, *s_rng, *s_random, *s_network, *s_loss, *s_latency, *s_jitter, *s_group, *s_split, *s_events,
     *s_dropped, *s_delivered, *s_heappop;
 
+/* the same for an attribute read once per action or check: found afresh each time */
 static int get_double(PyObject *obj, PyObject *name, double *out) {
-    PyObject *v = PyObject_GetAttr(obj, name);
-    if (v == NULL)
-        return -1;
-    *out = PyFloat_AsDouble(v);
-    Py_DECREF(v);
-    return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
+    Slot s = {name, NULL, -1};
+    return slot_get_double(obj, &s, out);
 }
 
 static int set_double(PyObject *obj, PyObject *name, double value) {
-    PyObject *v = PyFloat_FromDouble(value);
-    if (v == NULL)
-        return -1;
-    int r = PyObject_SetAttr(obj, name, v);
-    Py_DECREF(v);
-    return r;
+    Slot s = {name, NULL, -1};
+    return slot_set_double(obj, &s, value);
 }
 
 /* the clock's time: directly where it is a Clock */
@@ -309,12 +302,8 @@ static inline int set_now(PyObject *clock, double when) {
 }
 
 static int get_truth(PyObject *obj, PyObject *name) {
-    PyObject *v = PyObject_GetAttr(obj, name);
-    if (v == NULL)
-        return -1;
-    int r = PyObject_IsTrue(v);
-    Py_DECREF(v);
-    return r;
+    Slot s = {name, NULL, -1};
+    return slot_truth(obj, &s);
 }
 
 /* one draw of the simulator's random.Random, in the order the Python loop draws */
