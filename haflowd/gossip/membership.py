@@ -87,6 +87,22 @@ def retransmit_limit(mult: int, n: int) -> int:
     return mult * max(1, math.ceil(math.log10(n + 1)))
 
 
+def shuffle(rng: random.Random, x: list[str]) -> None:
+    """``rng.shuffle(x)``: the same draws, the same order (CPython's Fisher-Yates, each
+    position drawn by rejection from ``getrandbits``). Written out so that the simulator's
+    mypyc build compiles it: a node reshuffles its probe order once a round, and
+    random.py's interpreted shuffle was a tenth of the compiled core's work.
+    tests/unit/test_membership.py checks it against ``random.Random.shuffle``."""
+    getrandbits = rng.getrandbits
+    for i in range(len(x) - 1, 0, -1):
+        n = i + 1
+        k = n.bit_length()
+        j = getrandbits(k)
+        while j >= n:
+            j = getrandbits(k)
+        x[i], x[j] = x[j], x[i]
+
+
 def push_pull_scale(interval: float, n: int) -> float:
     """Above 32 nodes, push-pull less often so its cost per node stays flat."""
     if n <= 32:
@@ -462,7 +478,7 @@ class Membership:
                 self._state[u.node] = u  # what our push-pull state tells of it: this very claim
                 self._stale.discard(u.node)
         self._order = list(self._live)
-        self.rng.shuffle(self._order)
+        shuffle(self.rng, self._order)
         # in a cluster that has run for a while, push-pulls are spread over their interval
         self._next_push_pull = now + self.rng.uniform(0, push_pull_scale(self.s.push_pull_interval,
                                                                           self.cluster_size()))
@@ -672,7 +688,7 @@ class Membership:
                 if m is not None and (m.status == ALIVE or m.status == SUSPECT) and name != me:
                     return m
             self._order = list(self._live)
-            self.rng.shuffle(self._order)
+            shuffle(self.rng, self._order)
         return None
 
     def _go_indirect(self, p: Probe) -> list[Outgoing]:
