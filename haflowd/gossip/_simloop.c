@@ -172,17 +172,24 @@ static PyTypeObject ClockType = {
 /* ------------------------------------------------------------------ lookups once per run */
 
 /* An attribute of objects of one type: where it sits in them when it is a writable slot
- * of that type (offset >= 0), else -1: looked up by name. */
+ * of that type (offset >= 0), else -1; the getter of a getset descriptor (the attributes
+ * of a class compiled by mypyc) for reading; else looked up by name. Both descriptors
+ * are data descriptors: nothing an instance holds could come before them. */
 typedef struct {
     PyObject *name; /* interned */
     PyTypeObject *type;
     Py_ssize_t offset;
+    getter get;
+    void *closure;
 } Slot;
+
+#define SLOT(name) {(name), NULL, -1, NULL, NULL} /* found at first use */
 
 static void slot_find(Slot *s, PyTypeObject *type) {
     PyObject *name = s->name;
     s->type = type;
     s->offset = -1;
+    s->get = NULL;
     PyObject *d = PyObject_GetAttr((PyObject *)type, name); /* a slot's member descriptor, on its class */
     if (d == NULL) {
         PyErr_Clear(); /* an instance attribute, or none: by name, as before */
@@ -192,6 +199,10 @@ static void slot_find(Slot *s, PyTypeObject *type) {
         PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
         if (m->type == T_OBJECT_EX && !(m->flags & READONLY))
             s->offset = m->offset;
+    } else if (Py_IS_TYPE(d, &PyGetSetDescr_Type)) {
+        PyGetSetDef *g = ((PyGetSetDescrObject *)d)->d_getset;
+        s->get = g->get;
+        s->closure = g->closure;
     }
     Py_DECREF(d);
 }
@@ -204,6 +215,8 @@ static inline PyObject *slot_get(PyObject *obj, Slot *s) {
         PyObject *v = *(PyObject **)((char *)obj + s->offset);
         if (v != NULL)
             return Py_NewRef(v);
+    } else if (s->get != NULL) {
+        return s->get(obj, s->closure);
     }
     return PyObject_GetAttr(obj, s->name);
 }
@@ -283,12 +296,12 @@ static PyObject *s_now, *s_blocked, *s_down, *s_wake_at, *s_core, *s_backlog, *s
 
 /* the same for an attribute read once per action or check: found afresh each time */
 static int get_double(PyObject *obj, PyObject *name, double *out) {
-    Slot s = {name, NULL, -1};
+    Slot s = SLOT(name);
     return slot_get_double(obj, &s, out);
 }
 
 static int set_double(PyObject *obj, PyObject *name, double value) {
-    Slot s = {name, NULL, -1};
+    Slot s = SLOT(name);
     return slot_set_double(obj, &s, value);
 }
 
@@ -302,7 +315,7 @@ static inline int set_now(PyObject *clock, double when) {
 }
 
 static int get_truth(PyObject *obj, PyObject *name) {
-    Slot s = {name, NULL, -1};
+    Slot s = SLOT(name);
     return slot_truth(obj, &s);
 }
 
@@ -348,9 +361,9 @@ static PyObject *Queue_run(Queue *q, PyObject *const *args, Py_ssize_t nargs) {
              *heappop = NULL, *heapq = NULL;
     double start, next_check;
     /* of the nodes, their cores and what the cores return: found at first use */
-    Slot n_blocked = {s_blocked, NULL, -1}, n_down = {s_down, NULL, -1}, n_wake_at = {s_wake_at, NULL, -1},
-         n_core = {s_core, NULL, -1}, n_backlog = {s_backlog, NULL, -1}, n_missed = {s_missed_wake, NULL, -1},
-         c_changes = {s_changes, NULL, -1}, o_address = {s_address, NULL, -1}, o_message = {s_message, NULL, -1};
+    Slot n_blocked = SLOT(s_blocked), n_down = SLOT(s_down), n_wake_at = SLOT(s_wake_at), n_core = SLOT(s_core),
+         n_backlog = SLOT(s_backlog), n_missed = SLOT(s_missed_wake), c_changes = SLOT(s_changes),
+         o_address = SLOT(s_address), o_message = SLOT(s_message);
     Method m_handle = {s_handle, NULL, NULL}, m_tick = {s_tick, NULL, NULL}, m_next_wakeup = {s_next_wakeup, NULL, NULL};
 
     if (!(clock = PyObject_GetAttr(sim, s_clock)) || !(actions = PyObject_GetAttr(sim, s_actions)) ||
