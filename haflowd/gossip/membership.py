@@ -280,12 +280,14 @@ class Member:
     incarnation: int
     status: str
     since: float  # monotonic time of the last status change
-    last_seen: float | None = None  # monotonic time we last heard from it directly
+    # monotonic time we last heard from it directly; -inf: never. A float, never None: the
+    # simulator's mypyc build keeps it unboxed, and it is written for every message
+    last_seen: float = -math.inf
     rtt: float | None = None
     revived: float = -math.inf  # monotonic time it last came back from dead or left
 
     def __init__(self, name: str, address: str, incarnation: int, status: str, since: float,
-                 last_seen: float | None = None, rtt: float | None = None, revived: float = -math.inf) -> None:
+                 last_seen: float = -math.inf, rtt: float | None = None, revived: float = -math.inf) -> None:
         self.name, self.address, self.incarnation, self.status = name, address, incarnation, status
         self.since, self.last_seen, self.rtt, self.revived = since, last_seen, rtt, revived
 
@@ -863,7 +865,7 @@ class Membership:
             # another node's verdict about a member we heard from ourselves within a
             # suspicion timeout (a stale verdict after a healed partition, or a full-state
             # merge): suspect it first and let it refute, rather than kill a live node
-            heard_lately = m.last_seen is not None and now - m.last_seen < suspicion_min(
+            heard_lately = now - m.last_seen < suspicion_min(
                 self.s.suspicion_mult, self.cluster_size(), self.s.probe_interval)  # suspect too: copies repeat
             if u.sender != self.name and (from_push_pull or heard_lately or not self._trusted(u.sender, now)):
                 # a full state names no accuser: the one who sent it is, so its standing counts

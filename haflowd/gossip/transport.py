@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -271,7 +272,7 @@ class GossipNode:
                 "address": m.address,
                 "status": m.status,
                 "incarnation": m.incarnation,
-                "last_seen_s": 0.0 if me else (round(now - m.last_seen, 3) if m.last_seen is not None else None),
+                "last_seen_s": 0.0 if me else (round(now - m.last_seen, 3) if m.last_seen > -math.inf else None),
                 "rtt_ms": round(m.rtt * 1000, 2) if m.rtt is not None else None,
                 "suspect_since": round(since + wall_offset, 3) if since is not None else None,
                 "self": me,
