@@ -185,6 +185,9 @@ class Cluster:
             wait_until(f"haflowd on {n.name} answering", 30, lambda n=n: _try(lambda: n.get("/liveness")))
 
     def start_server(self, n: Node) -> None:
+        # its database's tables first (-L lists nothing but opens it): two server children
+        # creating them at once, for the first syncs from both peers, race and one fails
+        run_cmd(["ip", "netns", "exec", n.ns, "csync2", "-N", n.host, "-D", str(n.db), "-L"], check=False, env=n.env)
         with open(n.dir / "csync2-server.log", "ab") as out:
             n.server = subprocess.Popen(["ip", "netns", "exec", n.ns, "csync2", "-ii", "-v", "-N", n.host, "-D",
                                          str(n.db)], stdout=out, stderr=subprocess.STDOUT, env=n.env,

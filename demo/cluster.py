@@ -641,11 +641,15 @@ class DemoCluster:
         return n.addr if self.loopback else n.name
 
     def start_csync2(self, n: Node) -> None:
+        where = ["-N", self.csync2_name(n), "-D", str(n.dir / "csync2db")]
+        env = self.env(n, CSYNC2_SYSTEM_DIR=str(n.dir / "csync2"))
+        # its database's tables first (-L lists nothing but opens it): two server children
+        # creating them at once, for the first syncs from both peers, race and one fails
+        subprocess.run(self.node_argv(n, ["csync2", *where, "-L"]), env=env, cwd=n.dir, capture_output=True,
+                       timeout=30, check=False)
         with open(n.dir / "csync2-server.log", "ab") as log:
-            n.csync2 = subprocess.Popen(
-                self.node_argv(n, ["csync2", "-ii", "-v", "-N", self.csync2_name(n), "-D", str(n.dir / "csync2db")]),
-                stdout=log, stderr=subprocess.STDOUT, env=self.env(n, CSYNC2_SYSTEM_DIR=str(n.dir / "csync2")),
-                cwd=n.dir, start_new_session=True)
+            n.csync2 = subprocess.Popen(self.node_argv(n, ["csync2", "-ii", "-v", *where]), stdout=log,
+                                        stderr=subprocess.STDOUT, env=env, cwd=n.dir, start_new_session=True)
 
     # ------------------------------------------------------------------ haflowd and Airflow
 
