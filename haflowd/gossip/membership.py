@@ -309,8 +309,7 @@ class Suspicion:
 
 @dataclass(slots=True, init=False)
 class Probe:
-    target: str
-    member: Member  # the target's record (a name's record is never replaced)
+    member: Member  # the target's record (a name's record is never replaced nor removed)
     seq: int
     sent: float
     direct_deadline: float
@@ -319,9 +318,9 @@ class Probe:
     expected_nacks: int = 0
     nacks: int = 0
 
-    def __init__(self, target: str, member: Member, seq: int, sent: float, direct_deadline: float, end: float,
+    def __init__(self, member: Member, seq: int, sent: float, direct_deadline: float, end: float,
                  indirect: bool = False, expected_nacks: int = 0, nacks: int = 0) -> None:
-        self.target, self.member, self.seq, self.sent = target, member, seq, sent
+        self.member, self.seq, self.sent = member, seq, sent
         self.direct_deadline, self.end, self.indirect = direct_deadline, end, indirect
         self.expected_nacks, self.nacks = expected_nacks, nacks
 
@@ -662,7 +661,7 @@ class Membership:
         if target is None:
             return []
         seq = self._seq = self._seq + 1
-        self._probe = Probe(target.name, target, seq, now, now + self.s.probe_timeout * scale, now + interval)
+        self._probe = Probe(target, seq, now, now + self.s.probe_timeout * scale, now + interval)
         if target.status != SUSPECT and not self._suspicions:
             if not self._queue:  # nothing to piggyback: what _msg would build, without its cost
                 self.counters["out:ping"] += 1
@@ -695,11 +694,8 @@ class Membership:
 
     def _go_indirect(self, p: Probe) -> list[Outgoing]:
         p.indirect = True
-        target = self.members.get(p.target)
-        if target is None:
-            self._probe = None
-            return []
-        chosen = self._sample_alive(self.s.indirect_checks, exclude=p.target)
+        target = p.member
+        chosen = self._sample_alive(self.s.indirect_checks, exclude=target.name)
         p.expected_nacks = len(chosen)
         return [Outgoing(h.address, self._msg("ping-req", seq=p.seq, target=target.name,
                                               target_addr=target.address, piggyback=True)) for h in chosen]
@@ -708,8 +704,8 @@ class Membership:
         self._probe = None
         # Lifeguard: missing nacks mean the problem may be ours, not the target's
         self._lhm(+(p.expected_nacks - p.nacks) if p.expected_nacks else +1)
-        m = self.members.get(p.target)
-        if m is None or m.status not in (ALIVE, SUSPECT):
+        m = p.member
+        if m.status not in (ALIVE, SUSPECT):
             return []
         out = self._apply(Update(SUSPECT, m.name, m.incarnation, m.address, self.name), now, False)
         # Lifeguard's buddy system, at once rather than at our next probe of it: the suspect

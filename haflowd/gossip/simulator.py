@@ -516,7 +516,7 @@ class Simulator:
     def _core(self, index: int, incarnation: int, rng: random.Random) -> Membership:
         seeds = [a for a in self.seed_addresses if a != self.addresses[index]]
         return self._membership(self.names[index], self.addresses[index], self.clock, self.settings,
-                          incarnation=incarnation, seeds=seeds, rng=random.Random(rng.getrandbits(64)))
+                                incarnation=incarnation, seeds=seeds, rng=random.Random(rng.getrandbits(64)))
 
     def _start(self, node: _Node) -> None:
         if node.crashed or node.left:

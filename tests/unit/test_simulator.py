@@ -183,19 +183,29 @@ def test_a_graceful_leave_is_seen_as_left_everywhere() -> None:
     assert "n0004" not in sim.detections
 
 
-def test_a_chaotic_run_leaves_every_core_consistent() -> None:
-    """Crash, partition, stall, leave, restart under loss: each core's cached counts and
-    push-pull state still match its member table."""
-    sim = joined(30, seed=7, network=NetworkSettings(loss=0.05))
+def _chaotic_run(compiled: bool | None = None, compiled_core: bool | None = None) -> tuple[Simulator, float | None]:
+    """40 nodes under 5 % loss join, then: periodic stalls of five, a crash, a partition, a
+    stall started by an action, a heal, a leave and a restart. Also when it joined."""
+    sim = Simulator(40, seed=11, network=NetworkSettings(loss=0.05), compiled=compiled, compiled_core=compiled_core)
+    joined_after = sim.run_until(sim.converged, 60)
+    sim.periodic_stalls(0.8, 7.0, 40, sim.names[:5])
     sim.crash("n0010")
-    sim.partition(sim.names[:20], sim.names[20:])
-    sim.stall("n0003", 2.0)
+    sim.partition(sim.names[:28], sim.names[28:])
+    sim.at(3.0, lambda: sim.stall("n0030", 2.5))
     sim.run_for(20)
     sim.heal()
     sim.leave("n0015")
     sim.run_for(5)
     sim.restart("n0010")
     sim.run_for(20)
+    return sim, joined_after
+
+
+def test_a_chaotic_run_leaves_every_core_consistent() -> None:
+    """Crash, partition, stall, leave, restart under loss: each core's cached counts and
+    push-pull state still match its member table."""
+    sim, joined_after = _chaotic_run()
+    assert joined_after is not None
     for name in sim.live_names():
         core = sim.core(name)
         members = list(core.members.values())
@@ -303,19 +313,8 @@ def _everything(sim: Simulator) -> dict[str, Any]:
 
 
 def _chaos(compiled: bool, compiled_core: bool) -> tuple[dict[str, Any], float | None]:
-    sim = Simulator(40, seed=11, network=NetworkSettings(loss=0.05), compiled=compiled, compiled_core=compiled_core)
+    sim, joined_after = _chaotic_run(compiled, compiled_core)
     assert (sim.compiled, sim.compiled_core) == (compiled, compiled_core)
-    joined_after = sim.run_until(sim.converged, 60)
-    sim.periodic_stalls(0.8, 7.0, 40, sim.names[:5])
-    sim.crash("n0010")
-    sim.partition(sim.names[:28], sim.names[28:])
-    sim.at(3.0, lambda: sim.stall("n0030", 2.5))
-    sim.run_for(20)
-    sim.heal()
-    sim.leave("n0015")
-    sim.run_for(5)
-    sim.restart("n0010")
-    sim.run_for(20)
     return _everything(sim), joined_after
 
 
