@@ -44,15 +44,19 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 
 
 class Client:
+    """Reads over HTTP, changes over the control socket. Never through a proxy: the daemon
+    is local, and an ``http_proxy`` meant for the internet must not take haflowctl there."""
+
     def __init__(self, api: str, sock: str, timeout: float) -> None:
         self.api = api.rstrip("/")
         self.sock = sock
         self.timeout = timeout
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def get(self, path: str) -> tuple[int, Any]:
         url = self.api + path
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as resp:
+            with self._opener.open(url, timeout=self.timeout) as resp:
                 return resp.status, json.loads(resp.read())
         except urllib.error.HTTPError as e:
             try:
