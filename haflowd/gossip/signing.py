@@ -9,7 +9,14 @@ digest, so nothing a peer acts on can be changed in flight.
   cannot be replayed once the window has passed.
 - Within the window a nonce may be used once (``replay``). Only nonces of correctly
   signed messages are remembered, so forged traffic cannot fill the cache and push
-  real nonces out.
+  real nonces out. A nonce is forgotten only once its monotonic lifetime is over *and*
+  its timestamp is behind the window by the current wall clock; every forgotten
+  (expired or evicted) timestamp raises the cache's floor, and a timestamp at or below
+  the floor is ``stale``: a replay stays refused across wall-clock steps either way and
+  across cache overflow.
+- :meth:`Verifier.precheck_request` checks everything that needs no body (headers
+  present and well formed, freshness, the floor), so a listener can refuse before it
+  reads a byte of the body.
 - The first key of a :class:`Keyring` signs and every key verifies: keys rotate with
   no moment when two nodes cannot understand each other.
 - An answer is signed over the request's nonce, so an old answer cannot stand in for
@@ -191,13 +198,26 @@ def _lookup(headers: Mapping[str, str], names: Iterable[str]) -> dict[str, str]:
     return found
 
 
+MAX_AT_FLOOR = 65_536
+"""Forgotten nonces remembered individually at the floor's own timestamp; past this many
+(in one millisecond) the floor's timestamp itself is closed."""
+
+
+@dataclass(slots=True)
+class _Entry:
+    expires: float  # monotonic
+    timestamp: float  # the message's own, as signed
+
+
 class Verifier:
     """Checks signatures, freshness and nonces of what peers send.
 
-    The nonce cache keeps each nonce for ``2 * max_skew`` seconds (monotonic), the
-    longest a message stays fresh: a timestamp up to ``max_skew`` ahead of our clock
-    stays acceptable until ``2 * max_skew`` after it arrived. Beyond ``max_nonces`` the
-    oldest entry is evicted and counted in ``evictions``.
+    The nonce cache keeps each nonce for at least ``2 * max_skew`` seconds (monotonic),
+    the longest a message stays fresh on a steady clock, and beyond that for as long as
+    its timestamp is not yet behind the window by the wall clock (a wall step back makes
+    old timestamps fresh again). Beyond ``max_nonces`` the oldest entry is evicted and
+    counted in ``evictions``. Whatever is forgotten raises ``floor``: a timestamp below
+    it, or equal to it and forgotten there, is refused as ``stale``.
     """
 
     def __init__(
@@ -216,7 +236,10 @@ class Verifier:
         self.max_skew = max_skew
         self.max_nonces = max_nonces
         self.evictions = 0
-        self._nonces: OrderedDict[str, float] = OrderedDict()  # nonce → monotonic expiry, oldest first
+        self.floor = -math.inf
+        self._at_floor: set[str] = set()  # forgotten nonces whose timestamp is exactly ``floor``
+        self._floor_closed = False  # too many at ``floor``: the timestamp itself is refused
+        self._nonces: OrderedDict[str, _Entry] = OrderedDict()  # oldest first
 
     def set_keyring(self, keyring: Keyring) -> None:
         """Switch keys on reload; the nonce cache is kept so a reload opens no replay window."""
@@ -227,6 +250,12 @@ class Verifier:
         """How many nonces are remembered now (expired ones may linger until the next message)."""
         return len(self._nonces)
 
+    def precheck_request(self, headers: Mapping[str, str]) -> Verdict:
+        """What can be refused before the body is read: missing or malformed headers, a
+        stale timestamp. ``ok`` here is no authentication (``sender`` stays None)."""
+        checked = self._check_headers(headers, _REQUEST_HEADERS)
+        return checked if isinstance(checked, Verdict) else Verdict(True)
+
     def verify_request(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Verdict:
         """Whether a request may be acted on; ``path`` includes the query string as received."""
         return self._verify(method, path, headers, body, _REQUEST_HEADERS, "")
@@ -234,6 +263,32 @@ class Verifier:
     def verify_response(self, path: str, request_nonce: str, headers: Mapping[str, str], body: bytes) -> Verdict:
         """Whether an answer is the one to our request that carried ``request_nonce``."""
         return self._verify(RESPONSE_METHOD, path, headers, body, _RESPONSE_HEADERS, request_nonce)
+
+    def _check_headers(self, headers: Mapping[str, str], names: tuple[str, ...]) -> Verdict | dict[str, str]:
+        try:
+            h = _lookup(headers, names)
+        except _Missing:
+            return Verdict(False, "missing_headers")
+        except _Malformed:
+            return Verdict(False, "malformed_headers")
+        if not (
+            _valid_sender(h[SENDER])
+            and _TIMESTAMP_RE.fullmatch(h[TIMESTAMP])
+            and _NONCE_RE.fullmatch(h[NONCE])
+            and _SIGNATURE_RE.fullmatch(h[SIGNATURE])
+            and (REQUEST_NONCE not in h or _NONCE_RE.fullmatch(h[REQUEST_NONCE]))
+        ):
+            return Verdict(False, "malformed_headers")
+        if not self._fresh(float(h[TIMESTAMP]), h[NONCE]):  # the pattern keeps it finite
+            return Verdict(False, "stale")
+        return h
+
+    def _fresh(self, timestamp: float, nonce: str) -> bool:
+        if abs(timestamp - self._clock.wall()) > self.max_skew:
+            return False
+        if timestamp < self.floor:
+            return False
+        return not (timestamp == self.floor and (self._floor_closed or nonce in self._at_floor))
 
     def _verify(
         self,
@@ -244,30 +299,17 @@ class Verifier:
         names: tuple[str, ...],
         request_nonce: str,
     ) -> Verdict:
-        try:
-            h = _lookup(headers, names)
-        except _Missing:
-            return Verdict(False, "missing_headers")
-        except _Malformed:
-            return Verdict(False, "malformed_headers")
+        h = self._check_headers(headers, names)
+        if isinstance(h, Verdict):
+            return h
         sender, timestamp, nonce, signature = h[SENDER], h[TIMESTAMP], h[NONCE], h[SIGNATURE]
-        if not (
-            _valid_sender(sender)
-            and _TIMESTAMP_RE.fullmatch(timestamp)
-            and _NONCE_RE.fullmatch(nonce)
-            and _SIGNATURE_RE.fullmatch(signature)
-            and (REQUEST_NONCE not in h or _NONCE_RE.fullmatch(h[REQUEST_NONCE]))
-        ):
-            return Verdict(False, "malformed_headers")
-        if abs(float(timestamp) - self._clock.wall()) > self.max_skew:  # the pattern keeps it finite
-            return Verdict(False, "stale")
         try:
             message = canonical(method, path, timestamp, nonce, sender, body, request_nonce)
         except ValueError:
             return Verdict(False, "malformed_headers")
         if not self._signed_by_ring(message, bytes.fromhex(signature)):
             return Verdict(False, "bad_signature")
-        if not self._first_use(nonce):
+        if not self._first_use(nonce, float(timestamp)):
             return Verdict(False, "replay")
         return Verdict(True, None, sender)
 
@@ -277,22 +319,37 @@ class Verifier:
             matched |= hmac.compare_digest(_mac(key, message), signature)
         return matched
 
-    def _first_use(self, nonce: str) -> bool:
-        """Record ``nonce``; False if it was already recorded and has not expired."""
+    def _first_use(self, nonce: str, timestamp: float) -> bool:
+        """Record ``nonce``; False if it was already recorded and has not been forgotten."""
         now = self._clock.monotonic()
+        oldest_fresh = self._clock.wall() - self.max_skew
         nonces = self._nonces
-        while nonces:
-            oldest, expires = next(iter(nonces.items()))
-            if expires > now:
+        while nonces:  # forget from the oldest on; stop at the first that may still be replayed
+            oldest, entry = next(iter(nonces.items()))
+            if entry.expires > now or entry.timestamp >= oldest_fresh:
                 break
             del nonces[oldest]
+            self._forget(oldest, entry.timestamp)
         if nonce in nonces:
             return False
         while len(nonces) >= self.max_nonces:
-            nonces.popitem(last=False)
+            evicted, entry = nonces.popitem(last=False)
             self.evictions += 1
-        nonces[nonce] = now + 2 * self.max_skew
+            self._forget(evicted, entry.timestamp)
+        nonces[nonce] = _Entry(now + 2 * self.max_skew, timestamp)
         return True
+
+    def _forget(self, nonce: str, timestamp: float) -> None:
+        if timestamp > self.floor:
+            self.floor = timestamp
+            self._at_floor = {nonce}
+            self._floor_closed = False
+        elif timestamp == self.floor and not self._floor_closed:
+            if len(self._at_floor) >= MAX_AT_FLOOR:
+                self._floor_closed = True
+                self._at_floor = set()
+            else:
+                self._at_floor.add(nonce)
 
     def __repr__(self) -> str:
         return (

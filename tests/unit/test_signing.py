@@ -532,3 +532,127 @@ def test_parse_keys_refuses(text: str, error: str) -> None:
             assert line.strip() not in message
     error_context = caught.value.__context__
     assert error_context is None or caught.value.__suppress_context__  # the decoder's error is not chained
+
+
+# --- the replay cache under wall-clock steps and overflow (issue 15) ---------------------
+
+
+def _signed(signer: Signer, body: bytes = BODY) -> Headers:
+    return signer.sign_request("POST", PATH, body)
+
+
+def _step_wall(clock: FakeClock, seconds: float) -> None:
+    """Step only the wall clock (an NTP step, a VM resumed); the monotonic clock goes on."""
+    clock.wall_offset += seconds
+
+
+def test_replay_after_a_wall_step_back_is_refused() -> None:
+    """A nonce is kept while its timestamp can still be fresh by the wall clock, not only
+    for its monotonic lifetime: after a 300 s step back the old message is fresh again."""
+    clock = FakeClock()
+    signer, verifier = make(clock=clock)
+    captured = _signed(signer)
+    assert verifier.verify_request("POST", PATH, captured, BODY) == ok()
+    clock.advance(300.0)
+    _step_wall(clock, -300.0)  # the wall reads what it read when the message was captured
+    assert verifier.verify_request("POST", PATH, _signed(signer, b"x"), b"x") == ok()  # purge runs
+    assert not verifier.verify_request("POST", PATH, captured, BODY).ok
+
+
+def test_replay_after_a_step_forward_then_back_is_refused() -> None:
+    """Forward 300 s (the nonce expires and its timestamp looks old), then back 340 s:
+    the message is fresh by the wall again, and the floor left by the forgotten nonce refuses it."""
+    clock = FakeClock()
+    signer, verifier = make(clock=clock)
+    captured = _signed(signer)
+    assert verifier.verify_request("POST", PATH, captured, BODY) == ok()
+    clock.advance(1.0)
+    _step_wall(clock, +300.0)
+    clock.advance(2 * MAX_SKEW_S + 1)
+    assert verifier.verify_request("POST", PATH, _signed(signer, b"x"), b"x") == ok()  # purge runs
+    assert verifier.cached_nonces == 1  # the captured nonce was forgotten
+    _step_wall(clock, -340.0)  # wall = captured timestamp + 22 s: fresh by the window alone
+    assert verifier.verify_request("POST", PATH, captured, BODY) == refused("stale")
+
+
+@pytest.mark.parametrize("step", [-300.0, +300.0])
+def test_a_cluster_wide_wall_step_leaves_fresh_traffic_accepted(step: float) -> None:
+    """Signer and verifier share the clock: both step; new messages go on being accepted
+    and no old one is accepted again."""
+    clock = FakeClock()
+    signer, verifier = make(clock=clock)
+    old = [_signed(signer, str(i).encode()) for i in range(5)]
+    for i, h in enumerate(old):
+        assert verifier.verify_request("POST", PATH, h, str(i).encode()) == ok()
+        clock.advance(1.0)
+    _step_wall(clock, step)
+    for i in range(200):  # 200 s of traffic after the step, one message a second
+        body = f"after-{i}".encode()
+        assert verifier.verify_request("POST", PATH, _signed(signer, body), body) == ok(), i
+        if i % 50 == 0:
+            for j, h in enumerate(old):
+                assert not verifier.verify_request("POST", PATH, h, str(j).encode()).ok, (i, j)
+        clock.advance(1.0)
+
+
+def test_replay_of_an_evicted_nonce_is_refused() -> None:
+    """Past max_nonces the oldest nonce is evicted while its message is still fresh: the
+    cache's floor refuses anything at or below an evicted timestamp."""
+    clock = FakeClock()
+    signer, verifier = make(clock=clock, max_nonces=3)
+    sent = []
+    for i in range(4):
+        body = str(i).encode()
+        h = _signed(signer, body)
+        assert verifier.verify_request("POST", PATH, h, body) == ok()
+        sent.append((h, body))
+        clock.advance(0.5)
+    assert verifier.evictions == 1
+    first, body = sent[0]
+    assert verifier.verify_request("POST", PATH, first, body) == refused("stale")
+    for h, b in sent[1:]:
+        assert verifier.verify_request("POST", PATH, h, b) == refused("replay")
+    fresh = _signed(signer, b"new")
+    assert verifier.verify_request("POST", PATH, fresh, b"new") == ok()
+
+
+def test_evicted_nonces_with_one_timestamp_stay_refused() -> None:
+    """Many messages in one millisecond overflow the cache: each evicted one stays refused,
+    the others at that timestamp are still accepted."""
+    signer, verifier = make(max_nonces=10)
+    sent = []
+    for i in range(50):
+        body = str(i).encode()
+        h = _signed(signer, body)
+        assert verifier.verify_request("POST", PATH, h, body) == ok(), i
+        sent.append((h, body))
+    assert verifier.evictions == 40
+    for h, b in sent:
+        assert not verifier.verify_request("POST", PATH, h, b).ok
+
+
+@pytest.mark.parametrize("step", [-300.0, +300.0])
+def test_nonce_kept_while_fresh_by_the_wall_or_by_its_monotonic_lifetime(step: float) -> None:
+    clock = FakeClock()
+    signer, verifier = make(clock=clock)
+    h = _signed(signer)
+    assert verifier.verify_request("POST", PATH, h, BODY) == ok()
+    _step_wall(clock, step)
+    for _ in range(20):  # never accepted again, whatever the wall says, over 400 s
+        clock.advance(20.0)
+        _step_wall(clock, -20.0 if step < 0 else 0.0)
+        verifier.verify_request("POST", PATH, _signed(signer, b"tick"), b"tick")
+        assert not verifier.verify_request("POST", PATH, h, BODY).ok
+
+
+def test_precheck_refuses_before_the_body() -> None:
+    clock = FakeClock()
+    signer, verifier = make(clock=clock)
+    h = _signed(signer)
+    assert verifier.precheck_request(h) == Verdict(True)
+    assert verifier.precheck_request({}) == refused("missing_headers")
+    assert verifier.precheck_request({**h, SENDER: "a\x00b"}) == refused("malformed_headers")
+    assert verifier.precheck_request({**h, SIGNATURE: "zz"}) == refused("malformed_headers")
+    clock.advance(MAX_SKEW_S + 1)
+    assert verifier.precheck_request(h) == refused("stale")
+    assert verifier.cached_nonces == 0
