@@ -10,6 +10,8 @@ daemon whose config needs no TLS never loads OpenSSL (``tls.py``).
 from __future__ import annotations
 
 import argparse
+import os
+import select
 import sys
 
 from haflowd import __version__, config, tls
@@ -32,10 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config.load(args.config)
     except ConfigError as e:
         for line in e.lines:
-            print(line, file=sys.stderr)
+            say(line, 2)
         return 2
     if args.check_config:
-        print(f"{cfg.path}: ok ({len(cfg.components)} components)")
+        say(f"{cfg.path}: ok ({len(cfg.components)} components)", 1)
         return 0
 
     tls_reason = tls.needs_tls(cfg)
@@ -61,14 +63,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return asyncio.run(run())
     except StartupError as e:
-        print(f"haflowd: {e}", file=sys.stderr)
+        say(f"haflowd: {e}", 2)
         return 1
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # the last line of defence: one line, no traceback
         structlog.get_logger().exception("crashed")
-        print(f"haflowd: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        say(logs.REDACTOR.scrub(f"haflowd: internal error: {type(e).__name__}: {e}"), 2)
         return 1
+    finally:
+        logs.flush()  # bounded: an output nobody reads does not hold the exit
+
+
+def say(text: str, fd: int) -> None:
+    """One line for an operator on stdout (1) or stderr (2), never a traceback and never a
+    hang: a closed, full or stalled output loses the line."""
+    data = (text + "\n").encode("utf-8", "replace")[:4096]
+    try:
+        _, ready, _ = select.select([], [fd], [], 1.0)
+        if ready:
+            os.write(fd, data)  # one page at most: a pipe that polls writable takes it without blocking
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

@@ -8,13 +8,12 @@ import dataclasses
 import os
 import signal
 import socket
-import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
 
-from haflowd import __version__, tls
+from haflowd import __version__, secrets, tls
 from haflowd import config as configmod
 from haflowd.api.control import ControlApi, bind_unix
 from haflowd.api.server import ReadApi
@@ -41,38 +40,7 @@ class StartupError(HaflowdError):
 def secrets_of(cfg: Config) -> list[str]:
     """Every secret the config holds, and the passwords inside DSNs and URLs, for the
     log redactor: whatever prints one (a child, a driver's error) prints ``***``."""
-    out: list[str] = []
-    if cfg.gossip:
-        out += [k.reveal() for k in cfg.gossip.keys]
-    dsns: list[str] = []
-    urls: list[str] = []
-    if cfg.postgres:
-        dsns += [n.dsn.reveal() for n in cfg.postgres.nodes]
-        if cfg.postgres.bucardo_dsn is not None:
-            dsns.append(cfg.postgres.bucardo_dsn.reveal())
-    if cfg.rabbitmq:
-        if cfg.rabbitmq.amqp_url:
-            urls.append(cfg.rabbitmq.amqp_url.reveal())
-        for n in cfg.rabbitmq.nodes:
-            if n.password:
-                out.append(n.password.reveal())
-            if n.amqp_url:
-                urls.append(n.amqp_url.reveal())
-    for c in cfg.components:  # what the Airflow probes connect with: metadata database, broker
-        for secret in (c.health.database, c.health.broker) if c.health else ():
-            if secret is not None:
-                urls += [u for u in secret.reveal().split(";") if u]
-    for dsn in dsns:
-        out.append(dsn)
-        out += [part.split("=", 1)[1] for part in dsn.split() if part.startswith("password=")]
-        if "://" in dsn:
-            urls.append(dsn)
-    for url in urls:
-        out.append(url)
-        password = urllib.parse.urlsplit(url).password
-        if password:
-            out += [password, urllib.parse.unquote(password)]
-    return out
+    return secrets.config_secrets(cfg)
 
 
 def make_checkers(cfg: Config, registry: CheckRegistry, clock: Clock) -> list[Checker]:
@@ -121,6 +89,7 @@ class Daemon:
         self._runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
+        self._boot_config = cfg  # what the checkers, sync and gossip were built from
         REDACTOR.set(secrets_of(cfg))
 
     # ------------------------------------------------------------------ views
@@ -248,9 +217,10 @@ class Daemon:
         return 0
 
     def request_stop(self, sig: int | None = None) -> None:
-        if not self._stop.is_set():
+        first = not self._stop.is_set()
+        self._stop.set()  # before the log line: shutdown never depends on the log
+        if first:
             self.log.info("signal", signal=signal.Signals(sig).name if sig else None, action="stop")
-        self._stop.set()
 
     async def _start_servers(self) -> None:
         api = self.config.api
@@ -348,8 +318,9 @@ class Daemon:
             if notes:
                 new = dataclasses.replace(new, node=self.config.node, api=self.config.api)
             result = await self.supervisor.reload(new.components)
-            # the old secrets stay masked too: sections that restart later still use them
-            REDACTOR.set(secrets_of(self.config) + secrets_of(new))
+            # every secret a live part still uses stays masked: the checkers, sync and gossip keep
+            # their boot-time sections until restart; a child being replaced may still print
+            REDACTOR.set(secrets_of(self._boot_config) + secrets_of(self.config) + secrets_of(new))
             self.config = new
             self.log.info("reloaded", **result)
             self.notifier.ready(self._status_line())

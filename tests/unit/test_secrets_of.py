@@ -20,3 +20,66 @@ def test_airflow_probe_urls_are_masked(tmp_path: Path) -> None:
     secrets = secrets_of(config.load(p, check_system=False))
     for s in ("db%2Fpw", "db/pw", "mq-pw", "mq-pw2"):
         assert s in secrets
+
+
+def _pg_config(path: Path, data_dir: Path, password: str) -> None:
+    path.write_text(
+        f'[node]\nname = "n1"\ndata_dir = "{data_dir}"\n[api]\ncontrol_socket = "{data_dir}/c.sock"\n'
+        f'[postgres]\n[[postgres.node]]\nname = "pg1"\ndsn = "host=127.0.0.1 port=1 password={password}"\n'
+    )
+
+
+def test_reload_keeps_masking_every_secret_a_live_part_still_uses(tmp_path: Path) -> None:
+    """Issue 15 #13: the PostgreSQL checker keeps its boot-time DSN until haflowd restarts, so
+    after any number of reloads that DSN's password is still masked, with the new config's."""
+    import asyncio
+
+    from haflowd.daemon import Daemon
+    from haflowd.logs import REDACTOR
+
+    p = tmp_path / "h.toml"
+    _pg_config(p, tmp_path, "pw-boot-1")
+
+    async def scenario() -> None:
+        d = Daemon(config.load(p, check_system=False))
+        assert "pw-boot-1" in REDACTOR.secrets
+        for password in ("pw-second-2", "pw-third-3"):
+            _pg_config(p, tmp_path, password)
+            ok, _ = await d.reload()
+            assert ok
+            assert "pw-boot-1" in REDACTOR.secrets, f"the checker's DSN is unmasked after loading {password}"
+            assert password in REDACTOR.secrets
+
+    asyncio.run(scenario())
+
+
+def test_every_secret_field_is_found_generically() -> None:
+    """A Secret anywhere (nested dataclass, tuple, mapping) is found; and the passwords
+    inside it in every spelling: key=value (quoted), URL userinfo (percent-decoded), lists."""
+    from dataclasses import dataclass, field
+
+    from haflowd import secrets
+    from haflowd.config import Secret
+
+    @dataclass(frozen=True)
+    class Inner:
+        tokens: tuple[Secret, ...]
+        extra: dict[str, Secret] = field(default_factory=dict)
+
+    @dataclass(frozen=True)
+    class Outer:
+        name: str
+        inner: Inner
+        url: str = "http://user:plain-pw@host/x"
+
+    cfg = Outer("n", Inner((Secret("tok-1"),), {"k": Secret("dbname=x password='q\\'uo te'")}))
+    found = secrets.config_secrets(cfg)
+    for s in ("tok-1", "plain-pw", "dbname=x password='q\\'uo te'", "q'uo te"):
+        assert s in found, s
+    derived = secrets.derive("amqp://u:p%40ss1@h1//;amqp://u:other-pw@h2//")
+    for s in ("p%40ss1", "p@ss1", "other-pw", "amqp://u:p%40ss1@h1//"):
+        assert s in derived, s
+    scrub = secrets.Scrubber(found)
+    assert "q'uo te" not in scrub("login failed for 'q'uo te'")
+    assert scrub("connect postgresql://x:unknown-pw@h/db password=other") == \
+        "connect postgresql://x:***@h/db password=***"
