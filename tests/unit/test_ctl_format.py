@@ -1,4 +1,4 @@
-"""haflowctl without a daemon: tables, human units, and the command line of INTERFACE.md."""
+"""haflowctl without a daemon: tables, human units, and the command line of docs/reference.md."""
 
 from __future__ import annotations
 

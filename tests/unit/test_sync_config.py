@@ -1,4 +1,4 @@
-"""The [sync] section: defaults, the keys beyond INTERFACE.md, and their errors."""
+"""The [sync] section: defaults, the keys beyond the first contract (docs/reference.md), and their errors."""
 
 from __future__ import annotations
 
