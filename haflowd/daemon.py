@@ -15,6 +15,7 @@ from aiohttp import web
 
 from haflowd import __version__, secrets, tls
 from haflowd import config as configmod
+from haflowd.api import limits
 from haflowd.api.control import ControlApi, bind_unix
 from haflowd.api.server import ReadApi
 from haflowd.checks import Checker
@@ -124,7 +125,8 @@ class Daemon:
             nodes = [{"name": self.node, "member_status": "alive", "status": own["status"], "stale": False,
                       "checks": own["checks"], "components": own["components"], "version": own["version"]}]
         ok = all(n["status"] != "critical" for n in nodes)
-        worst = max((n["status"] for n in nodes), key=["passing", "warning", "critical"].index)
+        rank = {"passing": 0, "warning": 1, "critical": 2}  # peers' statuses arrive normalized (gossip/summary.py)
+        worst = max((n["status"] for n in nodes), key=lambda s: rank.get(s, 1), default="passing")
         return {"status": worst, "ok": ok, "nodes": nodes}
 
     async def leave(self) -> dict[str, Any]:
@@ -226,11 +228,13 @@ class Daemon:
         api = self.config.api
         if _socket_answers(str(api.control_socket)):
             raise StartupError(f"another haflowd answers on {api.control_socket}")
-        read_runner = web.AppRunner(ReadApi(self).app(), access_log=None, handle_signals=False)
+        read_api = ReadApi(self)
+        read_runner = web.AppRunner(read_api.app(), access_log=None, handle_signals=False, **limits.RUNNER_OPTIONS)
         await read_runner.setup()
         self._runners.append(read_runner)
         try:
-            site = web.TCPSite(read_runner, api.listen.host, api.listen.port, reuse_address=True)
+            site = limits.GuardedSite(read_runner, api.listen.host, api.listen.port,
+                                      on_busy=lambda remote: read_api.refuse("busy", remote))
             await site.start()
         except OSError as e:
             raise StartupError(f"cannot listen on {api.listen} ([api] listen): {e.strerror or e}") from None

@@ -2,6 +2,9 @@
 
 No handler here waits on a database, a broker, csync2 or a peer; every GET route
 also answers HEAD (aiohttp's ``allow_head``), for load balancers' ``httpchk HEAD``.
+The listener may face the network: the limits of api/limits.py apply (deadlines,
+connection caps), and at most ``MAX_INFLIGHT`` requests (``MAX_INFLIGHT_PER_REMOTE`` per
+address) are handled at once; past that the answer is 503 ``{"error": "busy"}``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import structlog
 from aiohttp import web
 
 from haflowd import __version__
-from haflowd.api import metrics
+from haflowd.api import limits, metrics
 from haflowd.api.openapi import OPENAPI
 
 if TYPE_CHECKING:
@@ -22,6 +25,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MAX_INFLIGHT = 32
+MAX_INFLIGHT_PER_REMOTE = 8
+REFUSAL_REASONS = ("busy",)
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -54,9 +60,31 @@ class ReadApi:
     def __init__(self, daemon: Daemon) -> None:
         self.d = daemon
         self.registry = metrics.make_registry(daemon)
+        self.inflight = limits.InflightLimit(MAX_INFLIGHT, MAX_INFLIGHT_PER_REMOTE)
+        self.refused: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
+        self.refusals = limits.RefusalLog("api_refused", daemon.clock)
+
+    def refuse(self, reason: str, remote: str) -> None:
+        """Count and log (rate-limited) a request or connection turned away."""
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+        self.refusals.refused(reason, remote)
+
+    @web.middleware
+    async def inflight_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        remote = request.remote or "?"
+        self.refusals.flush()
+        if not self.inflight.try_enter(remote):
+            self.refuse("busy", remote)
+            resp = json_response({"error": "busy"}, status=503)
+            resp.force_close()
+            return resp
+        try:
+            return await handler(request)
+        finally:
+            self.inflight.leave(remote)
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[errors_middleware])
+        app = web.Application(middlewares=[self.inflight_middleware, errors_middleware])
         r = app.router
         r.add_get("/liveness", self.liveness)
         r.add_get("/readiness", self.readiness)

@@ -2,8 +2,12 @@
 
 Every message is one ``POST /gossip`` whose answer may carry the immediate replies
 (an ack to a ping, the state answering a push-pull) so a probe costs one round trip.
-Requests and answers are signed (signing.py); a request is verified *before* its body
-is parsed, and anything refused is counted by reason and never reaches the core.
+Requests and answers are signed (signing.py). What an unauthenticated client may cost is
+bounded (api/limits.py): the headers, their freshness and the declared length are checked
+before a byte of the body is read; the body is read within a deadline, by at most
+``MAX_UNVERIFIED`` requests at once (``MAX_UNVERIFIED_PER_REMOTE`` per address); its
+signature is verified before it is parsed. Anything refused is counted by reason, logged
+as a rate-limited summary, and never reaches the core.
 """
 
 from __future__ import annotations
@@ -21,16 +25,23 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from haflowd.api import limits
 from haflowd.clock import SYSTEM_CLOCK, Clock
 from haflowd.config import GossipConfig
-from haflowd.gossip import signing
+from haflowd.gossip import signing, summary
 from haflowd.gossip.membership import ALIVE, DEAD, LEFT, SUSPECT, GossipSettings, Membership, Message, Outgoing
 
 PATH = "/gossip"
 MAX_BODY = 1024 * 1024
 STATE_FILE = "gossip.json"
 MAX_SLEEP_S = 0.05
-REJECT_REASONS = (*signing.REASONS, "malformed", "too_large", "wrong_method")
+MAX_UNVERIFIED = 32
+MAX_UNVERIFIED_PER_REMOTE = 8
+CLIENT_KEEPALIVE_S = 2.0
+"""Below the listeners' ``limits.KEEPALIVE_S``: we drop an idle connection before the peer
+does, so a request never goes out on a connection the peer is closing."""
+REJECT_REASONS = (*signing.REASONS, "malformed", "too_large", "length_required", "wrong_method", "timeout",
+                  "busy")
 
 log = structlog.get_logger()
 
@@ -68,6 +79,8 @@ class GossipNode:
         self._saved_incarnation = -1
         self._save_incarnation()
         self.rejected: dict[str, int] = dict.fromkeys(REJECT_REASONS, 0)
+        self.refusals = limits.RefusalLog("gossip_rejected", clock)
+        self._unverified = limits.InflightLimit(MAX_UNVERIFIED, MAX_UNVERIFIED_PER_REMOTE)
         self.send_errors = 0
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
@@ -81,12 +94,13 @@ class GossipNode:
     async def start(self) -> None:
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_route("*", PATH, self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, **limits.RUNNER_OPTIONS)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.cfg.listen.host, self.cfg.listen.port, reuse_address=True)
+        site = limits.GuardedSite(self._runner, self.cfg.listen.host, self.cfg.listen.port,
+                                  on_busy=lambda remote: self._reject("busy", remote))
         await site.start()
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit_per_host=8, keepalive_timeout=30),
+            connector=aiohttp.TCPConnector(limit_per_host=8, keepalive_timeout=CLIENT_KEEPALIVE_S),
             timeout=aiohttp.ClientTimeout(total=max(1.0, 8 * self.cfg.probe_timeout), connect=1.0),
         )
         self._dispatch(self.core.start())
@@ -141,6 +155,7 @@ class GossipNode:
                     log.exception("gossip_summary_failed")
             self._dispatch(self.core.tick())
             self._after_core()
+            self.refusals.flush()
             delay = min(MAX_SLEEP_S, max(0.0, self.core.next_wakeup() - self.clock.monotonic()))
             expected = self.clock.monotonic() + delay
             self._wake.clear()
@@ -199,25 +214,39 @@ class GossipNode:
     # ------------------------------------------------------------------ the listener
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        remote = request.remote or "?"
         if request.method != "POST":
-            return self._refuse("wrong_method", 405, request)
-        if request.content_length is not None and request.content_length > MAX_BODY:
-            return self._refuse("too_large", 413, request)
+            return self._refuse("wrong_method", 405, remote)
+        verdict = self.verifier.precheck_request(request.headers)  # before a byte of the body
+        if not verdict.ok:
+            return self._refuse(verdict.reason or "bad_signature", 401, remote)
+        if request.content_length is None:  # chunked: its size cannot be known before reading it
+            return self._refuse("length_required", 413, remote)
+        if request.content_length > MAX_BODY:
+            return self._refuse("too_large", 413, remote)
+        if not self._unverified.try_enter(remote):
+            return self._refuse("busy", 503, remote)
         try:
-            body = await _read_capped(request.content)
-        except _TooLarge:
-            return self._refuse("too_large", 413, request)
-        except (aiohttp.ClientError, OSError):
-            return self._refuse("malformed", 400, request)
-        verdict = self.verifier.verify_request(request.method, request.path_qs, request.headers, body)
+            try:
+                async with asyncio.timeout(limits.BODY_DEADLINE_S):
+                    body = await _read_capped(request.content)
+            except TimeoutError:
+                return self._refuse("timeout", 408, remote)
+            except _TooLarge:
+                return self._refuse("too_large", 413, remote)
+            except (aiohttp.ClientError, OSError):
+                return self._refuse("malformed", 400, remote)
+            verdict = self.verifier.verify_request(request.method, request.path_qs, request.headers, body)
+        finally:
+            self._unverified.leave(remote)
         if not verdict.ok:  # before the body is parsed
-            return self._refuse(verdict.reason or "bad_signature", 401, request)
+            return self._refuse(verdict.reason or "bad_signature", 401, remote)
         try:
             msg = Message.from_json(json.loads(body))
             if msg.source != verdict.sender:
                 raise ValueError("sender header and body disagree")
         except (ValueError, RecursionError):
-            return self._refuse("malformed", 400, request)
+            return self._refuse("malformed", 400, remote)
         out = self.core.handle(msg)
         replies = [o.message for o in out if o.address == msg.source_addr]
         self._dispatch([o for o in out if o.address != msg.source_addr])
@@ -228,13 +257,16 @@ class GossipNode:
         headers["Content-Type"] = "application/json"
         return web.Response(body=payload, headers=headers)
 
-    def _refuse(self, reason: str, status: int, request: web.Request) -> web.Response:
-        self._reject(reason, request.remote or "?")
-        return web.Response(status=status, text=json.dumps({"error": reason}), content_type="application/json")
+    def _refuse(self, reason: str, status: int, remote: str) -> web.Response:
+        """A refusal closes the connection: whatever the client still sends is not read."""
+        self._reject(reason, remote)
+        resp = web.Response(status=status, text=json.dumps({"error": reason}), content_type="application/json")
+        resp.force_close()
+        return resp
 
     def _reject(self, reason: str, peer: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
-        log.warning("gossip_rejected", reason=reason, remote=peer)
+        self.refusals.refused(reason, peer)
 
     # ------------------------------------------------------------------ state
 
@@ -285,23 +317,16 @@ class GossipNode:
         for m in sorted(self.core.members.values(), key=lambda m: m.name):
             if m.status == LEFT:
                 continue
-            if m.name == self.node:
-                data = own
-            else:
-                s = self.core.summaries.get(m.name)
-                data = s.data if s is not None else {}
+            s = self.core.summaries.get(m.name)
+            # a peer's summary is whatever its version sends: only its known fields, checked
+            data = summary.normalize(own if m.name == self.node else s.data if s is not None else None)
             alive = m.status in (ALIVE, SUSPECT)
-            # a live peer whose summary has not arrived yet is unknown, not failing
-            status = data.get("status", "warning") if alive else "critical"
-            nodes.append({
-                "name": m.name,
-                "member_status": m.status,
-                "status": status,
-                "stale": not alive,
-                "checks": data.get("checks", []),
-                "components": data.get("components", []),
-                "version": data.get("version"),
-            })
+            node = {"name": m.name, "member_status": m.status, "status": data.status if alive else "critical",
+                    "stale": not alive, "checks": data.checks, "components": data.components,
+                    "version": data.version}
+            if data.reported_status is not None:
+                node["reported_status"] = data.reported_status
+            nodes.append(node)
         return nodes
 
     def message_counts(self) -> dict[tuple[str, str], int]:

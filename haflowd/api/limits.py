@@ -1,0 +1,209 @@
+"""What any client may cost a TCP listener of ours (the read API, the gossip port): bounded
+memory and time, before it has proved anything.
+
+- ``KEEPALIVE_S``: a connection must finish a request's headers within this long of
+  connecting or of its previous answer, or it is closed (aiohttp's keep-alive timer, which
+  also runs before the first request); an idle keep-alive connection closes then too.
+- ``BODY_DEADLINE_S``: a handler that reads a body reads it within this long (408 after).
+- ``MAX_CONNECTIONS`` per listener and ``MAX_CONNECTIONS_PER_REMOTE`` per client address:
+  a connection over either is answered 503 and closed at once, before it is parsed.
+- :class:`InflightLimit`: requests still being read or checked, in all and per address.
+- :class:`RefusalLog`: refusals as a few lines per reason, then one summary per interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from haflowd.clock import Clock
+
+KEEPALIVE_S = 5.0
+BODY_DEADLINE_S = 5.0
+LINGER_S = 1.0
+MAX_CONNECTIONS = 128
+MAX_CONNECTIONS_PER_REMOTE = 32
+MAX_HEADERS = 32
+MAX_FIELD_SIZE = 8190
+
+RUNNER_OPTIONS: dict[str, Any] = {
+    "keepalive_timeout": KEEPALIVE_S,
+    "lingering_time": LINGER_S,
+    "max_headers": MAX_HEADERS,
+    "max_field_size": MAX_FIELD_SIZE,
+    "max_line_size": MAX_FIELD_SIZE,
+}
+"""Keyword arguments for every ``web.AppRunner`` of a TCP listener."""
+
+BUSY_ANSWER = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+               b"Content-Length: 16\r\nConnection: close\r\n\r\n{\"error\":\"busy\"}")
+
+log = structlog.get_logger()
+
+
+def remote_of(peername: Any) -> str:
+    """The client's address from ``get_extra_info("peername")``; "?" when there is none."""
+    if isinstance(peername, tuple | list) and peername:
+        return str(peername[0])
+    return "?"
+
+
+class InflightLimit:
+    """Counts what is in progress, in all and per client address; refuses past either cap."""
+
+    def __init__(self, total: int, per_remote: int) -> None:
+        self.total = total
+        self.per_remote = per_remote
+        self._by_remote: dict[str, int] = {}
+        self._count = 0
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def try_enter(self, remote: str) -> bool:
+        mine = self._by_remote.get(remote, 0)
+        if self._count >= self.total or mine >= self.per_remote:
+            return False
+        self._count += 1
+        self._by_remote[remote] = mine + 1
+        return True
+
+    def leave(self, remote: str) -> None:
+        left = self._by_remote.get(remote, 0) - 1
+        if left > 0:
+            self._by_remote[remote] = left
+        else:
+            self._by_remote.pop(remote, None)
+        self._count = max(0, self._count - 1)
+
+
+class _Gate(asyncio.Protocol):
+    """Admits a connection under the caps and hands it to aiohttp's handler, or answers 503."""
+
+    def __init__(self, limit: InflightLimit, make: Callable[[], RequestHandler],
+                 on_busy: Callable[[str], None]) -> None:
+        self._limit = limit
+        self._make = make
+        self._on_busy = on_busy
+        self._inner: RequestHandler | None = None
+        self._remote = "?"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._remote = remote_of(transport.get_extra_info("peername"))
+        if not self._limit.try_enter(self._remote):
+            self._on_busy(self._remote)
+            assert isinstance(transport, asyncio.Transport)
+            transport.write(BUSY_ANSWER)
+            transport.close()
+            return
+        self._inner = self._make()
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._inner is not None:
+            self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        if self._inner is not None:
+            self._inner.eof_received()
+        return None  # the transport closes its end; the handler answers what it has
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._inner is not None:
+            self._limit.leave(self._remote)
+            self._inner.connection_lost(exc)
+            self._inner = None
+
+
+class GuardedSite(web.TCPSite):
+    """A TCP site whose connections pass a :class:`_Gate` first."""
+
+    __slots__ = ("_on_busy", "connections")
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, on_busy: Callable[[str], None],
+                 max_connections: int = MAX_CONNECTIONS,
+                 max_per_remote: int = MAX_CONNECTIONS_PER_REMOTE) -> None:
+        super().__init__(runner, host, port, reuse_address=True)
+        self.connections = InflightLimit(max_connections, max_per_remote)
+        self._on_busy = on_busy
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with its runner
+        server = self._runner.server
+        assert server is not None
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Gate(self.connections, server, self._on_busy),
+            self._host, self._port, backlog=self._backlog, reuse_address=True,
+        )
+
+
+@dataclass
+class _Reason:
+    tokens: float
+    refilled: float
+    suppressed: int = 0
+    last_remote: str = ""
+    remotes: set[str] = field(default_factory=set)
+    last_line: float = float("-inf")
+
+
+class RefusalLog:
+    """Refusals logged without flooding the journal: per reason, the first ``burst`` lines
+    at once (one line a ``interval`` refills the allowance), the rest as one summary line
+    per ``interval`` with how many were held back. Counting is the caller's (metrics)."""
+
+    MAX_REMOTES = 16  # distinct addresses named in a summary
+
+    def __init__(self, event: str, clock: Clock, interval: float = 10.0, burst: int = 5) -> None:
+        self.event = event
+        self.clock = clock
+        self.interval = interval
+        self.burst = burst
+        self._reasons: dict[str, _Reason] = {}
+
+    def refused(self, reason: str, remote: str, **fields: Any) -> None:
+        now = self.clock.monotonic()
+        r = self._reasons.get(reason)
+        if r is None:
+            r = self._reasons[reason] = _Reason(tokens=float(self.burst), refilled=now)
+        r.tokens = min(float(self.burst), r.tokens + (now - r.refilled) / self.interval)
+        r.refilled = now
+        if r.suppressed == 0 and r.tokens >= 1.0:
+            r.tokens -= 1.0
+            r.last_line = now
+            log.warning(self.event, reason=reason, remote=remote, **fields)
+            return
+        r.suppressed += 1
+        r.last_remote = remote
+        if len(r.remotes) < self.MAX_REMOTES:
+            r.remotes.add(remote)
+        self.flush(now)
+
+    def flush(self, now: float | None = None) -> None:
+        """Write the summaries that are due; cheap enough to call on every tick."""
+        now = self.clock.monotonic() if now is None else now
+        for reason, r in self._reasons.items():
+            if r.suppressed and now - r.last_line >= self.interval:
+                log.warning(f"{self.event}_summary", reason=reason, count=r.suppressed,
+                            interval_s=round(now - r.last_line, 1), remotes=sorted(r.remotes),
+                            last_remote=r.last_remote)
+                r.suppressed = 0
+                r.remotes = set()
+                r.last_line = now
+                r.tokens = max(0.0, r.tokens - 1.0)
