@@ -95,7 +95,8 @@ class LogSink:
     """
 
     def __init__(self, fd: int = 1, max_lines: int = MAX_QUEUE_LINES, max_bytes: int = MAX_QUEUE_BYTES,
-                 write: Callable[[int, memoryview], int] = os.write, notice: Callable[[int], str] = _json_notice) -> None:
+                 write: Callable[[int, memoryview], int] = os.write,
+                 notice: Callable[[int], str] = _json_notice) -> None:
         self.fd = fd
         self.max_lines = max_lines
         self.max_bytes = max_bytes

@@ -13,7 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from haflowd import __version__
+from haflowd import __version__, logs
 from haflowd.supervisor.child import STATES
 
 if TYPE_CHECKING:
@@ -98,6 +98,26 @@ class DaemonCollector(Collector):
         status = GaugeMetricFamily("haflowd_node_status", "this node: 0 passing, 1 warning, 2 critical")
         status.add_metric([], int(d.registry.status()))
         yield status
+        yield from log_metrics()
+
+
+def log_metrics() -> Iterator[Metric]:
+    """The log's own health: a closed, full or slow stdout loses lines, counted here."""
+    sink = logs.SINK
+    errors = CounterMetricFamily("haflowd_log_write_errors", "failed writes of the log to stdout, by errno",
+                                 labels=["error"])
+    for name, n in sorted(sink.write_errors.items()):
+        errors.add_metric([name], n)
+    dropped = CounterMetricFamily("haflowd_log_dropped", "log lines lost: queue_full (a slow output), "
+                                  "write_error (a closed or full one)", labels=["reason"])
+    for reason in ("queue_full", "write_error"):
+        dropped.add_metric([reason], sink.dropped[reason])
+    for reason, n in sorted(sink.dropped.items()):
+        if reason not in ("queue_full", "write_error"):
+            dropped.add_metric([reason], n)
+    queued = GaugeMetricFamily("haflowd_log_queue_lines", "log lines waiting for stdout")
+    queued.add_metric([], sink.pending())
+    yield from (errors, dropped, queued)
 
 
 def make_registry(daemon: Daemon) -> CollectorRegistry:
