@@ -313,6 +313,27 @@ def configure(fmt: str = "json", node: str | None = None, level: str = "info",
         logger_factory=lambda *_args: SinkLogger(sink),
         cache_logger_on_first_use=False,
     )
+    _route_stdlib_logging()
+
+
+class StdlibToStructlog(logging.Handler):
+    """Libraries' logging (asyncio's "Task exception was never retrieved", aiohttp's server
+    errors) goes through the same pipeline: masked, one JSON line, never a bare traceback
+    on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            structlog.get_logger().log(record.levelno, "library_log", logger=record.name,
+                                       message=record.getMessage(), exc_info=record.exc_info or None)
+        except Exception:
+            SINK.dropped["internal"] += 1
+
+
+def _route_stdlib_logging() -> None:
+    logging.raiseExceptions = False  # a failing handler prints no "--- Logging error ---" traceback
+    root = logging.getLogger()
+    root.handlers = [StdlibToStructlog()]
+    root.setLevel(logging.WARNING)
 
 
 def _isatty(stream: TextIO) -> bool:

@@ -7,6 +7,7 @@ import contextlib
 import errno
 import io
 import json
+import logging
 import os
 import signal
 import threading
@@ -22,17 +23,27 @@ from haflowd import logs
 SECRET = "hunter2-Pw"
 
 
-@pytest.fixture
-def captured() -> Iterator[io.StringIO]:
-    """A JSON log into a StringIO, with SECRET known to the redactor; defaults restored after."""
-    buf = io.StringIO()
-    logs.configure("json", node="n1", stream=buf)
-    logs.REDACTOR.set([SECRET])
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """configure() changes structlog and the stdlib root logger: both come back after each test."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     try:
-        yield buf
+        yield
     finally:
         logs.REDACTOR.set([])
         structlog.reset_defaults()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+@pytest.fixture
+def captured() -> io.StringIO:
+    """A JSON log into a StringIO, with SECRET known to the redactor."""
+    buf = io.StringIO()
+    logs.configure("json", node="n1", stream=buf)
+    logs.REDACTOR.set([SECRET])
+    return buf
 
 
 def lines(buf: io.StringIO) -> list[dict[str, Any]]:
@@ -78,16 +89,12 @@ def test_console_tracebacks_carry_no_secret() -> None:
     logs.configure("console", node="n1", stream=buf)
     logs.REDACTOR.set([SECRET])
     try:
-        try:
-            _fail_with_a_secret_in_a_local()
-        except RuntimeError:
-            structlog.get_logger().exception("crashed", detail=[SECRET])
-        getattr(logs, "flush", lambda _t: True)(5.0)
-        text = buf.getvalue()
-        assert "RuntimeError" in text and SECRET not in text and "visible-local-value" not in text
-    finally:
-        logs.REDACTOR.set([])
-        structlog.reset_defaults()
+        _fail_with_a_secret_in_a_local()
+    except RuntimeError:
+        structlog.get_logger().exception("crashed", detail=[SECRET])
+    getattr(logs, "flush", lambda _t: True)(5.0)
+    text = buf.getvalue()
+    assert "RuntimeError" in text and SECRET not in text and "visible-local-value" not in text
 
 
 class Unprintable:
@@ -218,3 +225,15 @@ def test_partial_writes_are_completed() -> None:
     sink.put("a line longer than three bytes")
     assert sink.flush(5.0)
     assert got == b"a line longer than three bytes\n"
+
+
+def test_library_logging_goes_through_the_redactor(captured: io.StringIO, capsys: Any) -> None:
+    """asyncio and aiohttp log through the stdlib: their tracebacks became bare text on stderr."""
+    try:
+        raise ConnectionError(f"peer said {SECRET}")
+    except ConnectionError as e:
+        logging.getLogger("asyncio").error("Task exception was never retrieved", exc_info=e)
+    out = lines(captured)
+    assert out[0]["event"] == "library_log" and out[0]["logger"] == "asyncio"
+    assert SECRET not in captured.getvalue()
+    assert "Traceback" not in capsys.readouterr().err
