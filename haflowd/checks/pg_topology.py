@@ -12,8 +12,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import unquote
 
+from haflowd import secrets
 from haflowd.health import Status
 
 STREAMING = "streaming"
@@ -499,8 +499,6 @@ def _and(names: Sequence[str]) -> str:
 
 # --------------------------------------------------------------------------- secrets
 
-_KV_PASSWORD = re.compile(r"""(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s'"]+)""", re.IGNORECASE)
-_URI_USERINFO = re.compile(r"([a-z][a-z0-9+.-]*://[^:/@\s\"]*):([^@\s\"]*)@", re.IGNORECASE)
 _QUOTED = re.compile(r'"([^"]*)"')
 MASK = "***"
 LIBPQ_KEYWORDS = frozenset("""
@@ -515,16 +513,7 @@ LIBPQ_KEYWORDS = frozenset("""
 
 def dsn_passwords(dsn: str) -> list[str]:
     """Every spelling of the password a DSN carries (key=value or URI, raw and percent-decoded)."""
-    out: list[str] = []
-    for m in _KV_PASSWORD.finditer(dsn):
-        v = m.group(2)
-        out.append(v)
-        if v.startswith("'") and v.endswith("'") and len(v) >= 2:
-            out.append(re.sub(r"\\(.)", r"\1", v[1:-1]))
-    for m in _URI_USERINFO.finditer(dsn):
-        out.append(m.group(2))
-        out.append(unquote(m.group(2)))
-    return [p for p in out if p]
+    return secrets.dsn_passwords(dsn)
 
 
 def scrub(text: str, dsn: str, parsed: bool = True) -> str:
@@ -534,12 +523,7 @@ def scrub(text: str, dsn: str, parsed: bool = True) -> str:
     "s3cr%et"``); for such a DSN (``parsed=False``) every quoted piece of it is masked too,
     except libpq's own option names.
     """
-    secrets = sorted({dsn, *dsn_passwords(dsn)}, key=len, reverse=True)
-    for s in secrets:
-        if s:
-            text = text.replace(s, MASK)
-    text = _KV_PASSWORD.sub(lambda m: m.group(1) + MASK, text)
-    text = _URI_USERINFO.sub(lambda m: m.group(1) + ":" + MASK + "@", text)
+    text = secrets.Scrubber([dsn, *dsn_passwords(dsn)], min_length=1)(text)
     if not parsed:
         def mask(m: re.Match[str]) -> str:
             piece = m.group(1)

@@ -22,9 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
-import urllib.parse
 import uuid
 from collections.abc import Coroutine, Iterable, Iterator
 from dataclasses import replace
@@ -37,6 +35,7 @@ from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from haflowd import secrets
 from haflowd.api.server import json_response
 from haflowd.checks import Checker
 from haflowd.checks import rabbitmq_rules as rules
@@ -44,41 +43,26 @@ from haflowd.clock import Clock
 from haflowd.config import RabbitConfig, RabbitNode, Secret, format_duration
 from haflowd.errors import HaflowdError
 from haflowd.health import CheckRegistry, Status
-from haflowd.logs import MASK
 
 NODE_COLUMNS = ("name,running,partitions,mem_alarm,disk_free_alarm,fd_used,fd_total,sockets_used,sockets_total,"
                 "mem_used,mem_limit")
 QUEUE_COLUMNS = "name,vhost,type,messages,consumers"
 T = TypeVar("T")
-_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*):[^@/\s]*@", re.IGNORECASE)
 
 
 class ManagementError(HaflowdError):
     """A management API answer we cannot use (an HTTP error, not JSON)."""
 
 
-class Scrubber:
-    """Masks known secrets and any ``user:password@`` in a URL."""
+class Scrubber(secrets.Scrubber):
+    """Masks the section's secrets (every spelling) and any ``user:password@`` in a URL."""
 
-    def __init__(self, secrets: Iterable[str]) -> None:
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True)
+    def __init__(self, known: Iterable[str]) -> None:
+        super().__init__(known, min_length=3)
 
     @classmethod
     def for_config(cls, cfg: RabbitConfig) -> Scrubber:
-        found: list[str] = []
-        urls = [cfg.amqp_url] + [n.amqp_url for n in cfg.nodes]
-        for url in (u.reveal() for u in urls if u is not None):
-            found.append(url)
-            password = urllib.parse.urlsplit(url).password
-            if password:
-                found += [password, urllib.parse.unquote(password)]
-        found += [n.password.reveal() for n in cfg.nodes if n.password is not None]
-        return cls(found)
-
-    def __call__(self, text: str) -> str:
-        for s in self.secrets:
-            text = text.replace(s, MASK)
-        return _USERINFO.sub(rf"\1:{MASK}@", text)
+        return cls(secrets.config_secrets(cfg))
 
 
 def describe_error(e: BaseException, timeout: float) -> str:
