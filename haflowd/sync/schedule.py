@@ -321,6 +321,8 @@ class SyncSchedule:
         p.state = PENDING if r.outcome in AWAY or gone else FAILING
         p.last_error = r.detail or r.outcome.value
         p.unhealthy_since = p.unhealthy_since or wall
+        if p.woken:
+            return  # gossip saw it come back during this attempt, which may predate that: retry at once
         p.retry_at = None if r.outcome == Outcome.DOWN or gone else now + self.backoff(p.attempts)
 
     def _jittered(self, seconds: float) -> float:
