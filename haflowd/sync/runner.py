@@ -12,7 +12,10 @@ csync2 in the middle of a check can lose data: it commits its database every 100
 statements, so a kill can keep a file's new checksum and drop its dirty marks, and that
 file is then never sent. Killing an update is harmless (a dirty mark is removed only
 after the peer has the file). A check that had to be killed anyway is followed by
-``csync2 -mr /`` (mark everything dirty: every peer compares every file once).
+``csync2 -mr /`` (mark everything dirty: every peer compares every file once). The
+same happens at the next start when haflowd stopped (or died) while a check ran: a
+marker file exists for as long as a check runs, and a check that is still running when
+haflowd stops gets ``CHECK_STOP_GRACE_S`` to finish before it is killed.
 One update per peer (``-P``): a failure or a hang on one peer says exactly who failed
 and never rolls back what another got.
 """
@@ -30,6 +33,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from haflowd.sync.schedule import Outcome, PeerResult
 
@@ -41,6 +45,7 @@ MAX_CONFLICTS = 1000
 PENDING_TIMEOUT_S = 30.0
 CHECK_TIMEOUT_MIN_S = 300.0  # the check is local: bounded, but never killed for a peer's sake
 LIVE_MISSES = 2  # consecutive failed probes during an update that end it
+CHECK_STOP_GRACE_S = 3.0  # haflowd stops during a check: this long to finish before it is killed
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,10 @@ class Csync2Command:
                     opts.append("-" + kept)
         return i, opts, files
 
+    def options(self) -> list[str]:
+        """csync2's own options in the base, without its modes (``-N``, ``-D``, ``-C`` ...)."""
+        return self._split()[1]
+
     @property
     def splittable(self) -> bool:
         return self._split()[0] >= 0
@@ -135,6 +144,7 @@ class RunOutput:
     _UPDATING = re.compile(r"^Updating (.+) on (\S+) \.\.\.$")
     _WHILE = re.compile(r"^While syncing file (.+):$")
     _CONFLICT = ("Do not auto-resolve conflict", "File is also marked dirty here")
+    _WON = "Auto-resolving conflict: Won "  # this node's version replaced the peer's
     _NOISE = re.compile(r"^(Finished with \d+ errors\.|(Host|File) stays in dirty state\. Try again later\.\.\.)$")
     _ERROR = re.compile(r"(ERROR|[Ee]rror|[Ff]ailed|Can't|Cannot|[Rr]efused|[Dd]enied|[Ii]dentification|"
                         r"not a member|[Tt]imed out|[Ll]ocked|[Uu]nknown|No such)")
@@ -142,6 +152,7 @@ class RunOutput:
     def __init__(self) -> None:
         self.errors: list[str] = []
         self.conflicts: list[str] = []
+        self.resolved: list[str] = []
         self.last: deque[str] = deque(maxlen=3)
         self._file: str | None = None
         self._peer_error: str | None = None  # "ERROR from peer X:": its reason is on the next line
@@ -154,6 +165,10 @@ class RunOutput:
         m = self._UPDATING.match(s) or self._WHILE.match(s)
         if m:
             self._file = m.group(1)
+            return
+        if s.startswith(self._WON):
+            if len(self.resolved) < MAX_CONFLICTS and self._file and self._file not in self.resolved:
+                self.resolved.append(self._file)
             return
         if any(c in s for c in self._CONFLICT):
             if len(self.conflicts) < MAX_CONFLICTS and self._file and self._file not in self.conflicts:
@@ -177,16 +192,16 @@ class RunOutput:
             self.errors.append(s)
 
     def verdict(self, exit_code: int) -> PeerResult:
-        conflicts = tuple(self.conflicts)
+        conflicts, resolved = tuple(self.conflicts), tuple(self.resolved)
         if self._peer_error is not None:
             self._error(self._peer_error)
         if exit_code == 0:
-            return PeerResult(Outcome.SYNCED, None, conflicts)
+            return PeerResult(Outcome.SYNCED, None, conflicts, resolved)
         if conflicts and not self.errors:
             return PeerResult(Outcome.CONFLICT, f"{len(conflicts)} file(s) in conflict: " + ", ".join(conflicts[:5]),
-                              conflicts)
+                              conflicts, resolved)
         words = "; ".join(self.errors) or (self.last[-1] if self.last else "no output")
-        return PeerResult(Outcome.ERROR, f"csync2 exited with {exit_code}: {words}", conflicts)
+        return PeerResult(Outcome.ERROR, f"csync2 exited with {exit_code}: {words}", conflicts, resolved)
 
 
 def parse_pending(text: str) -> dict[str, int]:
@@ -282,6 +297,12 @@ async def run_bounded(argv: Sequence[str], timeout: float, on_line: Callable[[st
             _kill_group(proc.pid)
 
 
+def _ran_out(done: Finished) -> bool:
+    """The process ended on its own (an exit code, even an error), not by a signal: csync2
+    committed its database."""
+    return done.exit_code is not None and done.exit_code >= 0
+
+
 def _kill_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
@@ -316,8 +337,9 @@ class Csync2Runner:
 
     def __init__(self, command: Sequence[str], port: int = CSYNC2_PORT, timeout: float = 120.0,
                  probe_timeout: float = 1.0, env: Mapping[str, str] | None = None,
-                 trace: Callable[[str, str], None] | None = None) -> None:
+                 trace: Callable[[str, str], None] | None = None, check_marker: Path | None = None) -> None:
         self.command = Csync2Command(tuple(command))
+        self.check_marker = check_marker  # exists while a check runs: a leftover means it was interrupted
         self.port = port
         self.timeout = timeout
         self.probe_timeout = probe_timeout
@@ -344,25 +366,73 @@ class Csync2Runner:
         return await asyncio.to_thread(incoming_sessions, self.port)
 
     async def check(self) -> str | None:
-        """``csync2 -cr /``: find local changes and mark them dirty. None, or what went wrong."""
+        """``csync2 -cr /``: find local changes and mark them dirty. None, or what went wrong.
+
+        A check left unfinished by an earlier haflowd (the marker file is still there)
+        is made good first with ``csync2 -mr /``. When haflowd stops during a check, the
+        check gets ``CHECK_STOP_GRACE_S`` to finish; one that is killed leaves the marker."""
         argv = self.command.check_argv()
         if argv is None:
             return None  # a wrapper: its own run checks
         out = RunOutput()
         limit = max(self.timeout, CHECK_TIMEOUT_MIN_S)
-        done = await run_bounded(argv, limit, self._feed("check", out.feed), self.env)
+        if self.interrupted() and not await self.mark_all(limit, out):
+            return "an earlier csync2 check was interrupted, and csync2 -mr / failed: " + \
+                (out.last[-1] if out.last else "no output")
+        self._set_marker(True)
+        run = asyncio.create_task(run_bounded(argv, limit, self._feed("check", out.feed), self.env))
+        try:
+            done = await asyncio.shield(run)
+        except asyncio.CancelledError:  # haflowd is stopping: let a local check finish, briefly
+            try:
+                finished, _ = await asyncio.wait({run}, timeout=CHECK_STOP_GRACE_S)
+                if finished and not run.cancelled() and run.exception() is None and _ran_out(run.result()):
+                    self._set_marker(False)
+            finally:
+                if not run.done():
+                    run.cancel()  # run_bounded kills it; the marker stays for the next start
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await run
+            raise
         if done.error is not None:
             return done.error
         if done.timed_out:
-            mark = self.command.mark_all_argv()
-            assert mark is not None
-            again = await run_bounded(mark, limit, self._feed("mark", out.feed), self.env)
-            fixed = "marked every file dirty" if again.exit_code == 0 else "could not mark every file dirty"
+            fixed = "marked every file dirty" if await self.mark_all(limit, out) else "could not mark every file dirty"
             return f"csync2 check killed after {limit:g}s; {fixed}"
+        if _ran_out(done):
+            self._set_marker(False)
         if done.exit_code != 0:
             r = out.verdict(done.exit_code or 1)
             return f"csync2 check failed: {r.detail}"
         return None
+
+    def interrupted(self) -> bool:
+        """Was a check interrupted (haflowd stopped or died while it ran)?"""
+        return self.check_marker is not None and self.check_marker.exists()
+
+    async def mark_all(self, limit: float, out: RunOutput) -> bool:
+        """``csync2 -mr /``: every file dirty for every peer (each peer compares each file
+        once). True when it ran to its end; the check marker goes with it."""
+        mark = self.command.mark_all_argv()
+        if mark is None:
+            return True
+        done = await run_bounded(mark, limit, self._feed("mark", out.feed), self.env)
+        if done.exit_code != 0:
+            return False
+        self._set_marker(False)
+        return True
+
+    def _set_marker(self, on: bool) -> None:
+        if self.check_marker is None:
+            return
+        try:
+            if on:
+                self.check_marker.parent.mkdir(parents=True, exist_ok=True)
+                self.check_marker.write_text("csync2 -cr is running; a leftover file means it was interrupted\n")
+            else:
+                self.check_marker.unlink(missing_ok=True)
+        except OSError:
+            pass  # best effort (data_dir full or read-only): the check itself still runs
 
     async def sync(self, host: str) -> tuple[PeerResult, float]:
         """One ``csync2 -u -P host``: what the peer got, and how long it took.
@@ -389,14 +459,15 @@ class Csync2Runner:
                     await run
                 last = f"; last words: {out.last[-1]}" if out.last else ""
                 return PeerResult(Outcome.UNREACHABLE, f"csync2 stopped after {time.monotonic() - t0:.1f}s: "
-                                  f"{last_probe.detail}{last}", tuple(out.conflicts)), time.monotonic() - t0
+                                  f"{last_probe.detail}{last}", tuple(out.conflicts), tuple(out.resolved)), \
+                    time.monotonic() - t0
         done = run.result()
         if done.error is not None:
             return PeerResult(Outcome.ERROR, done.error), done.duration
         if done.timed_out:
             last = f"; last words: {out.last[-1]}" if out.last else ""
             return PeerResult(Outcome.TIMEOUT, f"csync2 killed after {self.timeout:g}s (hung){last}",
-                              tuple(out.conflicts)), done.duration
+                              tuple(out.conflicts), tuple(out.resolved)), done.duration
         assert done.exit_code is not None
         return out.verdict(done.exit_code), done.duration
 

@@ -17,6 +17,9 @@ executes a plan and reports each peer's :class:`PeerResult` to
   other peers keep syncing on every trigger; when its retry comes due it is run on its
   own. A peer that gossip says is dead or left is not tried at all (``pending``);
   when gossip says it is alive again it is retried at once.
+- **Work left for a peer that was not in a run** (``csync2 -M`` counts files for it: a
+  peer's conflicting update made csync2 mark a file dirty again here) is run at once,
+  not at the next schedule, so a settled conflict reaches every peer.
 """
 
 from __future__ import annotations
@@ -61,7 +64,8 @@ AWAY = (Outcome.UNREACHABLE, Outcome.DOWN)  # -> pending; everything else that i
 class PeerResult:
     outcome: Outcome
     detail: str | None = None  # csync2's own words, one line
-    conflicts: tuple[str, ...] = ()
+    conflicts: tuple[str, ...] = ()  # still in conflict: lost csync2's auto test, or dirty on both sides
+    resolved: tuple[str, ...] = ()  # conflicts this update won: the peer's version was replaced
 
 
 @dataclass(frozen=True)
@@ -290,6 +294,9 @@ class SyncSchedule:
         if pending is not None:
             for name, p in self.peers.items():
                 p.pending_files = pending.get(name, 0)
+                if (name not in results and p.state == OK and p.retry_at is None and p.member not in GONE
+                        and p.pending_files > len(p.conflicts)):
+                    p.retry_at = now  # csync2 has work for it that this run did not do: soon, not at the schedule
         result = run_result(results.values())
         self.runs[result] += 1
         self.last_run, self.last_result = wall, result

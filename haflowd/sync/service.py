@@ -31,6 +31,7 @@ from haflowd.checks import Checker
 from haflowd.clock import SYSTEM_CLOCK, Clock
 from haflowd.config import SyncConfig
 from haflowd.health import CheckRegistry, Status
+from haflowd.sync.conflicts import ConflictLog, Csync2Layout, csync2_cfg_path, parse_csync2_cfg
 from haflowd.sync.runner import Csync2Runner
 from haflowd.sync.schedule import (
     OK,
@@ -48,6 +49,7 @@ from haflowd.sync.schedule import (
 log = structlog.get_logger()
 
 STATE_FILE = "sync-state.json"
+CHECK_MARKER = "sync-check.running"  # exists while csync2 -cr runs (see runner.py)
 HEALTH_EVERY_S = 1.0
 INCOMING_POLL_S = 0.05
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -100,7 +102,11 @@ class SyncService(Checker):
                                     retry_initial=cfg.retry_initial, retry_max=cfg.retry_max)
         self.core = SyncSchedule(clock, settings, peers, dynamic=gossip and not cfg.peers)
         self.runner = runner or Csync2Runner(cfg.command, port=cfg.port, timeout=cfg.timeout,
-                                             probe_timeout=cfg.probe_timeout, trace=_trace)
+                                             probe_timeout=cfg.probe_timeout, trace=_trace,
+                                             check_marker=data_dir / CHECK_MARKER)
+        self.conflicts = ConflictLog(node, cfg.csync2_host(node))
+        self.no_backups: list[str] = []  # csync2 groups of this host that keep no overwritten file
+        self.csync2_cfg: str | None = None  # the csync2.cfg read, if any
         self.events = 0  # file events seen
         self.watch_errors: dict[str, str] = {}
         self._observer: BaseObserver | None = None
@@ -152,6 +158,7 @@ class SyncService(Checker):
                 await asyncio.sleep(HEALTH_EVERY_S)
                 self._publish()
         self._watch()
+        await self._read_csync2_cfg()
         health = asyncio.create_task(self._health_loop(), name="sync-health")
         try:
             pending = await self.runner.pending()  # rebuilt from csync2's database
@@ -190,6 +197,9 @@ class SyncService(Checker):
                     results[peer] = PeerResult(pr.outcome, pr.detail)
             if plan.peers:
                 await self._let_incoming_finish()
+                if self.runner.interrupted():
+                    log.warning("sync_check_interrupted", run=plan.id,
+                                action="csync2 -mr /: every peer compares every file once")
                 problem = await self.runner.check()
                 if problem is not None:
                     log.error("sync_check_failed", run=plan.id, error=problem)
@@ -199,6 +209,7 @@ class SyncService(Checker):
                 if peer in results:
                     continue
                 results[peer], took = await self.runner.sync(hosts[peer])
+                self._note_conflicts(peer, hosts[peer], results[peer])
                 log.debug("sync_peer_run", peer=peer, outcome=results[peer].outcome.value, duration_s=round(took, 3))
             if plan.peers:
                 got = await self.runner.pending()
@@ -219,6 +230,39 @@ class SyncService(Checker):
                 if not fut.done():
                     fut.set_result(body)
         await self._save()
+
+    def _note_conflicts(self, peer: str, host: str, r: PeerResult) -> None:
+        new, done = self.conflicts.observe(peer, host, self.clock.wall(), won=r.resolved, open_=r.conflicts,
+                                           reached=r.outcome in (Outcome.SYNCED, Outcome.CONFLICT))
+        for c in new:
+            where = c.kept_at or "nowhere: csync2 keeps no backup (set backup-directory in csync2.cfg)"
+            log.warning("sync_conflict", file=c.path or c.file, peer=peer, winner=c.winner, loser=c.loser,
+                        kept_on=c.kept_on, kept_at=where, resolved=c.resolved)
+        for c in done:
+            log.info("sync_conflict_resolved", file=c.path or c.file, peer=peer, winner=c.winner,
+                     kept_on=c.kept_on, kept_at=c.kept_at)
+
+    async def _read_csync2_cfg(self) -> None:
+        """Where csync2 keeps the versions it overwrites (for the conflicts' ``kept_at``),
+        and a warning if it keeps none. A command that is not csync2 itself is not read."""
+        if not self.runner.command.splittable:
+            return
+        env = self.runner.env if self.runner.env is not None else os.environ
+        path = csync2_cfg_path(self.runner.command.options(), env)
+        try:
+            text = await asyncio.to_thread(Path(path).read_text, errors="replace")
+        except OSError as e:
+            log.info("sync_csync2_config_unread", path=path, error=e.strerror or str(e))
+            return
+        layout: Csync2Layout = parse_csync2_cfg(text)
+        self.csync2_cfg = path
+        self.conflicts.layout = layout
+        host = self.cfg.csync2_host(self.node)
+        self.no_backups = layout.without_backups(host)
+        if self.no_backups:
+            log.warning("sync_no_backups", path=path, groups=self.no_backups,
+                        error="csync2 keeps no copy of the files it overwrites: a conflict would lose a version; "
+                              "set backup-directory (and backup-generations >= 2) in each group")
 
     async def _let_incoming_finish(self) -> None:
         """Wait (up to ``debounce_max``) while a peer is pushing files to this node: a check
@@ -273,10 +317,15 @@ class SyncService(Checker):
                               interval=HEALTH_EVERY_S * 5)
             return
         status, output = self.core.health(self.cfg.warn_after, self.cfg.critical_after)
+        extra: list[str] = []
         if self.watch_errors:
+            extra += [f"cannot watch {p}: {e}" for p, e in sorted(self.watch_errors.items())]
+        if self.no_backups:
+            extra.append(f"csync2 keeps no backups (group {', '.join(self.no_backups)} in {self.csync2_cfg} has no "
+                         f"backup-directory): a conflict would lose a version")
+        if extra:
             status = max(status, Status.WARNING)
-            output = "; ".join([f"cannot watch {p}: {e}" for p, e in sorted(self.watch_errors.items())]
-                               + ([output] if output else []))
+            output = "; ".join(extra + ([output] if output else []))
         self.registry.set(self.name, status, output, interval=HEALTH_EVERY_S * 5)
 
     # ------------------------------------------------------------------ watching
@@ -321,9 +370,10 @@ class SyncService(Checker):
             return
         if isinstance(data, dict):
             self.core.restore(data)
+            self.conflicts.restore(data.get("conflicts"))
 
     async def _save(self) -> None:
-        data = json.dumps(self.core.to_state(), indent=1)
+        data = json.dumps({**self.core.to_state(), "conflicts": self.conflicts.to_state()}, indent=1)
         try:
             await asyncio.to_thread(_write_atomic, self.state_path, data)
         except OSError as e:
@@ -371,10 +421,19 @@ class SyncService(Checker):
             "file_events": self.events,
             "watch": [str(p) for p in self.cfg.watch],
             "watch_errors": dict(self.watch_errors),
-            "conflicts": [{"peer": n, "file": f} for n, p in sorted(c.peers.items()) for f in p.conflicts],
+            "conflicts": self.conflicts_json(),
             "peers": self.peers_json(),
             "checked_at": self.clock.wall(),
         }
+
+    def conflicts_json(self) -> list[dict[str, Any]]:
+        """The conflict log (oldest first), and any file csync2 still reports in conflict
+        that the log does not hold (a state file from an older haflowd)."""
+        out = [c.to_json() for c in self.conflicts.items]
+        logged = {(c.peer, c.file) for c in self.conflicts.items if not c.resolved}
+        for name, p in sorted(self.core.peers.items()):
+            out += [{"peer": name, "file": f, "resolved": False} for f in p.conflicts if (name, f) not in logged]
+        return out
 
     def _run_body(self, s: RunSummary) -> dict[str, Any]:
         """POST /sync's answer: when it ran, and what each peer got."""
@@ -440,6 +499,11 @@ class SyncService(Checker):
         conflicts = GaugeMetricFamily("haflowd_sync_conflicts", "files csync2 reported in conflict")
         conflicts.add_metric([], sum(len(p.conflicts) for p in c.peers.values()))
         yield conflicts
+        resolved = CounterMetricFamily("haflowd_sync_conflicts_resolved",
+                                       "conflicts settled since start: one version replaced the other "
+                                       "(the other is in csync2's backup-directory; see GET /sync)")
+        resolved.add_metric([], self.conflicts.resolved_total)
+        yield resolved
 
 
 def _trace(what: str, line: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import re
 import signal
+import sys
 import time
 
 import psutil
@@ -248,3 +249,51 @@ def test_with_gossip_a_dead_peer_is_not_tried_and_alive_again_catches_it_up(csyn
     took = c.wait_files(("n3",), {"gossip.py": dag(9)}, 20, "n3 caught up once gossip saw it alive", t0)
     print(f"\nlink back -> n3 caught up after {took['n3']:.2f}s (retry_initial 30s: gossip did it)")
     assert took["n3"] < 15
+
+
+LOSSY_CSYNC2 = """#!{python}
+# csync2, except that while {flag} exists a check ends the way a check killed at the worst
+# moment does (csync2 commits every 1000 statements: a file's new checksum committed, its
+# dirty marks not), and then still runs, as a long check would when haflowd stops.
+import glob, os, sqlite3, subprocess, sys, time
+args = sys.argv[1:]
+if "-cr" in args and os.path.exists({flag!r}):
+    subprocess.run(["csync2", *args], check=False)
+    for db in glob.glob(os.path.join(args[args.index("-D") + 1], "*.db3")):
+        with sqlite3.connect(db) as conn:
+            conn.execute("DELETE FROM dirty")
+    open({done!r}, "w").close()
+    time.sleep(600)  # the daemon kills it
+os.execvp("csync2", ["csync2", *args])
+"""
+
+
+def test_a_check_interrupted_by_a_shutdown_loses_nothing(csync2_cluster: SyncCluster) -> None:
+    """haflowd stops while csync2 -cr runs: after the restart, the file written just
+    before still reaches the peers (the check is re-made good with csync2 -mr /)."""
+    c = csync2_cluster
+    flag, done = c.tmp / "lose-marks", c.tmp / "check-ran"
+    lossy = c.tmp / "bin" / "csync2-lossy"  # "csync2...": haflowd splits it like csync2 itself
+    lossy.parent.mkdir()
+    lossy.write_text(LOSSY_CSYNC2.format(python=sys.executable, flag=str(flag), done=str(done)))
+    lossy.chmod(0o755)
+    c.start_daemons(("n2", "n3"))
+    n1 = c["n1"]
+    c.start_daemons(("n1",), command=[str(lossy), "-N", n1.host, "-D", str(n1.db), "-x"])
+    c.quiet()
+
+    flag.touch()
+    c.write("n1", "written_before_stop.py", dag(11))
+    wait_until(done.exists, 10, "n1's check to have run (and to hang)")
+    d1 = c.daemon("n1")
+    t0 = time.monotonic()
+    d1.signal(signal.SIGTERM)
+    assert d1.wait_exit(20) == 0, d1.log_text()[-3000:]
+    print(f"\nSIGTERM during a hung check: haflowd stopped in {time.monotonic() - t0:.2f}s")
+    assert not (c["n2"].dags / "written_before_stop.py").exists()
+    flag.unlink()
+
+    d1.start()
+    c.wait_files(("n2", "n3"), {"written_before_stop.py": dag(11)}, 15, "the file after n1's restart")
+    assert any(e.get("event") == "sync_check_interrupted" for e in d1.log_events())
+    assert not (d1.dir / "data" / "sync-check.running").exists()

@@ -429,3 +429,33 @@ def test_restore_drops_peers_no_longer_configured() -> None:
     core, _ = make(peers=("b",))
     core.restore({"peers": {"z": {"state": "ok"}}})
     assert list(core.peers) == ["b"]
+
+
+def test_files_left_for_a_peer_outside_the_run_are_synced_at_once() -> None:
+    """A retry run against b only; csync2 -M then counts a file for c (a peer's
+    conflicting update re-marked it here): c is run now, not at the next schedule."""
+    core, clock = make()
+    settle(core)
+    clock.advance(1)
+    core.request()
+    run_all(core, {"b": REFUSED})
+    clock.advance(3)  # b's retry (2s +-10%) is due; the schedule (60s) is not
+    plan = core.start_run()
+    assert plan is not None and plan.peers == ("b",)
+    core.finish_run({"b": SYNCED}, pending={"c": 1})
+    follow = core.start_run()
+    assert follow is not None and follow.peers == ("c",), follow
+    core.finish_run({"c": SYNCED}, pending={})
+    assert core.start_run() is None  # nothing left: no loop
+
+
+def test_a_file_still_in_conflict_does_not_cause_a_loop_of_runs() -> None:
+    core, clock = make()
+    settle(core)
+    clock.advance(1)
+    core.request()
+    plan = core.start_run()
+    assert plan is not None
+    lost = PeerResult(Outcome.CONFLICT, "1 file(s) in conflict: %dags%/x.py", ("%dags%/x.py",))
+    core.finish_run({"b": lost, "c": SYNCED}, pending={"b": 1})
+    assert core.start_run() is None
