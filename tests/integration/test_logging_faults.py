@@ -5,6 +5,8 @@ lost, print no traceback, and stop in order on SIGTERM."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import select
 import signal
@@ -111,6 +113,13 @@ class Drain:
                     return
                 self.data += chunk
 
+    def events(self) -> list[dict[str, Any]]:
+        out = []
+        for line in bytes(self.data).decode(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+        return out
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5)
@@ -174,6 +183,15 @@ def test_stdout_a_pipe_nobody_reads(daemon: Any, tmp_path: Path) -> None:
         t0 = time.monotonic()
         assert d.get("/liveness")[0] == 200
         assert time.monotonic() - t0 < 1.0, "the event loop was held up"
+        # the output recovers for a moment: a line says how many were lost; then it stalls again
+        drain = Drain(r)
+        lost = wait_until(lambda: [e for e in drain.events() if e.get("event") == "log_lines_lost"], 10,
+                          "a log_lines_lost line")
+        assert lost[0]["lines"] > 0 and lost[0]["node"] == "test"
+        drain.stop()
+        dropped = metric(d, "haflowd_log_dropped_total", reason="queue_full")
+        wait_until(lambda: metric(d, "haflowd_log_dropped_total", reason="queue_full") > dropped, 20,
+                   "the stalled output to drop lines again", interval=0.2)
         # still supervised: a child that dies is restarted
         b = d.comp("b")
         os.kill(b["pid"], signal.SIGKILL)
