@@ -21,8 +21,10 @@ MASK = "***"
 MIN_LENGTH = 4  # shorter strings are masked only inside DSNs/URLs (by pattern), never everywhere
 MAX_DEPTH = 12
 
-KV_PASSWORD = re.compile(r"""(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s'"]+)""", re.IGNORECASE)
-URI_USERINFO = re.compile(r"([a-z][a-z0-9+.-]*://[^:/@\s\"]*):([^@\s\"]*)@", re.IGNORECASE)
+_KV = r"""(?P<kv_head>password\s*=\s*)(?P<kv_pw>'(?:[^'\\]|\\.)*'|[^\s'"]+)"""
+_URI = r"(?P<uri_head>[a-z][a-z0-9+.-]*://[^:/@\s\"]*):(?P<uri_pw>[^@\s\"]*)@"
+KV_PASSWORD = re.compile(_KV, re.IGNORECASE)
+URI_USERINFO = re.compile(_URI, re.IGNORECASE)
 
 
 def find(value: Any) -> list[str]:
@@ -65,7 +67,7 @@ def url_passwords(text: str) -> list[str]:
     """The password of every ``scheme://user:password@`` in ``text``, raw and decoded."""
     out: list[str] = []
     for m in URI_USERINFO.finditer(text):
-        out += _spellings(m.group(2))
+        out += _spellings(m["uri_pw"])
     return out
 
 
@@ -74,7 +76,7 @@ def dsn_passwords(dsn: str) -> list[str]:
     userinfo, raw and percent-decoded; a ``;``-separated list gives each one's."""
     out: list[str] = []
     for m in KV_PASSWORD.finditer(dsn):
-        v = m.group(2)
+        v = m["kv_pw"]
         out.append(v)
         if v.startswith("'") and v.endswith("'") and len(v) >= 2:
             out.append(re.sub(r"\\(.)", r"\1", v[1:-1]))
@@ -126,10 +128,15 @@ class Scrubber:
         self.secrets = frozenset(known)
         ordered = sorted(known, key=len, reverse=True)  # a DSN before the password inside it
         self._known = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        self._shortest = min([len(f) for f in known] + [8])  # "a://b:c@" is the shortest pattern match
 
     def __call__(self, text: str) -> str:
+        if len(text) < self._shortest:
+            return text
         if self._known is not None:
             text = self._known.sub(MASK, text)
         if "://" in text:
-            text = URI_USERINFO.sub(lambda m: f"{m.group(1)}:{MASK}@" if m.group(2) != MASK else m.group(0), text)
-        return KV_PASSWORD.sub(lambda m: m.group(1) + MASK, text)
+            text = URI_USERINFO.sub(lambda m: f"{m['uri_head']}:{MASK}@", text)
+        if "=" in text:
+            text = KV_PASSWORD.sub(lambda m: f"{m['kv_head']}{MASK}", text)
+        return text
