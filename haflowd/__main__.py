@@ -29,6 +29,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    guard_std_fds()
     args = parse_args(argv)
     try:
         cfg = config.load(args.config)
@@ -73,6 +74,22 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         logs.flush()  # bounded: an output nobody reads does not hold the exit
+
+
+def guard_std_fds() -> None:
+    """A standard descriptor closed at start gets /dev/null, so that the next file or socket
+    the daemon opens does not take its number and receive the log (or a child's stdin)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            try:
+                null = os.open(os.devnull, os.O_RDWR)
+                if null != fd:
+                    os.dup2(null, fd)
+                    os.close(null)
+            except OSError:
+                pass
 
 
 def say(text: str, fd: int) -> None:

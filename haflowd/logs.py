@@ -294,7 +294,6 @@ def configure(fmt: str = "json", node: str | None = None, level: str = "info",
     if stream is not None and fd is None:
         SINK = LogSink(write=_StreamWriter(stream), notice=notice)
     else:
-        _guard_fd(1 if fd is None else fd)
         SINK = LogSink(fd=1 if fd is None else fd, notice=notice)
     old.flush(0.5)
     sink = SINK
