@@ -123,11 +123,13 @@ class LogSink:
                 self._queue.append(data)
                 self._bytes += len(data)
                 if self._thread is None:
-                    self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
-                    self._thread.start()
+                    thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+                    thread.start()
+                    self._thread = thread
                 self._cv.notify()
         except Exception:  # a thread that cannot start, say: the line is lost, the caller goes on
             self.dropped["internal"] += 1
+            self._lost += 1
 
     def pending(self) -> int:
         with self._cv:
@@ -245,7 +247,11 @@ def _safe_chain(processors: list[Any], fallback: Callable[[Mapping[str, Any], Ba
         except structlog.DropEvent:
             raise
         except Exception as e:
-            return fallback(original, e)
+            try:
+                return fallback(original, e)
+            except Exception:
+                return '{"event": "log_render_failed", "level": "error"}'
+
     return run
 
 
