@@ -83,3 +83,40 @@ def test_every_secret_field_is_found_generically() -> None:
     assert "q'uo te" not in scrub("login failed for 'q'uo te'")
     assert scrub("connect postgresql://x:unknown-pw@h/db password=other") == \
         "connect postgresql://x:***@h/db password=***"
+
+
+def test_every_secret_of_a_full_config_is_masked(tmp_path: Path) -> None:
+    """Gossip keys, PostgreSQL DSNs (key=value and URI), the Bucardo DSN, RabbitMQ passwords
+    and AMQP URLs: each one, and the password inside each, reaches the redactor."""
+    import base64
+
+    key = base64.b64encode(b"k" * 32).decode()
+    p = tmp_path / "h.toml"
+    p.write_text(f"""
+[node]
+name = "n1"
+[api]
+[gossip]
+listen = "127.0.0.1:7946"
+keys = ["{key}"]
+[postgres]
+topology = "bucardo"
+bucardo_dsn = "dbname=bucardo password='bu car\\\\'do'"
+[[postgres.node]]
+name = "pg1"
+dsn = "host=a password=pg-one-pw"
+[[postgres.node]]
+name = "pg2"
+dsn = "postgresql://u:pg%20two@b/db"
+[rabbitmq]
+amqp_url = "amqp://u:mq-section-pw@h//"
+[[rabbitmq.node]]
+name = "rabbit@a"
+management_url = "http://user:mgmt-url-pw@a:15672"
+password = "mgmt-pw"
+amqp_url = "amqps://u:mq-node-pw@a//"
+""")
+    found = secrets_of(config.load(p, check_system=False))
+    for s in (key, "bu car'do", "pg-one-pw", "pg%20two", "pg two", "mq-section-pw", "mgmt-url-pw", "mgmt-pw",
+              "mq-node-pw"):
+        assert s in found, s
