@@ -9,6 +9,7 @@ import gzip
 import json
 import platform
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -64,6 +65,7 @@ class Campaign:
         self.t_end = 0.0
         self.settle: dict[str, Any] = {}
         self.nemesis: Nemesis | None = None
+        self.torn: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ running
 
@@ -257,10 +259,10 @@ class Campaign:
                     data = p.read_bytes()
                     if data in want:
                         out.setdefault(want[data], []).append(str(p.relative_to(self.tmp)))
-        # the winner's own path in a DAG folder is not a backup
-        for t, paths in out.items():
-            out[t] = [p for p in paths if "/dags/conflict_" not in f"/{p}"]
-        return {t: p for t, p in out.items() if p}
+        # a file in place in a DAG folder is the winner, not a kept copy
+        in_place = {str(self.cluster.dags(n).relative_to(self.tmp) / rel)
+                    for n in NODES for rel in self.writers.conflicts}
+        return {t: kept for t, paths in out.items() if (kept := [p for p in paths if p not in in_place])}
 
     def _dump(self, verdicts: list[dict[str, Any]]) -> None:
         logs = self.out / "logs"
@@ -286,9 +288,16 @@ class Campaign:
         if self.nemesis is not None:
             self.nemesis.join(20)
         self.stop_polls.set()
+        made = [*self.cluster.sync.topo.made]
+        mounted = [str(m) for m in self.cluster.mounted]
         left = self.cluster.destroy()
         if left:
             log(f"could not delete network namespaces {left}")
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10).stdout.split()
+        mounts = Path("/proc/mounts").read_text()
+        self.torn = {"namespaces": made, "namespaces_left": [ns for ns in made if ns in listed],
+                     "mounted": mounted, "mounts_left": [m for m in mounted if f" {m} " in mounts],
+                     "marked_left": self.cluster.marked()}
 
 
 def summary_md(r: dict[str, Any]) -> str:
@@ -360,6 +369,10 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     if report is None:
         return rc
+    report["teardown"] = camp.torn
+    if camp.torn.get("namespaces_left") or camp.torn.get("mounts_left") or camp.torn.get("marked_left"):
+        report["ok"] = False
+        log(f"teardown left something behind: {camp.torn}")
     (out / "soak.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     md = summary_md(report)
     (out / "summary.md").write_text(md)

@@ -181,7 +181,7 @@ def _median(recs: list[dict[str, Any]], key: str) -> float | None:
 
 
 def resources(samples: dict[str, list[dict[str, Any]]], warm: float, end: float,
-              window: float = 20.0, limit: float = 0.10) -> dict[str, Any]:
+              window: float = 15.0, limit: float = 0.10) -> dict[str, Any]:
     """RSS, fds, threads (from /proc) and asyncio tasks (if /metrics has them) of each daemon,
     over the longest life of one pid after the warm-up: median of its first ``window`` s
     against median of its last; at most ``limit`` growth."""
@@ -232,6 +232,8 @@ def resources(samples: dict[str, list[dict[str, Any]]], warm: float, end: float,
         notes.append("asyncio task count is not exported by /metrics; proposed: a gauge "
                      "haflowd_asyncio_tasks = len(asyncio.all_tasks()) set at each scrape")
     judged = [n for n, r in per.items() if r.get("judged")]
+    if not judged:
+        notes.append("no daemon lived long enough after the warm-up to be judged")
     return {"name": "RSS, fds, threads, tasks flat (<=10% growth)", "ok": ok and bool(judged), "nodes": per,
             "task_metric": task_metric, "notes": notes,
             "summary": "; ".join(
@@ -288,6 +290,7 @@ def lost_edits(conflicts: dict[str, dict[str, Any]], final: dict[str, dict[str, 
         case: dict[str, Any] = {"file": rel, "writers": list(c["versions"]), "winner_present": winner in vs}
         mentioned = [r for r in reported if rel in str(r["entry"])]
         case["reported_in_sync"] = bool(mentioned)
+        case["reports"] = [r["entry"] for r in mentioned][:4]
         losers = [v for v in vs if v != winner]
         case["losers_kept"] = [bool(copies.get(v)) for v in losers]
         case["kept_at"] = [copies.get(v, [])[:3] for v in losers]

@@ -79,8 +79,9 @@ def _net(rng: random.Random, kind: str) -> tuple[float, dict[str, Any]]:
         return rng.uniform(8, 20), {"node": nodes[0], "percent": rng.randint(5, 20),
                                     "direction": rng.choice(("in", "out", "both"))}
     if kind == "tbf":
-        return rng.uniform(8, 20), {"node": nodes[0], "rate": rng.choice(("64kbit", "128kbit", "256kbit")),
-                                    "latency": rng.choice(("200ms", "300ms", "400ms"))}
+        # queueing delay up to `latency` (kept under gossip's 150 ms probe timeout: a delay, not a cut)
+        return rng.uniform(8, 20), {"node": nodes[0], "rate": rng.choice(("128kbit", "256kbit", "512kbit")),
+                                    "latency": rng.choice(("50ms", "100ms"))}
     raise ValueError(kind)
 
 
