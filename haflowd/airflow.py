@@ -25,7 +25,7 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 VERSION_TIMEOUT_S = 60.0
@@ -197,9 +197,19 @@ class JobBeat:
     job_id: int | None = None
 
 
+class ConnectionCutter(Protocol):
+    """Lets the caller cut a blocked query's connection from another thread (ProbeAbort)."""
+
+    def attach(self, conn: Any) -> bool: ...
+
+    def close(self) -> None: ...
+
+
 def job_heartbeat(url: str, job_type: str, hostname: str, timeout: float,
-                  now: dt.datetime | None = None) -> JobBeat:
-    """The newest ``running`` job of ``job_type`` recorded by ``hostname``. Blocking."""
+                  now: dt.datetime | None = None, abort: ConnectionCutter | None = None) -> JobBeat:
+    """The newest ``running`` job of ``job_type`` recorded by ``hostname``. Blocking: PostgreSQL
+    gets ``connect_timeout`` and ``statement_timeout``, and ``abort`` can cut the connection
+    of a server that stopped answering (neither timeout helps then)."""
     now = now or dt.datetime.now(dt.UTC)
     sql = ("SELECT id, latest_heartbeat FROM job WHERE job_type = {p} AND hostname = {p} AND state = 'running' "
            "ORDER BY latest_heartbeat IS NULL, latest_heartbeat DESC LIMIT 1")
@@ -207,7 +217,7 @@ def job_heartbeat(url: str, job_type: str, hostname: str, timeout: float,
     if scheme == "sqlite":
         row = _sqlite_query(url, sql.format(p="?"), (job_type, hostname), timeout)
     elif scheme in ("postgresql", "postgres"):
-        row = _postgres_query(url, sql.format(p="%s"), (job_type, hostname), timeout)
+        row = _postgres_query(url, sql.format(p="%s"), (job_type, hostname), timeout, abort)
     else:
         raise AirflowError(f"metadata database {scheme!r} is not supported by this probe (sqlite, postgresql)")
     if row is None:
@@ -264,14 +274,21 @@ def postgres_kwargs(url: str, timeout: float) -> dict[str, Any]:
     return kw
 
 
-def _postgres_query(url: str, sql: str, args: tuple[str, ...], timeout: float) -> tuple[int, object] | None:
+def _postgres_query(url: str, sql: str, args: tuple[str, ...], timeout: float,
+                    abort: ConnectionCutter | None = None) -> tuple[int, object] | None:
     import psycopg2
 
     conn = psycopg2.connect(**postgres_kwargs(url, timeout))
+    if abort is not None and not abort.attach(conn):
+        conn.close()
+        raise AirflowError("the probe was abandoned (timed out)")
     try:
         with conn.cursor() as cur:
             cur.execute(sql, args)
             row = cur.fetchone()
     finally:
-        conn.close()
+        if abort is not None:
+            abort.close()  # under its lock: a cut cannot meet a reused descriptor
+        else:
+            conn.close()
     return (int(row[0]), row[1]) if row else None

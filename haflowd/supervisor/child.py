@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 import structlog
 
-from haflowd import airflow
+from haflowd import airflow, workers
 from haflowd.clock import SYSTEM_CLOCK, Clock
 from haflowd.config import ComponentConfig, HealthConfig, user_ids
 from haflowd.errors import SpawnError
@@ -30,7 +31,12 @@ from haflowd.supervisor.policy import Action, ExitInfo, PolicySettings, RestartP
 GUARD = Path(__file__).with_name("guard.py")
 MARKER_ENV = "HAFLOWD_SUPERVISOR"
 COMPONENT_ENV = "HAFLOWD_COMPONENT"
+PROBE_ENV = "HAFLOWD_PROBE"  # one token per health-command run: what it leaves behind is provably its own
 KILL_WAIT_S = 10.0
+SPAWN_TIMEOUT_S = 5.0  # a guard forks and execs at once; one that says nothing for this long is lost
+GUARD_ANSWER_S = 3.0  # a guard answers a kill within its reap deadline; after this it is killed itself
+PROBE_OUTPUT_MAX = 64 * 1024  # of a health command's output only the tail is kept
+PROBE_DRAIN_S = 0.2  # after a probe exits, how long its output pipe may stay open (a forked writer)
 MAX_LINE = 4096
 UNHEALTHY_WORDS = {"unhealthy", "down", "fail", "failed", "failing", "error", "critical", "dead"}
 
@@ -76,27 +82,53 @@ class Guard:
     def __init__(self, proc: asyncio.subprocess.Process, events: asyncio.StreamReader) -> None:
         self.proc = proc
         self.events = events
+        # set when its events pipe reaches EOF (it died: ``returncode`` is still None until
+        # the wait is processed) or when it stopped answering: never used again
+        self.lost = False
+        self.closing = False
+        self.readers: list[asyncio.Task[None]] = []
+        self.pipes: list[asyncio.BaseTransport] = []
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
+    @property
+    def usable(self) -> bool:
+        return not self.lost and not self.closing and self.proc.returncode is None
+
     def send(self, **msg: Any) -> bool:
-        if self.proc.stdin is None or self.proc.stdin.is_closing():
+        if not self.usable or self.proc.stdin is None or self.proc.stdin.is_closing():
             return False
         self.proc.stdin.write((json.dumps(msg) + "\n").encode())
         return True
 
+    def kill(self) -> None:
+        """SIGKILL the guard itself (its child follows by PDEATHSIG; orphans need a scan)."""
+        self.lost = True
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+
     async def close(self) -> None:
-        """EOF tells the guard to kill whatever is left and exit."""
+        """EOF tells the guard to kill whatever is left and exit; a lost one is killed."""
+        self.closing = True
         if self.proc.stdin is not None and not self.proc.stdin.is_closing():
             self.proc.stdin.close()
         try:
-            await asyncio.wait_for(self.proc.wait(), KILL_WAIT_S)
+            await asyncio.wait_for(self.proc.wait(), 0.1 if self.lost else KILL_WAIT_S)
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-            await self.proc.wait()
+            self.kill()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.proc.wait(), KILL_WAIT_S)
+        for t in self.readers:
+            t.cancel()
+        for t in self.readers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self.readers.clear()
+        for p in self.pipes:  # an orphan may still hold the other end
+            p.close()
+        self.pipes.clear()
 
 
 class Child:
@@ -141,7 +173,7 @@ class Child:
         self._spawned: asyncio.Future[tuple[int | None, str]] | None = None
         self._exited: asyncio.Future[dict[str, Any]] | None = None
         self._unhealthy = False
-        self._readers: list[asyncio.Task[None]] = []
+        self._probe_seq = 0
         self._publish()
 
     # ------------------------------------------------------------------ public
@@ -178,7 +210,7 @@ class Child:
                 await self._task
             self._task = None
         if self._spawned is not None and not self._spawned.done():
-            await asyncio.wait({self._spawned}, timeout=KILL_WAIT_S)  # a spawn in flight
+            await asyncio.wait({self._spawned}, timeout=SPAWN_TIMEOUT_S)  # a spawn in flight
         await self._terminate(self.cfg.stop_timeout)
         exited = self._exited
         if self.pid is not None and exited is not None and exited.done():
@@ -197,16 +229,7 @@ class Child:
 
     async def close(self) -> None:
         await self.stop("daemon stopping")
-        if self.guard is not None:
-            await self.guard.close()
-            self.cpu_base = self.usage.cpu_seconds
-            self.guard = None
-        for t in self._readers:
-            t.cancel()
-        for t in self._readers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        self._readers.clear()
+        await self._retire_guard()
         self.registry.remove(self.check_name)
 
     @property
@@ -324,6 +347,8 @@ class Child:
         uptime = self.uptime() or 0.0
         self.pid = None
         self.last_exit_code, self.last_exit_signal = ev.get("code"), ev.get("signal")
+        if ev.get("guard_lost"):
+            await self._kill_orphans()
         if ev.get("leftovers"):
             self.log.warning("leftovers_killed", count=ev["leftovers"],
                              detail="processes left in the child's tree were killed before restart")
@@ -336,8 +361,18 @@ class Child:
         loop = asyncio.get_running_loop()
         self._spawned = loop.create_future()
         self._exited = loop.create_future()
+        spawned = self._spawned
         guard.send(op="spawn", **spec)
-        pid, error = await self._spawned
+        try:
+            pid, error = await asyncio.wait_for(asyncio.shield(spawned), SPAWN_TIMEOUT_S)
+        except TimeoutError:
+            self.log.error("guard_unresponsive", guard_pid=guard.pid, op="spawn", timeout_s=SPAWN_TIMEOUT_S,
+                           detail="killing the guard and its tree")
+            guard.kill()
+            if not spawned.done():
+                spawned.set_result((None, ""))
+            await self._retire_guard()
+            raise SpawnError(f"the guard did not answer within {SPAWN_TIMEOUT_S:g}s") from None
         if pid is None:
             raise SpawnError(error)
         self.pid = pid
@@ -368,44 +403,78 @@ class Child:
             spec["cwd"] = str(self.cfg.working_dir)
         return spec
 
+    async def _retire_guard(self) -> None:
+        """Close the current guard; if it was lost, kill what its tree left behind."""
+        guard, self.guard = self.guard, None
+        if guard is None:
+            return
+        lost = guard.lost
+        await guard.close()
+        self.cpu_base = self.usage.cpu_seconds
+        if lost:
+            await self._kill_orphans()
+
+    async def _kill_orphans(self) -> int:
+        """A lost guard's grandchildren were re-parented away from it: find them by our marker
+        and this component's name in their environment (provably ours) and kill them."""
+        keep = frozenset({self.guard.pid}) if self.guard is not None and self.guard.usable else frozenset()
+        try:
+            n = await workers.budget(workers.SUPERVISOR).call(
+                kill_marked, {MARKER_ENV: self.marker, COMPONENT_ENV: self.name}, keep, timeout=KILL_WAIT_S)
+        except (workers.WorkerBusy, TimeoutError) as e:
+            self.log.warning("orphans_not_killed", error=str(e) or "timed out")
+            return 0
+        if n:
+            self.log.warning("orphans_killed", count=n, detail="left by a lost guard")
+        return n
+
     async def _ensure_guard(self) -> Guard:
-        if self.guard is not None and self.guard.proc.returncode is None:
+        if self.guard is not None and self.guard.usable:
             return self.guard
-        if self.guard is not None:
-            await self.guard.close()
-            self.cpu_base = self.usage.cpu_seconds
-        r, w = os.pipe2(os.O_CLOEXEC)
+        await self._retire_guard()
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
         env[MARKER_ENV] = self.marker
         env[COMPONENT_ENV] = self.name
+        # our own pipes, not asyncio's: the child and its orphans share the guard's stdout and
+        # stderr, and asyncio's wait() for a process waits for its pipes to close as well
+        ev_w, events, ev_t = await open_pipe(2**20)
+        out_w, out, out_t = await open_pipe()
+        err_w, err, err_t = await open_pipe()
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-I", "-S", str(GUARD), str(w),
+                sys.executable, "-I", "-S", str(GUARD), str(ev_w),
                 stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                pass_fds=(w,),
+                stdout=out_w,
+                stderr=err_w,
+                pass_fds=(ev_w,),
                 env=env,
             )
+        except BaseException:
+            for t in (ev_t, out_t, err_t):
+                t.close()
+            raise
         finally:
-            os.close(w)
-        loop = asyncio.get_running_loop()
-        events = asyncio.StreamReader(limit=2**20)
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(events), os.fdopen(r, "rb", 0))
-        self.guard = Guard(proc, events)
-        assert proc.stdout is not None and proc.stderr is not None
-        self._readers = [
-            asyncio.create_task(self._read_events(self.guard)),
-            asyncio.create_task(self._read_output(proc.stdout, "stdout")),
-            asyncio.create_task(self._read_output(proc.stderr, "stderr")),
+            for fd in (ev_w, out_w, err_w):
+                os.close(fd)
+        guard = self.guard = Guard(proc, events)
+        guard.pipes = [ev_t, out_t, err_t]
+        guard.readers = [
+            asyncio.create_task(self._read_events(guard)),
+            asyncio.create_task(self._read_output(out, "stdout")),
+            asyncio.create_task(self._read_output(err, "stderr")),
         ]
-        return self.guard
+        return guard
 
     async def _read_events(self, guard: Guard) -> None:
         while True:
-            line = await guard.events.readline()
+            try:
+                line = await guard.events.readline()
+            except ValueError:  # an over-long line: not the guard's
+                continue
             if not line:
                 break
+            if guard is not self.guard:
+                continue  # a retired guard's last words are not about the current run
             try:
                 ev = json.loads(line)
             except ValueError:
@@ -417,7 +486,13 @@ class Child:
                 self._spawned.set_result((None, str(ev.get("error"))))
             elif kind == "exited" and self._exited and not self._exited.done():
                 self._exited.set_result(ev)
-        # the guard is gone: its child died with it (PR_SET_PDEATHSIG)
+        # the guard is gone: its child died with it (PR_SET_PDEATHSIG); orphans did not
+        guard.lost = True
+        if guard is not self.guard:
+            return
+        if not guard.closing:
+            self.log.warning("guard_lost", guard_pid=guard.pid, pid=self.pid,
+                             detail="a new guard is started; what the old one's tree left is killed")
         if self._spawned and not self._spawned.done():
             self._spawned.set_result((None, "guard process exited"))
         if self._exited and not self._exited.done():
@@ -459,7 +534,15 @@ class Child:
         if not done:
             self.log.warning("stop_timeout", timeout_s=timeout, detail="killing the whole process tree")
             guard.send(op="kill")
-            await asyncio.wait({exited}, timeout=KILL_WAIT_S)
+            done, _ = await asyncio.wait({exited}, timeout=GUARD_ANSWER_S)
+        if not done:  # a stopped or hung guard: kill it, then what its tree left
+            self.log.error("guard_unresponsive", guard_pid=guard.pid, op="stop", timeout_s=GUARD_ANSWER_S,
+                           detail="killing the guard and its tree")
+            guard.kill()
+            await asyncio.wait({exited}, timeout=GUARD_ANSWER_S)
+            if not exited.done():
+                exited.set_result({"code": None, "signal": None, "guard_lost": True})
+            await self._kill_orphans()
 
     # ------------------------------------------------------------------ health
 
@@ -506,7 +589,7 @@ class Child:
             if h.http:
                 return await asyncio.wait_for(self._probe_http(h.http, h.expect), h.timeout)
             if h.airflow_job:
-                return await asyncio.wait_for(self._probe_airflow_job(h), h.timeout)
+                return await self._probe_airflow_job(h)  # its own timeout: it cuts the connection
             if h.celery_ping and h.broker is not None:
                 from haflowd import celery_ping
 
@@ -535,9 +618,22 @@ class Child:
     async def _probe_airflow_job(self, h: HealthConfig) -> tuple[bool, str]:
         """Airflow's job heartbeat for this host: the cheap equivalent of ``airflow jobs check --local``."""
         assert h.airflow_job is not None and h.database is not None
-        host = h.hostname if h.hostname else await asyncio.to_thread(airflow.airflow_hostname)
+        from haflowd.checks.postgres import ProbeAbort
+
+        abort = ProbeAbort()
+        url, job = h.database.reveal(), h.airflow_job
+
+        def ask() -> tuple[str, airflow.JobBeat]:
+            host = h.hostname or airflow.airflow_hostname()
+            return host, airflow.job_heartbeat(url, job, host, h.timeout, abort=abort)
+
         try:
-            beat = await asyncio.to_thread(airflow.job_heartbeat, h.database.reveal(), h.airflow_job, host, h.timeout)
+            # one at a time per component, in a budget of its own: a hung database holds one
+            # thread per component at most, and none of the default pool
+            host, beat = await workers.budget(workers.AIRFLOW_PROBES).call(
+                ask, key=self.name, timeout=h.timeout, on_timeout=abort.abort)
+        except workers.WorkerBusy as e:
+            return False, str(e)
         except airflow.AirflowError as e:
             return False, str(e)
         except Exception as e:  # a driver error must not leak the URL: name the error only
@@ -552,35 +648,141 @@ class Child:
         return True, f"{h.airflow_job} {beat.job_id} heartbeat {beat.age_s:.1f}s ago"
 
     async def _probe_command(self, command: tuple[str, ...], timeout: float) -> tuple[bool, str]:
+        """Run a health command in a session of its own; keep the last ``PROBE_OUTPUT_MAX``
+        bytes of its output; kill its group when it ends or times out, and whatever it
+        forked out of the group (found by this run's token in its environment)."""
         spec = self._spawn_spec()
         kwargs: dict[str, Any] = {}
         if spec["uid"] is not None:
             kwargs.update(user=spec["uid"], group=spec["gid"], extra_groups=spec["groups"])
-        proc = await asyncio.create_subprocess_exec(
-            *command,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=spec["env"],
-            cwd=spec["cwd"],
-            start_new_session=True,
-            **kwargs,
-        )
+        self._probe_seq += 1
+        token = f"{self.marker}:{self.name}:{os.getpid()}:{self._probe_seq}"
+        env = {**spec["env"], PROBE_ENV: token}
+        deadline = asyncio.get_running_loop().time() + timeout
+        out_w, out, out_t = await open_pipe()  # our own: asyncio's wait() would wait for it to close
         try:
-            out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+            proc = await asyncio.create_subprocess_exec(
+                *command,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out_w,
+                stderr=out_w,
+                env=env,
+                cwd=spec["cwd"],
+                start_new_session=True,
+                **kwargs,
+            )
+        except BaseException:
+            out_t.close()
+            raise
+        finally:
+            os.close(out_w)
+        tail = OutputTail(PROBE_OUTPUT_MAX)
+        reader = asyncio.create_task(tail.drain(out))
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+            # a child that forked a writer keeps the pipe open: do not wait for it
+            left = max(0.0, deadline - asyncio.get_running_loop().time())
+            await asyncio.wait({reader}, timeout=min(PROBE_DRAIN_S, left))
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
             raise
         finally:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)  # whatever the probe left behind
-        lines = out.decode(errors="replace").strip().splitlines()
-        last = lines[-1][:200] if lines else ""
+                os.killpg(proc.pid, signal.SIGKILL)  # whatever the probe left in its group
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            out_t.close()
+            await self._kill_probe_leftovers(token)
+        last = tail.last_line()
         return proc.returncode == 0, f"exit {proc.returncode}" + (f": {last}" if last else "")
 
+    async def _kill_probe_leftovers(self, token: str) -> None:
+        try:
+            n = await workers.budget(workers.SUPERVISOR).call(kill_marked, {PROBE_ENV: token}, timeout=KILL_WAIT_S)
+        except (workers.WorkerBusy, TimeoutError):
+            return  # the next probe's scan will not see these, but the daemon's next start will
+        if n:
+            self.log.warning("probe_leftovers_killed", count=n,
+                             detail="the health command left processes outside its process group")
+
     last_pid: int | None = None
+
+
+async def open_pipe(limit: int = 2**16) -> tuple[int, asyncio.StreamReader, asyncio.BaseTransport]:
+    """A pipe whose read end the event loop reads: (write fd for a child, reader, transport)."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    reader = asyncio.StreamReader(limit=limit)
+    try:
+        transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(r, "rb", 0))
+    except BaseException:
+        os.close(w)
+        raise
+    return w, reader, transport
+
+
+class OutputTail:
+    """The last ``limit`` bytes of a stream read to its end: bounded memory, whatever it prints."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.buf = bytearray()
+        self.total = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        self.buf += chunk
+        if len(self.buf) > self.limit:
+            del self.buf[: len(self.buf) - self.limit]
+
+    async def drain(self, stream: asyncio.StreamReader) -> None:
+        while chunk := await stream.read(65536):
+            self.feed(chunk)
+
+    def last_line(self) -> str:
+        lines = self.buf.decode(errors="replace").strip().splitlines()
+        return lines[-1].strip()[:200] if lines else ""
+
+
+def kill_marked(want: Mapping[str, str], keep_under: frozenset[int] = frozenset()) -> int:
+    """SIGKILL every process whose environment has all of ``want`` (provably ours: the values
+    name this daemon's node and data_dir, and a component or a probe run), except this
+    daemon, its direct children (guards, probes in flight) and what lives under
+    ``keep_under``. Blocking: run it in a worker thread. Returns how many were killed."""
+    me = os.getpid()
+    parents: dict[int, int] = {}
+    procs: list[psutil.Process] = []
+    for p in psutil.process_iter(["ppid"]):
+        parents[p.pid] = p.info.get("ppid") or 0
+        procs.append(p)
+    victims = []
+    for p in procs:
+        if p.pid == me or parents.get(p.pid) == me or _under(p.pid, keep_under, parents):
+            continue
+        try:
+            env = p.environ()
+        except (psutil.Error, OSError):
+            continue
+        if all(env.get(k) == v for k, v in want.items()):
+            victims.append(p)
+    for p in victims:
+        with contextlib.suppress(psutil.Error):
+            p.send_signal(signal.SIGKILL)
+    psutil.wait_procs(victims, timeout=3.0)
+    return len(victims)
+
+
+def _under(pid: int, tops: frozenset[int], parents: Mapping[int, int]) -> bool:
+    for _ in range(4096):  # a bounded walk up the tree
+        if pid in tops:
+            return True
+        pid = parents.get(pid, 0)
+        if pid <= 1:
+            return False
+    return False
 
 
 def _json_or_none(body: bytes) -> Any:

@@ -8,7 +8,7 @@ import json
 import os
 import random
 import signal
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +16,16 @@ import aiohttp
 import psutil
 import structlog
 
+from haflowd import workers
 from haflowd.clock import SYSTEM_CLOCK, Clock
 from haflowd.config import ComponentConfig, start_order
 from haflowd.health import CheckRegistry
 from haflowd.supervisor.child import COMPONENT_ENV, MARKER_ENV, Child, Usage
 
 STATE_FILE = "children.json"
+STATE_VERSION = 2
+BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
+START_TIME_SLACK_S = 0.05  # create_time comes from clock ticks since boot: equal within this
 SAMPLE_INTERVAL_S = 5.0
 LEFTOVER_WAIT_S = 3.0
 KICK_DELAY_S = 0.5
@@ -55,14 +59,24 @@ class Supervisor:
         self._http: aiohttp.ClientSession | None = None
         self._sampler: asyncio.Task[None] | None = None
         self._cpu_prev: dict[str, tuple[float, float]] = {}
+        self._state_write_failing = False
+        self._boot_id = boot_id()
         for cfg in start_order(self.configs):  # visible in the API before they start
             self.children[cfg.name] = self._make(cfg)
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        killed = await asyncio.to_thread(self.reap_leftovers)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            log.warning("data_dir_unusable", path=str(self.data_dir), error=str(e),
+                        detail="supervising without a record of the children")
+        try:
+            killed = await workers.budget(workers.SUPERVISOR).call(self.reap_leftovers, timeout=60.0)
+        except (workers.WorkerBusy, TimeoutError) as e:
+            log.warning("leftovers_not_reaped", error=str(e) or "timed out")
+            killed = 0
         if killed:
             log.warning("leftovers_from_earlier_run_killed", count=killed)
         for child in self.children.values():
@@ -166,11 +180,17 @@ class Supervisor:
     # ------------------------------------------------------------------ leftovers
 
     def _write_state(self) -> None:
+        """Record what we started, with the proof that a pid is still that process: the
+        boot and each process's start time. A failure costs the record, never supervision."""
         state = {
+            "version": STATE_VERSION,
+            "boot_id": self._boot_id,
             "daemon_pid": os.getpid(),
             "marker": self.marker,
             "children": {
-                c.name: {"guard_pid": c.guard.pid if c.guard else None, "pid": c.pid}
+                c.name: {"guard_pid": c.guard.pid if c.guard else None,
+                         "guard_start": _start_time(c.guard.pid) if c.guard else None,
+                         "pid": c.pid, "pid_start": _start_time(c.pid) if c.pid else None}
                 for c in self.children.values()
             },
         }
@@ -180,41 +200,57 @@ class Supervisor:
             tmp.write_text(json.dumps(state))
             tmp.replace(path)
         except OSError as e:
-            log.warning("state_write_failed", path=str(path), error=str(e))
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if not self._state_write_failing:  # once, not once per spawn
+                log.warning("state_write_failed", path=str(path), error=str(e),
+                            detail="supervision goes on; leftovers of this run are still found by their marker")
+            self._state_write_failing = True
+        else:
+            if self._state_write_failing:
+                log.info("state_write_recovered", path=str(path))
+            self._state_write_failing = False
+
+    def read_state(self) -> tuple[dict[int, float], str | None]:
+        """The recorded children that are provably still the processes we started (this
+        boot, same start time): {pid: start time}, and why the file was ignored, if it was."""
+        path = self.data_dir / STATE_FILE
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return {}, None
+        except OSError as e:
+            return {}, f"cannot be read: {e.strerror or e}"
+        return parse_state(text, self.marker, self._boot_id, os.getpid())
 
     def reap_leftovers(self) -> int:
-        """Kill processes left by an earlier run of this daemon (same node and data_dir):
-        those carrying our marker in their environment, and those in the sessions we
-        recorded. Runs in a thread."""
-        sessions: set[int] = set()
-        try:
-            state = json.loads((self.data_dir / STATE_FILE).read_text())
-            if state.get("marker") == self.marker and state.get("daemon_pid") != os.getpid():
-                for rec in state.get("children", {}).values():
-                    if isinstance(rec.get("pid"), int):
-                        sessions.add(rec["pid"])
-        except (OSError, ValueError, AttributeError):
-            pass
+        """Kill processes left by an earlier run of this daemon (same node and data_dir).
+
+        Only what is provably ours dies: a process must carry our marker in its
+        environment. A recorded pid is only a hint: after a reboot or a crash the same
+        number may lead anybody's session, so a record counts only for the same boot and
+        the same start time, and even then the marker is required. Runs in a thread."""
+        recorded, why = self.read_state()
+        if why is not None:
+            log.warning("state_file_ignored", path=str(self.data_dir / STATE_FILE), reason=why,
+                        detail="nothing recorded in it is killed; leftovers are found by their marker only")
         me = os.getpid()
         ours = self._our_pids()
         victims: list[psutil.Process] = []
         for p in psutil.process_iter(["pid"]):
-            if p.pid == me:
+            if p.pid == me or p.pid in ours:
                 continue
             try:
-                hit = False
-                if sessions and os.getsid(p.pid) in sessions:
-                    hit = p.pid not in ours
-                if not hit:
-                    env = p.environ()
-                    hit = env.get(MARKER_ENV) == self.marker and p.pid not in ours
-                if hit:
-                    victims.append(p)
+                if p.environ().get(MARKER_ENV) != self.marker:
+                    continue
+                sid = os.getsid(p.pid)
             except (psutil.Error, OSError):
                 continue
+            victims.append(p)
+            how = "in a recorded session" if sid in recorded else "by its marker"
+            log.warning("leftover_killed", pid=p.pid, component=_env_component(p), cmd=_cmd(p), found=how)
         for p in victims:
             with contextlib.suppress(psutil.Error):
-                log.warning("leftover_killed", pid=p.pid, component=_env_component(p), cmd=_cmd(p))
                 p.send_signal(signal.SIGKILL)
         psutil.wait_procs(victims, timeout=LEFTOVER_WAIT_S)
         return len(victims)
@@ -242,7 +278,16 @@ class Supervisor:
     async def sample(self) -> None:
         """Sum CPU and memory over each component's whole tree, in a thread."""
         guards = {n: (c.guard.pid if c.guard else None, c.cpu_base) for n, c in self.children.items()}
-        usage = await asyncio.to_thread(_measure, guards)
+        try:
+            usage, stopped = await workers.budget(workers.SUPERVISOR).call(
+                _measure, guards, key="sample", timeout=max(self.sample_interval, 5.0))
+        except (workers.WorkerBusy, TimeoutError):
+            return  # the previous pass is still reading /proc: skip this one
+        for name, gpid in stopped.items():
+            # a stopped guard reaps nothing and answers nothing: nobody else has a reason to stop it
+            log.warning("guard_resumed", component=name, guard_pid=gpid, detail="the guard was stopped (SIGSTOP)")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(gpid, signal.SIGCONT)
         now = self.clock.monotonic()
         for name, u in usage.items():
             child = self.children.get(name)
@@ -256,8 +301,10 @@ class Supervisor:
             child.usage = u
 
 
-def _measure(guards: dict[str, tuple[int | None, float]]) -> dict[str, Usage]:
-    """One pass over /proc for the parent map, then each guard's tree from it."""
+def _measure(guards: dict[str, tuple[int | None, float]]) -> tuple[dict[str, Usage], dict[str, int]]:
+    """One pass over /proc for the parent map, then each guard's tree from it; and the
+    guards found stopped."""
+    stopped: dict[str, int] = {}
     kids: dict[int, list[int]] = {}
     for p in psutil.process_iter(["ppid"]):
         ppid = p.info.get("ppid")
@@ -270,7 +317,10 @@ def _measure(guards: dict[str, tuple[int | None, float]]) -> dict[str, Usage]:
         if gpid is None:
             continue
         try:
-            t = psutil.Process(gpid).cpu_times()
+            gp = psutil.Process(gpid)
+            t = gp.cpu_times()
+            if gp.status() == psutil.STATUS_STOPPED:
+                stopped[name] = gpid
         except psutil.Error:
             continue
         total = t.children_user + t.children_system  # whatever the guard has reaped
@@ -288,7 +338,58 @@ def _measure(guards: dict[str, tuple[int | None, float]]) -> dict[str, Usage]:
             except psutil.Error:
                 continue
         u.cpu_seconds = base + total
-    return out
+    return out, stopped
+
+
+def boot_id() -> str | None:
+    try:
+        return BOOT_ID_FILE.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _start_time(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
+
+
+def parse_state(text: str, marker: str, boot: str | None, me: int,
+                start_time: Callable[[int], float | None] = _start_time) -> tuple[dict[int, float], str | None]:
+    """Pure but for ``start_time``: the records of ``text`` (children.json) that still name the
+    process we started, as {pid: start time}, and why the file is ignored (or None)."""
+    try:
+        state = json.loads(text)
+    except (ValueError, RecursionError):
+        return {}, "not valid JSON"
+    if not isinstance(state, dict):
+        return {}, "not a JSON object"
+    if state.get("marker") != marker:
+        return {}, f"written by another node or data_dir ({str(state.get('marker'))[:100]!r})"
+    if state.get("daemon_pid") == me:
+        return {}, None
+    children = state.get("children")
+    if not isinstance(children, dict) or not all(isinstance(r, dict) for r in children.values()):
+        return {}, "children is not an object of records"
+    if state.get("version") != STATE_VERSION:
+        return {}, "an older format, without boot and start times to prove a pid is still ours"
+    if boot is None or state.get("boot_id") != boot:
+        return {}, "written before the last reboot"
+    out: dict[int, float] = {}
+    for rec in children.values():
+        for pid_key, start_key in (("pid", "pid_start"), ("guard_pid", "guard_start")):
+            pid, start = rec.get(pid_key), rec.get(start_key)
+            if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
+                continue
+            if not isinstance(start, int | float) or isinstance(start, bool):
+                continue
+            now = start_time(pid)
+            if now is not None and abs(now - start) <= START_TIME_SLACK_S:
+                out[pid] = float(start)
+    return out, None
 
 
 def _env_component(p: psutil.Process) -> str | None:
