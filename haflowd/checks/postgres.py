@@ -28,6 +28,7 @@ import structlog
 from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from haflowd import workers
 from haflowd.api.server import json_response
 from haflowd.checks import Checker
 from haflowd.checks import pg_topology as topo
@@ -279,8 +280,12 @@ class PostgresChecker(Checker):
                 with self._inflight_lock:
                     self._inflight.pop(key, None)
 
-        try:
-            return await asyncio.wait_for(asyncio.to_thread(work), self.cfg.timeout)
+        try:  # a budget of its own: hung servers cannot take the threads other users need
+            return await workers.budget(workers.POSTGRES).call(work, timeout=self.cfg.timeout)
+        except workers.WorkerBusy as e:  # refused before ``work`` ran: free its key here
+            with self._inflight_lock:
+                self._inflight.pop(key, None)
+            return busy(str(e))
         except TimeoutError:
             abort.abort()
             return busy(f"no answer within {self.cfg.timeout:g}s")
