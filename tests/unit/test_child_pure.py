@@ -1,13 +1,23 @@
-"""The pure helpers of a supervised child: output rate limit, JSON health verdict, exit text."""
+"""The pure helpers of a supervised child: output rate limit, JSON health verdict, exit text,
+the probe output tail, and what children.json may be trusted with."""
 
 from __future__ import annotations
 
+import json
 import signal
 
 import pytest
 
-from haflowd.supervisor.child import LineLimiter, _describe_exit, _json_or_none, _json_verdict, _status_summary
+from haflowd.supervisor.child import (
+    LineLimiter,
+    OutputTail,
+    _describe_exit,
+    _json_or_none,
+    _json_verdict,
+    _status_summary,
+)
 from haflowd.supervisor.policy import ExitInfo
+from haflowd.supervisor.supervisor import parse_state
 from haflowd.testing import FakeClock
 
 # =========================================================================== LineLimiter
@@ -203,3 +213,110 @@ def test_status_summary_names_each_part() -> None:
 )
 def test_describe_exit(info: ExitInfo, text: str) -> None:
     assert _describe_exit(info) == text
+
+
+# =========================================================================== OutputTail
+
+
+def test_output_tail_keeps_the_last_bytes_only() -> None:
+    tail = OutputTail(16)
+    for _ in range(10_000):
+        tail.feed(b"x" * 1000)
+    tail.feed(b"\nall good\n")
+    assert len(tail.buf) == 16 and tail.total == 10_000_010
+    assert tail.last_line() == "all good"
+
+
+@pytest.mark.parametrize(
+    ("chunks", "last"),
+    [
+        ([], ""),
+        ([b"\n\n  \n"], ""),
+        ([b"one\ntwo"], "two"),
+        ([b"one\ntw", b"o\n"], "two"),
+        ([b"\xff\xfe broken \xff\n"], "\ufffd\ufffd broken \ufffd"),
+        ([b"y" * 500], "y" * 200),  # a long last line is cut to 200 characters
+    ],
+)
+def test_output_tail_last_line(chunks: list[bytes], last: str) -> None:
+    tail = OutputTail(65536)
+    for c in chunks:
+        tail.feed(c)
+    assert tail.last_line() == last
+
+
+# =========================================================================== children.json
+
+MARKER = "n1:/var/lib/haflowd"
+BOOT = "b0b0b0b0-0000-4000-8000-000000000000"
+STARTS = {100: 5000.0, 200: 5001.0}
+
+
+def state(**over: object) -> str:
+    base: dict[str, object] = {
+        "version": 2, "boot_id": BOOT, "daemon_pid": 42, "marker": MARKER,
+        "children": {"a": {"guard_pid": 100, "guard_start": 5000.0, "pid": 200, "pid_start": 5001.0}},
+    }
+    base.update(over)
+    return json.dumps(base)
+
+
+def parse(text: str, me: int = 7) -> tuple[dict[int, float], str | None]:
+    return parse_state(text, MARKER, BOOT, me, start_time=STARTS.get)
+
+
+def test_records_that_still_name_our_processes() -> None:
+    assert parse(state()) == ({100: 5000.0, 200: 5001.0}, None)
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("{", "not valid JSON"),
+        ("", "not valid JSON"),
+        ("[" * 100_000, "not valid JSON"),
+        ("[1, 2]", "not a JSON object"),
+        ("null", "not a JSON object"),
+        (state(marker="n2:/var/lib/haflowd"), "written by another node or data_dir ('n2:/var/lib/haflowd')"),
+        (state(marker=None), "written by another node or data_dir ('None')"),
+        (state(children=[{"pid": 200}]), "children is not an object of records"),
+        (state(children={"a": 200}), "children is not an object of records"),
+        (state(version=None), "an older format, without boot and start times to prove a pid is still ours"),
+        (state(boot_id="another"), "written before the last reboot"),
+        (state(boot_id=None), "written before the last reboot"),
+    ],
+)
+def test_a_state_file_that_cannot_be_trusted_says_why(text: str, why: str) -> None:
+    assert parse(text) == ({}, why)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"pid": 200, "pid_start": 4000.0},  # the pid was reused by a later process
+        {"pid": 300, "pid_start": 5001.0},  # gone
+        {"pid": "200", "pid_start": 5001.0},
+        {"pid": True, "pid_start": 5001.0},
+        {"pid": 1, "pid_start": 5001.0},
+        {"pid": -200, "pid_start": 5001.0},
+        {"pid": 200, "pid_start": None},
+        {"pid": 200, "pid_start": "5001"},
+        {"pid": 200},
+        {},
+    ],
+)
+def test_a_record_that_does_not_prove_the_pid_is_ours_is_dropped(record: dict[str, object]) -> None:
+    assert parse(state(children={"a": record})) == ({}, None)
+
+
+def test_start_times_equal_within_the_clock_tick() -> None:
+    assert parse(state(children={"a": {"pid": 200, "pid_start": 5001.04}})) == ({200: 5001.04}, None)
+    assert parse(state(children={"a": {"pid": 200, "pid_start": 5001.2}})) == ({}, None)
+
+
+def test_our_own_file_from_this_run_is_no_record_of_leftovers() -> None:
+    assert parse(state(), me=42) == ({}, None)
+
+
+def test_no_boot_id_trusts_no_record() -> None:
+    assert parse_state(state(), MARKER, None, 7, start_time=STARTS.get) == ({}, "written before the last reboot")
