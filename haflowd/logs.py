@@ -75,7 +75,7 @@ class Redactor:
         return self.scrubber(repr(value))
 
     def __call__(self, _logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-        return {k: self.scrub_value(v) for k, v in event.items()}
+        return {self.scrubber(k): self.scrub_value(v) for k, v in event.items()}
 
 
 REDACTOR = Redactor()
@@ -265,9 +265,6 @@ def configure(fmt: str = "json", node: str | None = None, level: str = "info",
             event.setdefault("node", node)
         return event
 
-    def scrub_rendered(_l: Any, _n: str, line: str) -> str:
-        return REDACTOR.scrub(line)
-
     out = stream or sys.stdout
     renderer: Any
     exceptions: Any
@@ -289,7 +286,7 @@ def configure(fmt: str = "json", node: str | None = None, level: str = "info",
     def fallback(original: Mapping[str, Any], e: BaseException) -> str:
         event = {"event": "log_render_failed", "level": "error", "error": type(e).__name__,
                  "original_event": REDACTOR.scrub(str(original.get("event", "")))[:200]}
-        return REDACTOR.scrub(render_plain(event))
+        return render_plain(event)
 
     def notice(lost: int) -> str:
         return render_plain({"event": "log_lines_lost", "level": "warning", "lines": lost,
@@ -310,9 +307,8 @@ def configure(fmt: str = "json", node: str | None = None, level: str = "info",
             timestamper,
             add_node,
             exceptions,
-            REDACTOR,
+            REDACTOR,  # last before the renderer: masks on values, so no mask cuts a JSON escape
             renderer,
-            scrub_rendered,
         ], fallback)],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
         logger_factory=lambda *_args: SinkLogger(sink),

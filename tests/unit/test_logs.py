@@ -237,3 +237,14 @@ def test_library_logging_goes_through_the_redactor(captured: io.StringIO, capsys
     assert out[0]["event"] == "library_log" and out[0]["logger"] == "asyncio"
     assert SECRET not in captured.getvalue()
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_masking_never_breaks_a_json_line(captured: io.StringIO) -> None:
+    """Masks are applied to values before they are encoded: a mask never cuts a JSON escape."""
+    logs.REDACTOR.set([SECRET, "ends-with\\", "n12345"])
+    log = structlog.get_logger()
+    log.info("q", line='password=abc", more', other="path ends-with\\", esc="a\n12345 b")
+    out = lines(captured)
+    assert out[0]["line"] == 'password=***", more'
+    assert out[0]["other"] == "path ***"
+    assert out[0]["esc"] == "a\n12345 b"
