@@ -13,9 +13,12 @@ statements, so a kill can keep a file's new checksum and drop its dirty marks, a
 file is then never sent. Killing an update is harmless (a dirty mark is removed only
 after the peer has the file). A check that had to be killed anyway is followed by
 ``csync2 -mr /`` (mark everything dirty: every peer compares every file once). The
-same happens at the next start when haflowd stopped (or died) while a check ran: a
-marker file exists for as long as a check runs, and a check that is still running when
-haflowd stops gets ``CHECK_STOP_GRACE_S`` to finish before it is killed.
+same happens at the next run when haflowd stopped (or died) while a check ran, or when
+the check gave up on csync2's database (``Database backend is exceedingly busy``: a
+stopped ``csync2 -ii`` child holding its lock; csync2 then exits without committing
+what it began): a marker file exists from the start of a check until it has ended
+cleanly. A check still running when haflowd stops gets ``CHECK_STOP_GRACE_S`` to
+finish before it is killed.
 One update per peer (``-P``): a failure or a hang on one peer says exactly who failed
 and never rolls back what another got.
 """
@@ -145,6 +148,8 @@ class RunOutput:
     _WHILE = re.compile(r"^While syncing file (.+):$")
     _CONFLICT = ("Do not auto-resolve conflict", "File is also marked dirty here")
     _WON = "Auto-resolving conflict: Won "  # this node's version replaced the peer's
+    # csync2 gave up on its database and exited without committing what it had begun
+    _DB_ABORT = ("Database backend is exceedingly busy", "Database Error:")
     _NOISE = re.compile(r"^(Finished with \d+ errors\.|(Host|File) stays in dirty state\. Try again later\.\.\.)$")
     _ERROR = re.compile(r"(ERROR|[Ee]rror|[Ff]ailed|Can't|Cannot|[Rr]efused|[Dd]enied|[Ii]dentification|"
                         r"not a member|[Tt]imed out|[Ll]ocked|[Uu]nknown|No such)")
@@ -153,6 +158,7 @@ class RunOutput:
         self.errors: list[str] = []
         self.conflicts: list[str] = []
         self.resolved: list[str] = []
+        self.db_aborted = False
         self.last: deque[str] = deque(maxlen=3)
         self._file: str | None = None
         self._peer_error: str | None = None  # "ERROR from peer X:": its reason is on the next line
@@ -166,6 +172,8 @@ class RunOutput:
         if m:
             self._file = m.group(1)
             return
+        if s.startswith(self._DB_ABORT):
+            self.db_aborted = True
         if s.startswith(self._WON):
             if len(self.resolved) < MAX_CONFLICTS and self._file and self._file not in self.resolved:
                 self.resolved.append(self._file)
@@ -399,11 +407,12 @@ class Csync2Runner:
         if done.timed_out:
             fixed = "marked every file dirty" if await self.mark_all(limit, out) else "could not mark every file dirty"
             return f"csync2 check killed after {limit:g}s; {fixed}"
-        if _ran_out(done):
+        if _ran_out(done) and not out.db_aborted:
             self._set_marker(False)
         if done.exit_code != 0:
             r = out.verdict(done.exit_code or 1)
-            return f"csync2 check failed: {r.detail}"
+            again = "; every file is marked dirty before the next check" if out.db_aborted else ""
+            return f"csync2 check failed: {r.detail}{again}"
         return None
 
     def interrupted(self) -> bool:

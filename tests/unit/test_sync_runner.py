@@ -89,6 +89,17 @@ Connection closed.
 Finished with 1 errors.
 """
 
+WON_YOUNGER = """\
+Connecting to host nodea (PLAIN) ...
+Bound to 198.18.0.12:0 as nodeb.
+Connect to 198.18.0.11:30865 (nodea).
+Updating %dags%/f.py on nodea ...
+Auto-resolving conflict: Won 'younger/older' test.
+Updating %dags%/f.py on nodea ...
+Connection closed.
+Finished with 0 errors.
+"""
+
 DIRTY_BOTH = """\
 While syncing file /etc/hosts:
 ERROR from peer apollo:
@@ -126,6 +137,15 @@ def test_run_output(text: str, code: int, outcome: Outcome, detail: str | None, 
     r = out.verdict(code)
     assert (r.outcome, r.detail, r.conflicts) == (outcome, detail, conflicts)
     assert r.detail is None or "\n" not in r.detail
+
+
+def test_a_conflict_this_node_won_is_named() -> None:
+    """csync2 replaced the peer's version with ours (exit 0): not silent any more."""
+    out = RunOutput()
+    for line in WON_YOUNGER.splitlines():
+        out.feed(line)
+    r = out.verdict(0)
+    assert (r.outcome, r.conflicts, r.resolved) == (Outcome.SYNCED, (), ("%dags%/f.py",))
 
 
 def test_run_output_is_bounded() -> None:
@@ -258,3 +278,68 @@ async def test_an_update_ends_when_the_peer_stops_answering(tmp_path: Path) -> N
     assert time.monotonic() - t0 < 5
     assert result.outcome == Outcome.UNREACHABLE and result.detail is not None
     assert "refused" in result.detail and "last words: Updating %dags%/a.py on nodeb ..." in result.detail
+
+
+def _fake_csync2(tmp_path: Path, check: str) -> tuple[Path, Path]:
+    """A csync2 that logs its arguments; its check runs ``check`` (shell)."""
+    calls = tmp_path / "calls"
+    fake = tmp_path / "csync2"
+    fake.write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\ncase \"$*\" in *-cr*) {check};; esac\nexit 0\n")
+    fake.chmod(0o755)
+    return fake, calls
+
+
+def _check_started(calls: Path) -> bool:
+    return calls.exists() and "-cr /" in calls.read_text()
+
+
+async def _cancel_when_started(task: asyncio.Task[str | None], calls: Path) -> None:
+    for _ in range(500):
+        if _check_started(calls):
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_check_running_at_shutdown_may_finish(tmp_path: Path) -> None:
+    fake, calls = _fake_csync2(tmp_path, f"sleep 0.3; echo done >> {tmp_path / 'finished'}")
+    marker = tmp_path / "data" / "sync-check.running"
+    runner = Csync2Runner([str(fake), "-x"], check_marker=marker)
+    await _cancel_when_started(asyncio.create_task(runner.check()), calls)
+    assert (tmp_path / "finished").exists(), "the check was killed instead of finishing"
+    assert not marker.exists() and not runner.interrupted()
+    assert await runner.check() is None
+    assert calls.read_text().splitlines() == ["-cr /", "-cr /"]  # no csync2 -mr /: nothing was lost
+
+
+async def test_a_check_killed_at_shutdown_is_made_good_at_the_next_start(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    fake, calls = _fake_csync2(tmp_path, "exec sleep 60")
+    monkeypatch.setattr(runner_mod, "CHECK_STOP_GRACE_S", 0.3)
+    marker = tmp_path / "data" / "sync-check.running"
+    t0 = time.monotonic()
+    await _cancel_when_started(asyncio.create_task(Csync2Runner([str(fake), "-x"], check_marker=marker).check()),
+                               calls)
+    assert time.monotonic() - t0 < 3 and marker.exists()
+    fake.write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\nexit 0\n")  # the next haflowd: a normal csync2
+    again = Csync2Runner([str(fake), "-x"], check_marker=marker)
+    assert again.interrupted()
+    assert await again.check() is None
+    assert calls.read_text().splitlines() == ["-cr /", "-mr /", "-cr /"]
+    assert not marker.exists()
+
+
+async def test_a_check_that_gave_up_on_the_database_is_made_good_at_the_next_run(tmp_path: Path) -> None:
+    """csync2 -cr exits on a busy database (a stopped csync2 -ii child holds the lock)
+    without committing what it began: the next check starts with csync2 -mr /."""
+    fake, calls = _fake_csync2(
+        tmp_path, "echo 'Database backend is exceedingly busy => Terminating (requesting retry).'; exit 1")
+    runner = Csync2Runner([str(fake), "-x"], check_marker=tmp_path / "sync-check.running")
+    problem = await runner.check()
+    assert problem is not None and "exceedingly busy" in problem and "marked dirty" in problem
+    assert runner.interrupted()
+    fake.write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\nexit 0\n")  # the lock is free again
+    assert await runner.check() is None
+    assert calls.read_text().splitlines() == ["-cr /", "-mr /", "-cr /"] and not runner.interrupted()

@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 
 from haflowd.config import SyncConfig
 from haflowd.health import CheckRegistry, Status
-from haflowd.sync.runner import ProbeResult
+from haflowd.sync.runner import Csync2Command, ProbeResult
 from haflowd.sync.schedule import Outcome, PeerResult
 from haflowd.sync.service import SyncService, is_change
 
@@ -38,9 +38,14 @@ class FakeRunner:
         return self.probes.get(host, ProbeResult(Outcome.SYNCED))
 
     addresses: dict[str, set[str]] = {}
+    command = Csync2Command(("fake-sync",))  # not csync2 itself: no csync2.cfg is read
+    env = None
 
     async def incoming(self) -> list[str]:
         return []
+
+    def interrupted(self) -> bool:
+        return False
 
     async def check(self) -> str | None:
         self.calls.append("check")
