@@ -22,8 +22,10 @@ import asyncio
 import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 T = TypeVar("T")
 
@@ -163,3 +165,21 @@ def budget(name: str) -> WorkerBudget:
 def all_budgets() -> list[WorkerBudget]:
     with _BUDGETS_LOCK:
         return list(_BUDGETS.values())
+
+
+def collect() -> Iterator[Metric]:
+    """Each budget's busy threads, refusals and timeouts, for /metrics."""
+    busy = GaugeMetricFamily("haflowd_worker_in_flight", "blocking calls running in the pool's threads "
+                             "(hung ones included)", labels=["pool"])
+    size = GaugeMetricFamily("haflowd_worker_max", "the pool's thread budget", labels=["pool"])
+    refused = CounterMetricFamily("haflowd_worker_busy_refusals", "calls refused because the same key's "
+                                  "previous call, or the whole budget, was still busy", labels=["pool"])
+    timeouts = CounterMetricFamily("haflowd_worker_timeouts", "calls the caller stopped waiting for",
+                                   labels=["pool"])
+    for b in sorted(all_budgets(), key=lambda b: b.name):
+        st = b.stats()
+        busy.add_metric([b.name], st["in_flight"])
+        size.add_metric([b.name], st["max_workers"])
+        refused.add_metric([b.name], st["busy_refusals"])
+        timeouts.add_metric([b.name], st["timeouts"])
+    yield from (busy, size, refused, timeouts)

@@ -13,7 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from haflowd import __version__, logs
+from haflowd import __version__, logs, workers
 from haflowd.supervisor.child import STATES
 
 if TYPE_CHECKING:
@@ -99,6 +99,7 @@ class DaemonCollector(Collector):
         status.add_metric([], int(d.registry.status()))
         yield status
         yield from log_metrics()
+        yield from workers.collect()
 
 
 def log_metrics() -> Iterator[Metric]:

@@ -403,5 +403,9 @@ start_period = "0s"
         assert time.monotonic() - t0 < 5
         assert len(pg.conns) <= 13, "probes stacked up connections"
         wait_until(lambda: pg.open_connections() <= 1, 5, "timed-out probes to cut their connections")
+        metrics = d.get("/metrics")[1].decode()
+        timeouts = [line for line in metrics.splitlines()
+                    if line.startswith('haflowd_worker_timeouts_total{pool="airflow-probe"}')]
+        assert timeouts and float(timeouts[0].split()[-1]) >= 1, metrics[-2000:]
     finally:
         pg.close()

@@ -201,3 +201,12 @@ def test_stats_and_the_named_budgets() -> None:
     assert workers.budget(workers.POSTGRES) in workers.all_budgets()
     with pytest.raises(ValueError):
         WorkerBudget("t", 0)
+
+
+def test_metrics_name_each_pool() -> None:
+    b = workers.budget(workers.SUPERVISOR)
+    families = {m.name: m for m in workers.collect()}
+    assert set(families) == {"haflowd_worker_in_flight", "haflowd_worker_max", "haflowd_worker_busy_refusals",
+                             "haflowd_worker_timeouts"}
+    pools = {s.labels["pool"]: s.value for s in families["haflowd_worker_max"].samples}
+    assert pools[b.name] == b.max_workers
