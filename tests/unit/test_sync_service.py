@@ -220,3 +220,52 @@ async def test_metrics(tmp_path: Path, fake: FakeRunner) -> None:
     assert 'haflowd_sync_peer_pending{peer="n2"} 0.0' in text
     assert 'haflowd_sync_peer_state{peer="n3",state="ok"} 1.0' in text
     assert 'haflowd_sync_peer_last_success_timestamp_seconds{peer="n2"} 1.' in text
+
+
+CFG = """\
+nossl * *;
+group dags {{
+    host nodea nodeb nodec;
+    key /k;
+    include %dags%;
+    auto younger;
+    {backup}
+}}
+prefix dags {{ on *: /srv/dags; }}
+"""
+
+
+async def test_a_conflict_won_here_is_shown_counted_and_saved(tmp_path: Path, fake: FakeRunner) -> None:
+    (tmp_path / "csync2_dags.cfg").write_text(CFG.format(backup="backup-directory /bak;"))
+    fake.command = Csync2Command(("csync2", "-N", "nodea", "-C", "dags", "-x"))
+    fake.env = {"CSYNC2_SYSTEM_DIR": str(tmp_path)}  # type: ignore[assignment]
+    fake.outcomes["nodeb"] = PeerResult(Outcome.SYNCED, resolved=("%dags%/x.py",))
+    svc, reg = make(tmp_path, fake, host_map={"n1": "nodea", "n2": "nodeb", "n3": "nodec"})
+    async with running(svc):
+        await asyncio.wait_for(svc.sync_now(), 5)
+    [c] = svc.snapshot()["conflicts"]
+    assert c["file"] == "%dags%/x.py" and c["path"] == "/srv/dags/x.py" and c["peer"] == "n2"
+    assert (c["winner"], c["loser"], c["kept_on"], c["kept_at"], c["resolved"]) == \
+        ("n1", "n2", "n2", "/bak/srv/dags/x.py", True)
+    assert {r.name: r.status for r in reg.results()}["sync"] == Status.PASSING  # settled: nothing to do
+
+    class One(Collector):
+        def collect(self) -> Any:
+            return svc.collect()
+
+    r = CollectorRegistry(auto_describe=False)
+    r.register(One())
+    assert "haflowd_sync_conflicts_resolved_total 1.0" in generate_latest(r).decode()
+    again, _ = make(tmp_path, FakeRunner())
+    assert again.snapshot()["conflicts"] == [c]  # saved with the sync state
+
+
+async def test_csync2_without_backups_is_a_warning(tmp_path: Path, fake: FakeRunner) -> None:
+    (tmp_path / "csync2.cfg").write_text(CFG.format(backup=""))
+    fake.command = Csync2Command(("csync2", "-x"))
+    fake.env = {"CSYNC2_SYSTEM_DIR": str(tmp_path)}  # type: ignore[assignment]
+    svc, reg = make(tmp_path, fake, host_map={"n1": "nodea", "n2": "nodeb", "n3": "nodec"})
+    async with running(svc):
+        await asyncio.wait_for(svc.sync_now(), 5)
+    result = {r.name: r for r in reg.results()}["sync"]
+    assert result.status == Status.WARNING and "keeps no backups (group dags" in result.output, result
