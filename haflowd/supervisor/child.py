@@ -12,13 +12,13 @@ import os
 import random
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import psutil
 import structlog
 
 from haflowd import airflow, workers
@@ -659,6 +659,7 @@ class Child:
         token = f"{self.marker}:{self.name}:{os.getpid()}:{self._probe_seq}"
         env = {**spec["env"], PROBE_ENV: token}
         deadline = asyncio.get_running_loop().time() + timeout
+        since = time.clock_gettime(time.CLOCK_BOOTTIME) - 1.0  # start times count in clock ticks: a margin
         out_w, out, out_t = await open_pipe()  # our own: asyncio's wait() would wait for it to close
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -695,13 +696,14 @@ class Child:
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
             out_t.close()
-            await self._kill_probe_leftovers(token)
+            await self._kill_probe_leftovers(token, since)
         last = tail.last_line()
         return proc.returncode == 0, f"exit {proc.returncode}" + (f": {last}" if last else "")
 
-    async def _kill_probe_leftovers(self, token: str) -> None:
+    async def _kill_probe_leftovers(self, token: str, since: float) -> None:
         try:
-            n = await workers.budget(workers.SUPERVISOR).call(kill_marked, {PROBE_ENV: token}, timeout=KILL_WAIT_S)
+            n = await workers.budget(workers.SUPERVISOR).call(kill_marked, {PROBE_ENV: token}, frozenset(), since,
+                                                              timeout=KILL_WAIT_S)
         except (workers.WorkerBusy, TimeoutError):
             return  # the next probe's scan will not see these, but the daemon's next start will
         if n:
@@ -747,32 +749,61 @@ class OutputTail:
         return lines[-1].strip()[:200] if lines else ""
 
 
-def kill_marked(want: Mapping[str, str], keep_under: frozenset[int] = frozenset()) -> int:
+def kill_marked(want: Mapping[str, str], keep_under: frozenset[int] = frozenset(), since: float = 0.0) -> int:
     """SIGKILL every process whose environment has all of ``want`` (provably ours: the values
     name this daemon's node and data_dir, and a component or a probe run), except this
-    daemon, its direct children (guards, probes in flight) and what lives under
-    ``keep_under``. Blocking: run it in a worker thread. Returns how many were killed."""
+    daemon, its direct children (guards, probes in flight), what lives under ``keep_under``,
+    and what started before ``since`` (seconds since boot, CLOCK_BOOTTIME: the cheap first
+    filter). Reads /proc directly: a probe's scan must stay cheap. Blocking: run it in a
+    worker thread. Returns how many were killed."""
     me = os.getpid()
+    ticks = os.sysconf("SC_CLK_TCK")
     parents: dict[int, int] = {}
-    procs: list[psutil.Process] = []
-    for p in psutil.process_iter(["ppid"]):
-        parents[p.pid] = p.info.get("ppid") or 0
-        procs.append(p)
-    victims = []
-    for p in procs:
-        if p.pid == me or parents.get(p.pid) == me or _under(p.pid, keep_under, parents):
+    candidates: list[int] = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
             continue
         try:
-            env = p.environ()
-        except (psutil.Error, OSError):
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            pid, ppid, started = int(name), int(fields[1]), int(fields[19]) / ticks
+        except (OSError, IndexError, ValueError):
             continue
-        if all(env.get(k) == v for k, v in want.items()):
-            victims.append(p)
-    for p in victims:
-        with contextlib.suppress(psutil.Error):
-            p.send_signal(signal.SIGKILL)
-    psutil.wait_procs(victims, timeout=3.0)
-    return len(victims)
+        parents[pid] = ppid
+        if started >= since and fields[0] != b"Z":
+            candidates.append(pid)
+    wanted = {f"{k}={v}".encode() for k, v in want.items()}
+    victims = []
+    for pid in candidates:
+        if pid == me or parents.get(pid) == me or _under(pid, keep_under, parents):
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = set(f.read().split(b"\0"))
+        except OSError:
+            continue
+        if wanted <= env:
+            victims.append(pid)
+    killed = []
+    for pid in victims:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+    count = len(killed)
+    deadline = time.monotonic() + 3.0
+    while killed and time.monotonic() < deadline:  # until dead, or a zombie nobody reaped yet
+        killed = [pid for pid in killed if _running(pid)]
+        if killed:
+            time.sleep(0.01)
+    return count
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _under(pid: int, tops: frozenset[int], parents: Mapping[int, int]) -> bool:
