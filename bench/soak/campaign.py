@@ -212,6 +212,7 @@ class Campaign:
                 self.orphan_checks.append({"after": f"fault {f.id} {f.kind} on {f.params.get('node')}",
                                            "orphans": f.notes["orphans"]})
         files_r = inv.files(written, owners, final)
+        self._explain(files_r, final)
         results = [
             inv.false_deaths(verdicts, faults, timing),
             inv.detection(verdicts, faults, timing, NODES),
@@ -246,6 +247,25 @@ class Campaign:
             "events": [{**e, "t": round(e["t"] - self.t0, 2)} for e in self.events],
             "clock_offset_s": c.clock_offset,
         }
+
+    def _explain(self, files_r: dict[str, Any], final: dict[str, dict[str, str]]) -> None:
+        """Evidence for each lost or stale file: when its versions were written, its mtime on
+        each node, and what the daemons logged about it."""
+        rels = sorted({x["file"] for x in files_r["lost"] + files_r["stale"]})[:10]
+        logs = {n: self.cluster.daemon(n).log.read_text(errors="replace").splitlines() for n in NODES}
+        out = {}
+        for rel in rels:
+            mtimes = {}
+            for n in NODES:
+                with contextlib.suppress(OSError):
+                    mtimes[n] = round((self.cluster.dags(n) / rel).stat().st_mtime - self.t0, 3)
+            have = {n: (self.writers.versions[rel].index(final[n][rel])
+                        if final[n].get(rel) in self.writers.versions.get(rel, []) else None) for n in NODES}
+            out[rel] = {"owner": self.writers.owner.get(rel),
+                        "written_s": [round(t - self.t0, 3) for t in self.writers.times.get(rel, [])],
+                        "version_on": have, "mtime_s": mtimes,
+                        "log": {n: [ln[:400] for ln in lines if f"/{rel}" in ln][-6:] for n, lines in logs.items()}}
+        files_r["evidence"] = out
 
     def _copies(self, texts: list[str]) -> dict[str, list[str]]:
         """Where each text is kept as a whole file under the run's directory (a conflict backup)."""

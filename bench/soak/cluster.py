@@ -106,8 +106,10 @@ class SoakCluster:
             self.clock_file.write_text("+0s\n")
             # wall and monotonic move together: libfaketime 0.9.10 breaks Python's time.sleep
             # with DONT_FAKE_MONOTONIC=1. Re-read at most once a second, not at every call.
+            # NO_FAKE_STAT: a real clock step leaves the mtimes already on disk alone; shifted
+            # ones would make csync2 (a child, it inherits the preload) see every file changed.
             extra_env[CLOCK_NODE] = {"LD_PRELOAD": str(FAKETIME_LIB), "FAKETIME_TIMESTAMP_FILE": str(self.clock_file),
-                                     "FAKETIME_CACHE_DURATION": "1"}
+                                     "FAKETIME_CACHE_DURATION": "1", "NO_FAKE_STAT": "1"}
         self.sync.start_daemons(gossip=True, extra_body=extra_body, extra_env=extra_env, interval="30s")
 
     def daemon(self, name: str) -> NsDaemon:

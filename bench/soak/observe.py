@@ -162,6 +162,7 @@ class Writers:
         self.seed = seed
         self.stop = stop
         self.versions: dict[str, list[str]] = {}  # rel -> every content written, in order
+        self.times: dict[str, list[float]] = {}  # rel -> when each version was written
         self.owner: dict[str, str] = {}
         self.conflicts: dict[str, dict[str, Any]] = {}
         self.counts: dict[str, dict[str, int]] = {n: {"new": 0, "edit": 0} for n in nodes}
@@ -203,6 +204,7 @@ class Writers:
                 v = len(self.versions.get(rel, []))
                 text = f"# soak writer {n} file {rel} version {v}\nvalue = {rng.random()!r}\n"
                 self.versions.setdefault(rel, []).append(text)
+                self.times.setdefault(rel, []).append(time.time())
                 self.owner[rel] = n
                 self.counts[n][kind] += 1
             self._write(n, rel, text)
