@@ -701,11 +701,18 @@ class Child:
         return proc.returncode == 0, f"exit {proc.returncode}" + (f": {last}" if last else "")
 
     async def _kill_probe_leftovers(self, token: str, since: float) -> None:
-        try:
-            n = await workers.budget(workers.SUPERVISOR).call(kill_marked, {PROBE_ENV: token}, frozenset(), since,
-                                                              timeout=KILL_WAIT_S)
-        except (workers.WorkerBusy, TimeoutError):
-            return  # the next probe's scan will not see these, but the daemon's next start will
+        n = 0
+        for _ in range(3):  # probes of several components may end together: the budget is small
+            try:
+                n = await workers.budget(workers.SUPERVISOR).call(kill_marked, {PROBE_ENV: token}, frozenset(),
+                                                                  since, timeout=KILL_WAIT_S)
+                break
+            except workers.WorkerBusy:
+                await asyncio.sleep(0.05)
+            except TimeoutError:
+                break
+        else:
+            self.log.warning("probe_leftovers_not_checked", detail="the supervisor's workers were busy")
         if n:
             self.log.warning("probe_leftovers_killed", count=n,
                              detail="the health command left processes outside its process group")
