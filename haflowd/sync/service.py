@@ -235,7 +235,8 @@ class SyncService(Checker):
         new, done = self.conflicts.observe(peer, host, self.clock.wall(), won=r.resolved, open_=r.conflicts,
                                            reached=r.outcome in (Outcome.SYNCED, Outcome.CONFLICT))
         for c in new:
-            where = c.kept_at or "nowhere: csync2 keeps no backup (set backup-directory in csync2.cfg)"
+            where = c.kept_at or ("unknown: csync2.cfg was not read" if self.conflicts.layout is None
+                                  else "nowhere: csync2 keeps no backup (set backup-directory in csync2.cfg)")
             log.warning("sync_conflict", file=c.path or c.file, peer=peer, winner=c.winner, loser=c.loser,
                         kept_on=c.kept_on, kept_at=where, resolved=c.resolved)
         for c in done:
