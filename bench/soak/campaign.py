@@ -237,6 +237,7 @@ class Campaign:
             "timing": {"probe_interval_s": timing.probe_interval, "probe_timeout_s": timing.probe_timeout,
                        "suspicion_timeout_s": round(timing.suspicion_lo, 3),
                        "detect_bound_s": round(timing.detect_bound, 3),
+                       "isolated_bound_s": round(timing.isolated_bound, 3),
                        "excuse_after_s": round(timing.excuse_after, 3)},
             "faults_planned": len(self.faults), "faults_run": Counter(f["kind"] for f in ran),
             "fault_errors": self.nemesis.errors if self.nemesis else [],
@@ -341,7 +342,9 @@ def summary_md(r: dict[str, Any]) -> str:
         "",
         f"Detection (failure -> dead, per observer): {det['summary']}; failures shorter than "
         f"{det['detect_bound_s']} s (probe turn + probe + suspicion timeout {r['timing']['suspicion_timeout_s']} s "
-        "+ 1 s) need not be detected, and a dead verdict counts as false unless a fault cut the pair off "
+        f"+ 1 s; {det['isolated_bound_s']} s for an observer cut off from the majority, whose Lifeguard "
+        "multiplier stretches its probes) need not be detected, and a dead verdict counts as false unless a "
+        "fault cut the pair off "
         f"(partition, one-way partition, kill, a SIGSTOP over the suspicion timeout) within "
         f"{r['timing']['excuse_after_s']} s before it.",
         "",

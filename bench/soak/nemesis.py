@@ -69,10 +69,13 @@ def _cycle(rng: random.Random, kinds: tuple[str, ...]) -> Callable[[], str]:
 def _net(rng: random.Random, kind: str) -> tuple[float, dict[str, Any]]:
     nodes = list(NODES)
     rng.shuffle(nodes)
-    if kind in ("part21", "conflict"):
+    # some partitions outlast what an isolated node needs (Lifeguard slows it down): see invariants.Timing
+    if kind == "part21":
+        return rng.uniform(5, 25), {"groups": [sorted(nodes[:2]), [nodes[2]]]}
+    if kind == "conflict":
         return rng.uniform(5, 12), {"groups": [sorted(nodes[:2]), [nodes[2]]]}
     if kind == "part111":
-        return rng.uniform(5, 10), {"groups": [[n] for n in sorted(nodes)]}
+        return rng.uniform(6, 25), {"groups": [[n] for n in sorted(nodes)]}
     if kind == "oneway":  # what `src` sends `dst` is lost; the other way works
         return rng.uniform(5, 12), {"src": nodes[0], "dst": nodes[1]}
     if kind == "loss":
