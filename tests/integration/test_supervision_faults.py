@@ -241,6 +241,26 @@ stable_after = "100ms"
             os.kill(first["guard_pid"], signal.SIGCONT)
 
 
+def test_a_guard_stopped_during_backoff_does_not_wedge_the_next_spawn(daemon):
+    """The spawn goes to a stopped guard: it is resumed (or, past the spawn deadline, killed
+    and replaced); the component never sits in "starting: spawning" for ever."""
+    d = daemon("""
+[[component]]
+name = "b"
+command = ["sh", "-c", "exit 3"]
+backoff_initial = "1s"
+backoff_max = "1s"
+crash_loop_failures = 100
+""")
+    first = d.wait_state("b", "backoff")
+    os.kill(first["guard_pid"], signal.SIGSTOP)
+    try:
+        wait_until(lambda: d.comp("b")["restarts"] >= first["restarts"] + 2, 20, "two more runs")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(first["guard_pid"], signal.SIGCONT)
+
+
 # =========================================================================== floods
 
 
