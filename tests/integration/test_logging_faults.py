@@ -73,7 +73,7 @@ def count(tmp_path: Path) -> int:
     return int((tmp_path / "count").read_text() or 0)
 
 
-def keeps_counting(tmp_path: Path, lines: int, timeout: float = 10.0) -> None:
+def keeps_counting(tmp_path: Path, lines: int, timeout: float = 20.0) -> None:
     """The child goes on writing: its output is read (a 4 KB line fills a lost reader's pipe
     after 16 lines)."""
     n0 = wait_until(lambda: count(tmp_path) + 1, 10, "chatty's first line") - 1
@@ -181,8 +181,8 @@ def test_stdout_a_pipe_nobody_reads(daemon: Any, tmp_path: Path) -> None:
                    "lines dropped because the output is stuck", interval=0.2)
         keeps_counting(tmp_path, 300)
         t0 = time.monotonic()
-        assert d.get("/liveness")[0] == 200
-        assert time.monotonic() - t0 < 1.0, "the event loop was held up"
+        assert d.get("/liveness")[0] == 200  # the old daemon's loop was stuck in write(): no answer at all
+        assert time.monotonic() - t0 < 3.0, "the event loop was held up"
         # the output recovers for a moment: a line says how many were lost; then it stalls again
         drain = Drain(r)
         lost = wait_until(lambda: [e for e in drain.events() if e.get("event") == "log_lines_lost"], 10,
