@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import gzip
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -26,7 +27,7 @@ from bench.soak.picture import timeline
 from haflowd.ctl import Client, Unreachable
 from tests.fixtures.csync2 import NODES
 
-SETTLE_S = 60.0
+SETTLE_S = 40.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -239,6 +240,7 @@ class Campaign:
                        "detect_bound_s": round(timing.detect_bound, 3),
                        "isolated_bound_s": round(timing.isolated_bound, 3),
                        "excuse_after_s": round(timing.excuse_after, 3)},
+            "machine_load1": self._load(),
             "faults_planned": len(self.faults), "faults_run": Counter(f["kind"] for f in ran),
             "fault_errors": self.nemesis.errors if self.nemesis else [],
             "writes": self.writers.counts, "files_written": len(written), "conflicts_written": len(conflicts),
@@ -267,6 +269,12 @@ class Campaign:
                         "version_on": have, "mtime_s": mtimes,
                         "log": {n: [ln[:400] for ln in lines if f"/{rel}" in ln][-6:] for n, lines in logs.items()}}
         files_r["evidence"] = out
+
+    def _load(self) -> dict[str, float]:
+        xs = sorted(r["load1"] for recs in self.poller.live.values() for r in recs if "load1" in r)
+        if not xs:
+            return {}
+        return {"median": round(xs[len(xs) // 2], 2), "max": round(xs[-1], 2), "cpus": float(os.cpu_count() or 0)}
 
     def _copies(self, texts: list[str]) -> dict[str, list[str]]:
         """Where each text is kept as a whole file under the run's directory (a conflict backup)."""
@@ -333,8 +341,10 @@ def summary_md(r: dict[str, Any]) -> str:
         f"Started {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(r['started_at']))}; "
         f"{sum(r['faults_run'].values())} faults run ({kinds}); "
         f"{r['files_written']} DAG files written ({json.dumps(r['writes'])}), "
-        f"{r['conflicts_written']} conflicting writes; settle: {json.dumps(r['settle']['agreed'])} after "
-        f"{r['settle']['took_s']} s.",
+        f"{r['conflicts_written']} conflicting writes; folders agreed after the final sync: "
+        f"{json.dumps(r['settle']['agreed'])} ({r['settle']['took_s']} s). Machine load (1-min average) "
+        f"median {r['machine_load1'].get('median')}, max {r['machine_load1'].get('max')} on "
+        f"{r['machine_load1'].get('cpus')} CPUs.",
         "",
         "| result | invariant | detail |",
         "| --- | --- | --- |",

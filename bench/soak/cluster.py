@@ -305,10 +305,16 @@ class SoakCluster:
         try:
             left = self.sync.destroy()
         finally:
-            # whatever still carries one of our markers goes too (reported as an orphan before this)
-            for p in self.marked():
+            # whatever still carries one of our markers, or runs from our directory (a daemon a
+            # fault's thread restarted late, a csync2), goes too (orphans were reported before this)
+            victims = {p["pid"] for p in self.marked()}
+            for p in psutil.process_iter(["pid", "cmdline"]):
+                with contextlib.suppress(psutil.Error, TypeError):
+                    if p.pid != os.getpid() and str(self.tmp) in " ".join(p.info["cmdline"] or []):
+                        victims.add(p.pid)
+            for pid in victims:
                 with contextlib.suppress(psutil.Error):
-                    psutil.Process(p["pid"]).kill()
+                    psutil.Process(pid).kill()
             for d in reversed(self.mounted):
                 r = run_cmd(["umount", str(d)], timeout=10, check=False)
                 if r.returncode != 0:

@@ -178,7 +178,8 @@ def liveness(polls: dict[str, list[dict[str, Any]]], faults: list[dict[str, Any]
             if any(a <= r["t"] <= b for a, b in windows):
                 excused += 1
                 continue
-            bad.append({"node": n, "t": r["t"], "ms": r["ms"], "status": r.get("status"), "error": r.get("error")})
+            bad.append({"node": n, "t": r["t"], "ms": r["ms"], "status": r.get("status"), "error": r.get("error"),
+                        "machine_load1": r.get("load1")})
     return {"name": "daemon answered /liveness within 1 s", "ok": not bad, "polls": total,
             "excused": excused, "failed": bad[:50], "failed_count": len(bad),
             "summary": f"{len(bad)} failed of {total} polls ({excused} while stopped/killed)"}
@@ -200,18 +201,31 @@ def _median(recs: list[dict[str, Any]], key: str) -> float | None:
     return statistics.median(xs) if xs else None
 
 
+def _floor(recs: list[dict[str, Any]], key: str) -> float | None:
+    xs = [r[key] for r in recs if r.get(key) is not None]
+    return min(xs) if xs else None
+
+
+STARTUP_S = 20.0  # a (re)started daemon's first seconds are its start, not its steady state
+
+
 def resources(samples: dict[str, list[dict[str, Any]]], warm: float, end: float,
               window: float = 15.0, limit: float = 0.10) -> dict[str, Any]:
     """RSS, fds, threads (from /proc) and asyncio tasks (if /metrics has them) of each daemon,
-    over the longest life of one pid after the warm-up: median of its first ``window`` s
-    against median of its last; at most ``limit`` growth."""
+    over the longest life of one pid after the warm-up (and after its own first ``STARTUP_S``):
+    its first ``window`` s against its last (RSS: medians; counts: the lowest); at most
+    ``limit`` growth."""
     per: dict[str, Any] = {}
     ok = True
     task_metric = None
     for n, recs in samples.items():
+        born: dict[int, float] = {}
+        for r in recs:
+            if r.get("pid") is not None:
+                born.setdefault(r["pid"], r["t"])
         rows = []
         for r in recs:
-            if not (warm <= r["t"] <= end) or not r.get("proc"):
+            if not (warm <= r["t"] <= end) or not r.get("proc") or r["t"] < born[r["pid"]] + STARTUP_S:
                 continue
             row = {"t": r["t"], "pid": r["pid"], **r["proc"]}
             m = r.get("metrics") or {}
@@ -238,7 +252,9 @@ def resources(samples: dict[str, list[dict[str, Any]]], warm: float, end: float,
         last = [r for r in seg if r["t"] >= seg[-1]["t"] - window]
         res: dict[str, Any] = {"judged": True, "pid": seg[0]["pid"], "span_s": round(span, 1)}
         for key in ("rss", "fds", "threads", "tasks"):
-            a, b = _median(first, key), _median(last, key)
+            # RSS: the median; counts: the floor (a leak raises it, requests in flight only the peaks)
+            pick = _median if key == "rss" else _floor
+            a, b = pick(first, key), pick(last, key)
             if a is None or b is None or a == 0:
                 continue
             g = b / a - 1

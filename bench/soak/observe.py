@@ -98,6 +98,7 @@ class Poller:
             except (OSError, http.client.HTTPException) as e:
                 rec["error"] = type(e).__name__
             rec["ms"] = round((time.time() - t) * 1000, 1)
+            rec["load1"] = os.getloadavg()[0]  # the machine is shared: a slow answer may be the machine's
             rec["ok"] = rec.get("status") == 200 and rec["ms"] <= LIVENESS_TIMEOUT_S * 1000
             self.live[n].append(rec)
             self.stop.wait(max(0.0, POLL_EVERY_S - (time.time() - t)))
