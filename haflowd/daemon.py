@@ -229,7 +229,8 @@ class Daemon:
         if _socket_answers(str(api.control_socket)):
             raise StartupError(f"another haflowd answers on {api.control_socket}")
         read_api = ReadApi(self)
-        read_runner = web.AppRunner(read_api.app(), access_log=None, handle_signals=False, **limits.RUNNER_OPTIONS)
+        read_runner = web.AppRunner(read_api.app(), access_log=None, handle_signals=False,
+                                    **limits.runner_options(lambda remote: read_api.refuse("bad_request", remote)))
         await read_runner.setup()
         self._runners.append(read_runner)
         try:

@@ -20,6 +20,8 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.log import server_logger
 from aiohttp.web_protocol import RequestHandler
 
 from haflowd.clock import Clock
@@ -32,14 +34,43 @@ MAX_CONNECTIONS_PER_REMOTE = 32
 MAX_HEADERS = 32
 MAX_FIELD_SIZE = 8190
 
-RUNNER_OPTIONS: dict[str, Any] = {
-    "keepalive_timeout": KEEPALIVE_S,
-    "lingering_time": LINGER_S,
-    "max_headers": MAX_HEADERS,
-    "max_field_size": MAX_FIELD_SIZE,
-    "max_line_size": MAX_FIELD_SIZE,
-}
-"""Keyword arguments for every ``web.AppRunner`` of a TCP listener."""
+
+
+def runner_options(on_bad_request: Callable[[str], None]) -> dict[str, Any]:
+    """Keyword arguments for every ``web.AppRunner`` of a TCP listener. A request aiohttp
+    cannot parse (answered 400 by aiohttp itself) is passed to ``on_bad_request`` with the
+    client's address instead of being logged with a traceback: any client could send one
+    per connection and flood the log."""
+    return {
+        "keepalive_timeout": KEEPALIVE_S,
+        "lingering_time": LINGER_S,
+        "max_headers": MAX_HEADERS,
+        "max_field_size": MAX_FIELD_SIZE,
+        "max_line_size": MAX_FIELD_SIZE,
+        "logger": _ServerLog(on_bad_request),
+    }
+
+
+class _ServerLog:
+    """What aiohttp's request handler logs through (``debug``, ``exception``): a client's
+    malformed request is a refusal, anything else goes to aiohttp's own logger."""
+
+    def __init__(self, on_bad_request: Callable[[str], None]) -> None:
+        self._on_bad_request = on_bad_request
+
+    def _client_fault(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        if isinstance(kwargs.get("exc_info"), HttpProcessingError):
+            self._on_bad_request(str(args[0]) if args else "?")
+            return True
+        return False
+
+    def debug(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        if not self._client_fault(args, kwargs):
+            server_logger.debug(msg, *args, **kwargs)
+
+    def exception(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        if not self._client_fault(args, kwargs):
+            server_logger.exception(msg, *args, **kwargs)
 
 BUSY_ANSWER = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
                b"Content-Length: 16\r\nConnection: close\r\n\r\n{\"error\":\"busy\"}")
@@ -111,9 +142,30 @@ class _Gate(asyncio.Protocol):
             self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        if self._inner is not None:
-            self._inner.eof_received()
-        return None  # the transport closes its end; the handler answers what it has
+        """The client closed its side. A request being handled is still answered: a body
+        cut short ends here (the handler sees what came), then the connection closes."""
+        inner = self._inner
+        if inner is None:
+            return None
+        inner.eof_received()
+        if inner._waiter is not None and not inner._messages:
+            return None  # waiting for a request that cannot come: the transport closes
+        inner.close()  # answer what was asked, then close
+        self._end_body(tries=3)
+        return True
+
+    def _end_body(self, tries: int) -> None:
+        """End the body of the request in progress; its handler may start an instant later."""
+        inner = self._inner
+        if inner is None:
+            return
+        request = inner._current_request
+        if request is None:
+            if tries > 0:
+                asyncio.get_running_loop().call_soon(self._end_body, tries - 1)
+            return
+        if not request.content.is_eof():
+            request.content.feed_eof()
 
     def pause_writing(self) -> None:
         if self._inner is not None:

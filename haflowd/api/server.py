@@ -27,7 +27,7 @@ log = structlog.get_logger()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_INFLIGHT = 32
 MAX_INFLIGHT_PER_REMOTE = 8
-REFUSAL_REASONS = ("busy",)
+REFUSAL_REASONS = ("busy", "bad_request")
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:

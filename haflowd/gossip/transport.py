@@ -41,7 +41,7 @@ CLIENT_KEEPALIVE_S = 2.0
 """Below the listeners' ``limits.KEEPALIVE_S``: we drop an idle connection before the peer
 does, so a request never goes out on a connection the peer is closing."""
 REJECT_REASONS = (*signing.REASONS, "malformed", "too_large", "length_required", "wrong_method", "timeout",
-                  "busy")
+                  "busy", "bad_request")
 
 log = structlog.get_logger()
 
@@ -94,7 +94,8 @@ class GossipNode:
     async def start(self) -> None:
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_route("*", PATH, self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, **limits.RUNNER_OPTIONS)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                     **limits.runner_options(lambda remote: self._reject("bad_request", remote)))
         await self._runner.setup()
         site = limits.GuardedSite(self._runner, self.cfg.listen.host, self.cfg.listen.port,
                                   on_busy=lambda remote: self._reject("busy", remote))
