@@ -24,6 +24,7 @@ from haflowd.supervisor.child import COMPONENT_ENV, MARKER_ENV, Child, Usage
 
 STATE_FILE = "children.json"
 STATE_VERSION = 2
+STATE_MAX_BYTES = 1 << 20  # ours is a few hundred bytes a component
 BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
 START_TIME_SLACK_S = 0.05  # create_time comes from clock ticks since boot: equal within this
 SAMPLE_INTERVAL_S = 5.0
@@ -216,12 +217,15 @@ class Supervisor:
         boot, same start time): {pid: start time}, and why the file was ignored, if it was."""
         path = self.data_dir / STATE_FILE
         try:
-            text = path.read_text()
+            with path.open("rb") as f:
+                data = f.read(STATE_MAX_BYTES + 1)
         except FileNotFoundError:
             return {}, None
         except OSError as e:
             return {}, f"cannot be read: {e.strerror or e}"
-        return parse_state(text, self.marker, self._boot_id, os.getpid())
+        if len(data) > STATE_MAX_BYTES:
+            return {}, f"larger than {STATE_MAX_BYTES} bytes"
+        return parse_state(data.decode(errors="replace"), self.marker, self._boot_id, os.getpid())
 
     def reap_leftovers(self) -> int:
         """Kill processes left by an earlier run of this daemon (same node and data_dir).

@@ -86,8 +86,10 @@ STATE_FILES = {
     "wrong-types": lambda d, pid: json.dumps({"daemon_pid": "1", "marker": _marker(d),
                                               "children": [{"pid": pid}, {"pid": str(pid)}]}),
     "not-an-object": lambda d, pid: json.dumps([pid]),
+    "binary": lambda d, pid: b"\xff\xfe\x00" + str(pid).encode() + b"\x80" * 100,
+    "huge": lambda d, pid: json.dumps({"marker": _marker(d), "children": {"x": {"pid": pid}}, "pad": "x" * 2**21}),
 }
-WARNED = {"other-boot", "another-node", "garbage", "wrong-types", "not-an-object"}
+WARNED = {"other-boot", "another-node", "garbage", "wrong-types", "not-an-object", "binary", "huge"}
 
 
 @pytest.mark.parametrize("kind", list(STATE_FILES))
@@ -98,7 +100,9 @@ def test_a_recorded_pid_that_is_not_provably_ours_is_never_killed(daemon, strang
     state file that cannot be trusted is said so in one line."""
     d = daemon('[[component]]\nname = "x"\ncommand = ["sleep", "6002"]\n', start=False)
     (d.dir / "data").mkdir()
-    (d.dir / "data" / "children.json").write_text(STATE_FILES[kind](d, stranger.pid))
+    content = STATE_FILES[kind](d, stranger.pid)
+    path = d.dir / "data" / "children.json"
+    path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
     d.start()
     d.wait_state("x", "running")
     assert stranger.poll() is None, f"{kind}: a process that is not ours was killed"
@@ -145,7 +149,7 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.mark.parametrize("fault", ["full", "read-only"])
 def test_a_data_dir_that_cannot_be_written_degrades_to_a_warning(daemon, small_fs, fault):
-    d = daemon(f'[[component]]\nname = "s"\ncommand = ["sleep", "6020"]\nstable_after = "100ms"\n',
+    d = daemon('[[component]]\nname = "s"\ncommand = ["sleep", "6020"]\nstable_after = "100ms"\n',
                start=False)
     d.config.write_text(d.config.read_text().replace(str(d.dir / "data"), str(small_fs / "data")))
     (small_fs / "data").mkdir()
