@@ -194,3 +194,32 @@ def test_a_peer_summary_with_an_unknown_status_is_a_warning_not_a_500(trio):  # 
     assert n2.get("/health/cluster")[0] == 200
     for n in NAMES:
         assert not peer_changes(trio[n], new=BAD)
+
+
+def test_connections_past_the_caps_are_answered_busy_at_once(daemon):
+    """One address may hold 32 connections to a listener; the next ones get 503 and are
+    closed before they are parsed, while other clients are still served."""
+    d = daemon("")
+    attack = Attack()
+    for _ in range(limits.MAX_CONNECTIONS_PER_REMOTE + 8):
+        attack.open("idle", "127.0.0.6", d.port)
+    busy: list[Slow] = []
+
+    def answered() -> bool:
+        for c in attack.conns:
+            try:
+                chunk = c.sock.recv(4096)
+            except BlockingIOError:
+                continue
+            if chunk and c not in busy:
+                c.answer = chunk
+                busy.append(c)
+        return len(busy) >= 8
+
+    wait_until(answered, 2, "8 connections over the per-address cap answered")
+    assert len(busy) == 8 and all(c.answer.startswith(b"HTTP/1.1 503") and b'"busy"' in c.answer for c in busy)
+    assert d.get("/liveness")[0] == 200  # another address (127.0.0.1) is served meanwhile
+    attack.wait_closed(CLOSE_BOUND_S, lambda: None)
+    assert all(c.closed is not None for c in attack.conns)
+    events = [e for e in d.log_events() if e.get("event") == "api_refused"]
+    assert events and all(e["reason"] == "busy" and e["remote"] == "127.0.0.6" for e in events) and len(events) <= 5
