@@ -297,3 +297,33 @@ def test_a_check_interrupted_by_a_shutdown_loses_nothing(csync2_cluster: SyncClu
     c.wait_files(("n2", "n3"), {"written_before_stop.py": dag(11)}, 15, "the file after n1's restart")
     assert any(e.get("event") == "sync_check_interrupted" for e in d1.log_events())
     assert not (d1.dir / "data" / "sync-check.running").exists()
+
+
+def test_a_server_stopped_in_the_middle_of_a_transfer_loses_no_file(csync2_cluster: SyncCluster) -> None:
+    """n2's csync2 server SIGSTOPped after it took part of a burst: the update is killed at
+    its timeout, the files it had not sent stay dirty, and all arrive after SIGCONT."""
+    c = csync2_cluster
+    # a short timeout to kill the update; receivers wait for a transfer to end before their
+    # own check (debounce_max), so that a check fighting an incoming transfer over csync2's
+    # database never makes a healthy peer's update outlast the timeout
+    c.start_daemons(timeout="3s", debounce_max="15s")
+    c.quiet()
+    files = {f"mid/f{i:03}.py": dag(i) + "#" * 2_000 + "\n" for i in range(80)}
+    for rel, text in files.items():
+        c.write("n1", rel, text)
+    mid = c["n2"].dags / "mid"
+    wait_until(lambda: mid.is_dir() and len(list(mid.iterdir())) >= 10, 15, "part of the burst on n2", interval=0.005)
+    c.stop_server("n2")
+    got = len([p for p in mid.iterdir() if not p.name.startswith(".")])
+    print(f"\nn2's server stopped with {got} of {len(files)} files")
+    try:
+        c.wait_files(("n3",), files, 30, "the burst on n3 despite n2")
+        wait_until(lambda: c.sync("n1")["runs"]["timeout"] >= 1, 15, "n1's update to n2 killed at its timeout")
+        p = c.peer("n1", "n2")
+        assert p["state"] != "ok" and (p["pending_files"] or 0) > 0, p
+    finally:
+        c.continue_server("n2")
+    took = c.wait_files(("n2",), files, 30, "every file on n2 after SIGCONT")
+    print(f"after SIGCONT n2 has all {len(files)} files within {took['n2']:.2f}s")
+    wait_until(lambda: c.peer("n1", "n2")["state"] == "ok" and c.peer("n1", "n2")["pending_files"] == 0, 15,
+               "n2 ok with nothing pending on n1")
