@@ -15,6 +15,7 @@ from haflowd.supervisor.child import (
     _json_or_none,
     _json_verdict,
     _status_summary,
+    _under,
 )
 from haflowd.supervisor.policy import ExitInfo
 from haflowd.supervisor.supervisor import parse_state
@@ -320,3 +321,28 @@ def test_our_own_file_from_this_run_is_no_record_of_leftovers() -> None:
 
 def test_no_boot_id_trusts_no_record() -> None:
     assert parse_state(state(), MARKER, None, 7, start_time=STARTS.get) == ({}, "written before the last reboot")
+
+
+# =========================================================================== _under (the orphan scan's exclusion)
+
+PARENTS = {10: 1, 11: 10, 12: 11, 20: 1, 21: 20, 30: 0}
+
+
+@pytest.mark.parametrize(
+    ("pid", "tops", "under"),
+    [
+        (12, {10}, True),  # a grandchild of a live guard is that guard's, not an orphan
+        (11, {10}, True),
+        (10, {10}, True),
+        (21, {10}, False),
+        (20, set(), False),
+        (30, {10}, False),  # parent unknown
+        (99, {10}, False),  # not in the map
+    ],
+)
+def test_under(pid: int, tops: set[int], under: bool) -> None:
+    assert _under(pid, frozenset(tops), PARENTS) is under
+
+
+def test_under_survives_a_cycle() -> None:
+    assert _under(5, frozenset({99}), {5: 6, 6: 5}) is False
