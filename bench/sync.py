@@ -177,7 +177,8 @@ class Cluster:
                 d.mkdir(parents=True)
         for n in self.nodes.values():
             dags = {m.name: m.dags for m in self.nodes.values()}
-            (n.sysdir / "csync2.cfg").write_text(CSYNC2_CFG.format(key=key, a=dags["n1"], b=dags["n2"], c=dags["n3"]))
+            (n.sysdir / "csync2.cfg").write_text(CSYNC2_CFG.format(key=key, a=dags["n1"], b=dags["n2"], c=dags["n3"],
+                                                                   backup=self.tmp / "backup"))
             self.start_server(n)
         for n in self.nodes.values():
             self.start_daemon(n, gossip_key)
