@@ -35,6 +35,7 @@ PROBE_ENV = "HAFLOWD_PROBE"  # one token per health-command run: what it leaves 
 KILL_WAIT_S = 10.0
 SPAWN_TIMEOUT_S = 10.0  # a guard forks and execs at once; one that says nothing for this long is lost
 GUARD_ANSWER_S = 3.0  # a guard answers a kill within its reap deadline; after this it is killed itself
+GUARD_EXIT_GRACE_S = 0.5  # after a guard's exit, how long its last events may take to arrive
 PROBE_OUTPUT_MAX = 64 * 1024  # of a health command's output only the tail is kept
 PROBE_DRAIN_S = 0.2  # after a probe exits, how long its output pipe may stay open (a forked writer)
 MAX_LINE = 4096
@@ -85,6 +86,7 @@ class Guard:
         # set when its events pipe reaches EOF (it died: ``returncode`` is still None until
         # the wait is processed) or when it stopped answering: never used again
         self.lost = False
+        self.gone = False  # its end was seen and handled
         self.closing = False
         self.readers: list[asyncio.Task[None]] = []
         self.pipes: list[asyncio.BaseTransport] = []
@@ -463,6 +465,7 @@ class Child:
             asyncio.create_task(self._read_output(out, "stdout")),
             asyncio.create_task(self._read_output(err, "stderr")),
         ]
+        guard.readers.append(asyncio.create_task(self._watch_guard(guard)))
         return guard
 
     async def _read_events(self, guard: Guard) -> None:
@@ -486,8 +489,22 @@ class Child:
                 self._spawned.set_result((None, str(ev.get("error"))))
             elif kind == "exited" and self._exited and not self._exited.done():
                 self._exited.set_result(ev)
-        # the guard is gone: its child died with it (PR_SET_PDEATHSIG); orphans did not
-        guard.lost = True
+        self._guard_gone(guard)
+
+    async def _watch_guard(self, guard: Guard) -> None:
+        """The other sign of a dead guard: its exit, in case something else holds its events
+        pipe open. Its last events get a moment to arrive first."""
+        await guard.proc.wait()
+        reader = guard.readers[0] if guard.readers else None
+        if reader is not None:
+            await asyncio.wait({reader}, timeout=GUARD_EXIT_GRACE_S)
+        self._guard_gone(guard)
+
+    def _guard_gone(self, guard: Guard) -> None:
+        """The guard is gone: its child died with it (PR_SET_PDEATHSIG); orphans did not."""
+        if guard.gone:
+            return
+        guard.gone = guard.lost = True
         if guard is not self.guard:
             return
         if not guard.closing:

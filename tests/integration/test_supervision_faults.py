@@ -195,6 +195,25 @@ stable_after = "100ms"
     assert d.get("/health")[1]["status"] == "passing"
 
 
+def test_a_dead_guard_is_noticed_even_if_its_events_pipe_stays_open(daemon):
+    """EOF on the events pipe is one sign of a dead guard; when some other process holds the
+    pipe's write end, its exit must do."""
+    d = daemon("""
+[[component]]
+name = "h"
+command = ["sleep", "6035"]
+stable_after = "100ms"
+""")
+    first = d.wait_state("h", "running")
+    events_fd = psutil.Process(first["guard_pid"]).cmdline()[-1]
+    with open(f"/proc/{first['guard_pid']}/fd/{events_fd}", "wb") as held:  # a second writer
+        wait_until(lambda: d.comp("h")["uptime_s"] > 0.2, 5, "stable")
+        os.kill(first["guard_pid"], signal.SIGKILL)
+        c = wait_until(lambda: (c := d.comp("h"))["state"] == "running" and c["pid"] not in (None, first["pid"])
+                       and c, 10, "a new child through a new guard")
+        assert c["guard_pid"] != first["guard_pid"] and not held.closed
+
+
 def test_a_stopped_guard_cannot_wedge_stop_or_start(daemon):
     """A SIGSTOPped guard answers nothing: stop and start must end within their deadlines,
     the guard and the child's tree must die, and start must go through a new guard."""
