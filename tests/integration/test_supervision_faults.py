@@ -291,13 +291,13 @@ def test_a_child_flooding_its_output_costs_bounded_memory(daemon):
     d = daemon("""
 [[component]]
 name = "flood"
-command = ["sh", "-c", "head -c 100000000 /dev/zero; yes | head -n 200000; exec sleep 6060"]
+command = ["sh", "-c", "head -c 100000000 /dev/zero; yes | head -n 50000; exec sleep 6060"]
 log_rate_limit = 20
 """)
     d.wait_state("flood", "running")
     base = _peak_rss(d.proc.pid)
     wait_until(lambda: sum(e.get("lines", 0) for e in d.log_events() if e.get("event") == "output_suppressed")
-               > 100_000, 30, "the flood to be read and counted")
+               > 40_000, 30, "the flood to be read and counted")
     assert d.get("/liveness")[0] == 200
     assert _peak_rss(d.proc.pid) - base < 50 * 2**20
 
@@ -438,8 +438,9 @@ timeout = "300ms"
 failures = 1000
 start_period = "0s"
 """)
-        wait_until(lambda: len([e for e in d.log_events() if e.get("event") == "probe_failed"]) >= 12, 20,
-                   "a dozen failed probes")
+        # eight: more than the six threads of this machine's default pool
+        wait_until(lambda: len([e for e in d.log_events() if e.get("event") == "probe_failed"]) >= 8, 20,
+                   "eight failed probes")
         t0 = time.monotonic()
         r = d.ctl("reload", timeout=20)
         assert r.returncode == 0, r.stderr
