@@ -291,3 +291,15 @@ from tests.fixtures.airflow import *  # noqa: E402,F403  (Airflow 3 in .venv-air
 from tests.fixtures.csync2 import *  # noqa: E402,F403  (csync2 in namespaces: csync2_cluster)
 from tests.fixtures.postgres import *  # noqa: E402,F403  (PostgreSQL fixtures: pg_pair, pg_pair_factory)
 from tests.fixtures.rabbitmq import *  # noqa: E402,F403  (a three-node RabbitMQ cluster: rabbit_cluster)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tiers by directory: everything under tests/integration is `integration` (select
+    with `-m integration`, skip with `-m "not integration"`), everything under tests/unit
+    is `unit`."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        if "integration" in parts:
+            item.add_marker(pytest.mark.integration)
+        elif "unit" in parts:
+            item.add_marker(pytest.mark.unit)
