@@ -423,8 +423,8 @@ class Child:
         try:
             n = await workers.budget(workers.SUPERVISOR).call(
                 kill_marked, {MARKER_ENV: self.marker, COMPONENT_ENV: self.name}, keep, timeout=KILL_WAIT_S)
-        except (workers.WorkerBusy, TimeoutError) as e:
-            self.log.warning("orphans_not_killed", error=str(e) or "timed out")
+        except Exception as e:  # busy, timed out, or /proc unreadable: say so, supervise on
+            self.log.warning("orphans_not_killed", error=f"{type(e).__name__}: {e}")
             return 0
         if n:
             self.log.warning("orphans_killed", count=n, detail="left by a lost guard")
@@ -726,8 +726,9 @@ class Child:
                 break
             except workers.WorkerBusy:
                 await asyncio.sleep(0.05)
-            except TimeoutError:
-                break
+            except Exception as e:  # timed out, or /proc unreadable: never the probe's verdict
+                self.log.warning("probe_leftovers_not_checked", error=f"{type(e).__name__}: {e}")
+                return
         else:
             self.log.warning("probe_leftovers_not_checked", detail="the supervisor's workers were busy")
         if n:
