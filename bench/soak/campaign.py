@@ -221,7 +221,7 @@ class Campaign:
             files_r,
             inv.lost_edits(conflicts, final, self.poller.sync_has_conflicts_key,
                            list(self.poller.sync_conflicts.values()), copies, inv.stale_edits(files_r)),
-            inv.converged(final),
+            inv.converged(final, conflicts),
             inv.crashes(self.crashes),
             inv.liveness(self.poller.live, faults),
             inv.resources(self.poller.samples, self.t0 + min(120.0, 0.4 * self.duration), self.t_end),

@@ -110,6 +110,9 @@ class SoakCluster:
             # ones would make csync2 (a child, it inherits the preload) see every file changed.
             extra_env[CLOCK_NODE] = {"LD_PRELOAD": str(FAKETIME_LIB), "FAKETIME_TIMESTAMP_FILE": str(self.clock_file),
                                      "FAKETIME_CACHE_DURATION": "1", "NO_FAKE_STAT": "1"}
+            # every process of that node lives in its time: its csync2 server too
+            self.sync.kill_server(CLOCK_NODE)
+            self.sync.start_server(CLOCK_NODE, extra_env[CLOCK_NODE])
         self.sync.start_daemons(gossip=True, extra_body=extra_body, extra_env=extra_env, interval="30s")
 
     def daemon(self, name: str) -> NsDaemon:

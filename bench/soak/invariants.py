@@ -293,7 +293,7 @@ def files(written: dict[str, list[str]], owners: dict[str, str], final: dict[str
             "summary": f"{len(lost)} lost of {len(written)} files x {len(final)} nodes"}
 
 
-def converged(final: dict[str, dict[str, str]]) -> dict[str, Any]:
+def converged(final: dict[str, dict[str, str]], conflicts: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     names = list(final)
     diff = []
     if names:
@@ -301,7 +301,12 @@ def converged(final: dict[str, dict[str, str]]) -> dict[str, Any]:
         for n in names[1:]:
             for rel in sorted(set(ref) | set(final[n])):
                 if ref.get(rel) != final[n].get(rel):
-                    diff.append({"file": rel, names[0]: ref.get(rel) is not None, n: final[n].get(rel) is not None})
+                    d: dict[str, Any] = {"file": rel, names[0]: ref.get(rel) is not None,
+                                         n: final[n].get(rel) is not None}
+                    times = (conflicts or {}).get(rel, {}).get("times", {})
+                    if times:  # a conflict's two edits: their mtimes, this far apart
+                        d["conflict_mtimes_s_apart"] = round(max(times.values()) - min(times.values()), 2)
+                    diff.append(d)
     return {"name": "DAG folders identical at the end", "ok": not diff, "differences": diff[:50],
             "summary": f"{len(diff)} differing files"}
 
@@ -313,7 +318,11 @@ def stale_edits(files_result: dict[str, Any]) -> list[dict[str, Any]]:
 def lost_edits(conflicts: dict[str, dict[str, Any]], final: dict[str, dict[str, str]], has_key: bool,
                reported: list[dict[str, Any]], copies: dict[str, list[str]],
                stale: list[dict[str, Any]]) -> dict[str, Any]:
-    """Conflicting writes: the loser kept aside and reported in /sync; single-writer edits: the last one wins."""
+    """Conflicting writes: each version in place on some node or kept aside, and the conflict
+    reported in /sync; single-writer edits: the last one is what every node has.
+
+    A conflict still open at the end (nodes disagree) loses nothing as long as each version is
+    somewhere and it is reported; that it never settled is the convergence invariant's failure."""
     cases = []
     ok = not stale
     if conflicts and not has_key:
@@ -328,9 +337,15 @@ def lost_edits(conflicts: dict[str, dict[str, Any]], final: dict[str, dict[str, 
         case["reported_in_sync"] = bool(mentioned)
         case["reports"] = [r["entry"] for r in mentioned][:4]
         losers = [v for v in vs if v != winner]
-        case["losers_kept"] = [bool(copies.get(v)) for v in losers]
-        case["kept_at"] = [copies.get(v, [])[:3] for v in losers]
-        case["ok"] = bool(winner in vs and (not losers or (mentioned and all(case["losers_kept"]))))
+        in_place = set(finals.values())
+        case["open_at_end"] = winner is None
+        times = c.get("times", {})
+        # the file's mtime on two nodes in the same whole second: csync2 may find no younger side
+        case["mtimes_s_apart"] = round(max(times.values()) - min(times.values()), 2) if times else None
+        case["same_second"] = len({int(t) for t in times.values()}) == 1
+        case["losers_kept"] = [bool(copies.get(v)) or v in in_place for v in losers]
+        case["kept_at"] = [copies.get(v, [])[:3] + (["in place on a node"] if v in in_place else []) for v in losers]
+        case["ok"] = bool(any(v in in_place for v in vs) and (not losers or (mentioned and all(case["losers_kept"]))))
         if not case["ok"]:
             ok = False
         cases.append(case)

@@ -72,8 +72,8 @@ def _net(rng: random.Random, kind: str) -> tuple[float, dict[str, Any]]:
     # some partitions outlast what an isolated node needs (Lifeguard slows it down): see invariants.Timing
     if kind == "part21":
         return rng.uniform(5, 25), {"groups": [sorted(nodes[:2]), [nodes[2]]]}
-    if kind == "conflict":
-        return rng.uniform(5, 12), {"groups": [sorted(nodes[:2]), [nodes[2]]]}
+    if kind == "conflict":  # the two edits `gap_s` apart: within one second of each other, or not
+        return rng.uniform(5, 12), {"groups": [sorted(nodes[:2]), [nodes[2]]], "gap_s": round(rng.uniform(0.2, 2.5), 2)}
     if kind == "part111":
         return rng.uniform(6, 25), {"groups": [[n] for n in sorted(nodes)]}
     if kind == "oneway":  # what `src` sends `dst` is lost; the other way works
@@ -240,10 +240,11 @@ class Nemesis:
     def _during_partition(self, f: Fault) -> None:
         rel, (a, b) = f.params["file"], f.params["writers"]
         self.stop.wait(min(1.5, f.hold / 3))
+        gap = f.params["gap_s"]
         f.notes["versions"] = {a: self.writers.write_conflict(a, rel, f.id, "a")}
-        self.stop.wait(0.3)
+        self.stop.wait(gap)
         f.notes["versions"][b] = self.writers.write_conflict(b, rel, f.id, "b")
-        self.stop.wait(max(0.0, f.hold - min(1.5, f.hold / 3) - 0.3))
+        self.stop.wait(max(0.0, f.hold - min(1.5, f.hold / 3) - gap))
 
     def _do_oneway(self, f: Fault) -> None:
         f.start = time.time()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import enter_netns
+from bench.soak.cluster import CLOCK_NODE
 
 API_PORT = 8787
 POLL_EVERY_S = 1.0
@@ -183,6 +184,10 @@ class Writers:
     def _write(self, n: str, rel: str, text: str) -> None:
         p = self.c.dags(n) / rel
         p.write_text(text)
+        off = self.c.clock_offset if n == CLOCK_NODE else 0.0
+        if off:  # a file written on the node whose clock was stepped carries that clock's time
+            now = time.time() + off
+            os.utime(p, (now, now))
 
     def read(self, n: str, rel: str) -> str | None:
         try:
@@ -221,6 +226,9 @@ class Writers:
         text = f"# conflict {fid} side {side} written on {n} at {time.time():.3f}\n"
         with self.lock:
             self.conflicts[rel]["versions"][n] = text
+            # the file's mtime there: its clock's time (a stepped node's is ahead)
+            self.conflicts[rel].setdefault("times", {})[n] = time.time() + (self.c.clock_offset if n == CLOCK_NODE
+                                                                           else 0.0)
         self._write(n, rel, text)
         return text
 
