@@ -112,6 +112,14 @@ class Csync2Command:
         """csync2's own options in the base, without its modes (``-N``, ``-D``, ``-C`` ...)."""
         return self._split()[1]
 
+    def option(self, flag: str) -> str | None:
+        """The value of one of csync2's options in the base (``option("-N")``), if given."""
+        opts = self.options()
+        for i, opt in enumerate(opts):
+            if opt.startswith(flag):
+                return opt[len(flag):] or (opts[i + 1] if i + 1 < len(opts) else None)
+        return None
+
     @property
     def splittable(self) -> bool:
         return self._split()[0] >= 0

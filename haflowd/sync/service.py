@@ -258,7 +258,8 @@ class SyncService(Checker):
         layout: Csync2Layout = parse_csync2_cfg(text)
         self.csync2_cfg = path
         self.conflicts.layout = layout
-        host = self.cfg.csync2_host(self.node)
+        host = self.runner.command.option("-N") or self.cfg.csync2_host(self.node)  # csync2's name for itself
+        self.conflicts.host = host
         self.no_backups = layout.without_backups(host)
         if self.no_backups:
             log.warning("sync_no_backups", path=path, groups=self.no_backups,

@@ -56,6 +56,12 @@ def test_commands_made_from_the_base(base: list[str], check: list[str] | None, u
     assert mark is None if check is None else mark == [*check[:-2], "-mr", check[-1]]
 
 
+def test_options_of_the_base() -> None:
+    assert Csync2Command(("csync2", "-N", "nodea", "-D", "/db", "-x")).option("-N") == "nodea"
+    assert Csync2Command(("csync2", "-xNnodea", "-Cdags")).option("-C") == "dags"
+    assert Csync2Command(("csync2", "-x")).option("-N") is None
+
+
 # --------------------------------------------------------------------------- csync2's words (as it prints them)
 
 OK_RUN = """\

@@ -262,9 +262,9 @@ async def test_a_conflict_won_here_is_shown_counted_and_saved(tmp_path: Path, fa
 
 async def test_csync2_without_backups_is_a_warning(tmp_path: Path, fake: FakeRunner) -> None:
     (tmp_path / "csync2.cfg").write_text(CFG.format(backup=""))
-    fake.command = Csync2Command(("csync2", "-x"))
+    fake.command = Csync2Command(("csync2", "-N", "nodea", "-x"))  # -N: csync2's name for this node
     fake.env = {"CSYNC2_SYSTEM_DIR": str(tmp_path)}  # type: ignore[assignment]
-    svc, reg = make(tmp_path, fake, host_map={"n1": "nodea", "n2": "nodeb", "n3": "nodec"})
+    svc, reg = make(tmp_path, fake, host_map={"n2": "nodeb", "n3": "nodec"})
     async with running(svc):
         await asyncio.wait_for(svc.sync_now(), 5)
     result = {r.name: r for r in reg.results()}["sync"]
