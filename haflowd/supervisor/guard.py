@@ -55,6 +55,7 @@ class Guard:
         self.child: int | None = None
         self.buf = b""
         self.closing = False
+        self.child_status: tuple[int, int] | None = None
 
     # ------------------------------------------------------------------ events
 
@@ -163,9 +164,12 @@ class Guard:
                     pass
             try:
                 while True:
-                    pid, _ = os.waitpid(-1, os.WNOHANG)
+                    pid, status = os.waitpid(-1, os.WNOHANG)
                     if pid == 0:
                         break
+                    if pid == self.child:  # reaped here, not in reap(): remember how it ended
+                        self.child = None
+                        self.child_status = (pid, status)
             except ChildProcessError:
                 if pgid is None or not _group_alive(pgid):
                     return killed
@@ -184,15 +188,17 @@ class Guard:
                 return
             if pid == self.child:
                 self.child = None
-                code = os.waitstatus_to_exitcode(status)
-                leftovers = self.kill_tree(pid)
-                self.emit(
-                    ev="exited",
-                    pid=pid,
-                    code=code if code >= 0 else None,
-                    signal=-code if code < 0 else None,
-                    leftovers=leftovers,
-                )
+                self.exited(pid, status, self.kill_tree(pid))
+
+    def exited(self, pid: int, status: int, leftovers: int) -> None:
+        code = os.waitstatus_to_exitcode(status)
+        self.emit(
+            ev="exited",
+            pid=pid,
+            code=code if code >= 0 else None,
+            signal=-code if code < 0 else None,
+            leftovers=leftovers,
+        )
 
     def command(self, line: bytes) -> None:
         try:
@@ -209,7 +215,13 @@ class Guard:
             except OSError:
                 pass
         elif op == "kill":
-            self.kill_tree(self.child)
+            child = self.child
+            self.child_status = None
+            killed = self.kill_tree(child)
+            if self.child_status is not None:  # the child was reaped by the kill: say so
+                pid, status = self.child_status
+                self.child_status = None
+                self.exited(pid, status, max(0, killed - 1))
 
     def run(self) -> int:
         _prctl(PR_SET_CHILD_SUBREAPER, 1)

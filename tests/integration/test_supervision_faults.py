@@ -242,6 +242,28 @@ stop_timeout = "300ms"
             os.kill(first["guard_pid"], signal.SIGKILL)
 
 
+def test_a_kill_after_stop_timeout_is_answered_and_the_guard_stays_usable(daemon):
+    """The guard's SIGKILL of the tree reaped the child itself and never said so: every stop
+    that escalated waited out the daemon's deadline, and the guard still thought it had a
+    child (the next spawn: "a child is already running")."""
+    d = daemon("""
+[[component]]
+name = "stubborn"
+command = ["sh", "-c", "trap '' TERM; while :; do sleep 0.05; done"]
+stop_timeout = "300ms"
+""")
+    first = d.wait_state("stubborn", "running")
+    t0 = time.monotonic()
+    assert d.ctl("stop", "stubborn").returncode == 0
+    assert time.monotonic() - t0 < 2.5
+    c = d.comp("stubborn")
+    assert (c["state"], c["last_exit_signal"]) == ("stopped", signal.SIGKILL)
+    assert d.ctl("start", "stubborn").returncode == 0
+    c = d.wait_state("stubborn", "running")
+    assert c["guard_pid"] == first["guard_pid"], "the same guard serves the next run"
+    assert not [e for e in d.log_events() if e.get("event") in ("guard_unresponsive", "spawn_failed")]
+
+
 def test_a_stopped_guard_is_noticed_when_its_child_dies(daemon):
     """The guard is stopped, then its child dies: nobody reaps it or says so. The daemon
     resumes a guard it finds stopped, so the exit is seen and the child restarted."""
