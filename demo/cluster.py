@@ -619,21 +619,25 @@ class DemoCluster:
         else:
             hosts, include, prefix = list(NODES), str(self.dags), ""
             self.dags.mkdir()
-        cfg = textwrap.dedent(f"""\
-            nossl * *;
-            group dags {{
-                host {' '.join(hosts)};
-                key {key};
-                include {include};
-                exclude *~;
-                exclude *.pyc;
-                exclude */__pycache__;
-                auto younger;
-            }}
-        """) + prefix
         for n in self.nodes.values():
-            for sub in ("dags", "csync2", "csync2db", "state", "airflow"):
+            for sub in ("dags", "csync2", "csync2db", "state", "airflow", "backup"):
                 (n.dir / sub).mkdir(parents=True, exist_ok=True)
+            # backup-directory: where csync2 keeps the version that lost a conflict (haflowd
+            # reports it in /sync and warns without one); each node its own
+            cfg = textwrap.dedent(f"""\
+                nossl * *;
+                group dags {{
+                    host {' '.join(hosts)};
+                    key {key};
+                    include {include};
+                    exclude *~;
+                    exclude *.pyc;
+                    exclude */__pycache__;
+                    backup-directory {n.dir / 'backup'};
+                    backup-generations 3;
+                    auto younger;
+                }}
+            """) + prefix
             (n.dir / "csync2" / "csync2.cfg").write_text(cfg)
             self.start_csync2(n)
 
