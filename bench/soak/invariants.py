@@ -213,8 +213,8 @@ def resources(samples: dict[str, list[dict[str, Any]]], warm: float, end: float,
               window: float = 15.0, limit: float = 0.10) -> dict[str, Any]:
     """RSS, fds, threads (from /proc) and asyncio tasks (if /metrics has them) of each daemon,
     over the longest life of one pid after the warm-up (and after its own first ``STARTUP_S``):
-    its first ``window`` s against its last (RSS: medians; counts: the lowest); at most
-    ``limit`` growth."""
+    its first quarter (at least ``window`` s) against its last (RSS: medians; counts: the
+    lowest); at most ``limit`` growth."""
     per: dict[str, Any] = {}
     ok = True
     task_metric = None
@@ -248,8 +248,9 @@ def resources(samples: dict[str, list[dict[str, Any]]], warm: float, end: float,
         if span < 2 * window:
             per[n] = {"judged": False, "why": f"longest life after the warm-up is {span:.0f}s"}
             continue
-        first = [r for r in seg if r["t"] <= seg[0]["t"] + window]
-        last = [r for r in seg if r["t"] >= seg[-1]["t"] - window]
+        w = max(window, span / 4)  # long windows: fds and threads swing with the work in flight
+        first = [r for r in seg if r["t"] <= seg[0]["t"] + w]
+        last = [r for r in seg if r["t"] >= seg[-1]["t"] - w]
         res: dict[str, Any] = {"judged": True, "pid": seg[0]["pid"], "span_s": round(span, 1)}
         for key in ("rss", "fds", "threads", "tasks"):
             # RSS: the median; counts: the floor (a leak raises it, requests in flight only the peaks)
