@@ -292,14 +292,29 @@ from tests.fixtures.csync2 import *  # noqa: E402,F403  (csync2 in namespaces: c
 from tests.fixtures.postgres import *  # noqa: E402,F403  (PostgreSQL fixtures: pg_pair, pg_pair_factory)
 from tests.fixtures.rabbitmq import *  # noqa: E402,F403  (a three-node RabbitMQ cluster: rabbit_cluster)
 
+SHARED_SERVICE_GROUPS = {"rabbit_cluster": "rabbitmq"}
+"""Session fixtures heavy enough that every test using one runs on the same xdist worker
+(a RabbitMQ cluster costs 135 MB a node and 10-14 s to form; one per run is enough)."""
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tiers by directory: everything under tests/integration is `integration` (select
     with `-m integration`, skip with `-m "not integration"`), everything under tests/unit
-    is `unit`."""
+    is `unit`.
+
+    Under pytest-xdist (`--dist loadgroup`, as scripts/test runs), a file's tests stay on
+    one worker, so its module fixtures start once; the tests of every file that uses a
+    shared service share a worker with it."""
+    file_group: dict[Path, str] = {}
+    for item in items:  # a file one of whose tests uses a shared service joins its group
+        fixtures = getattr(item, "fixturenames", ())
+        for fixture, group in SHARED_SERVICE_GROUPS.items():
+            if fixture in fixtures:
+                file_group[Path(str(item.fspath))] = group
     for item in items:
-        parts = Path(str(item.fspath)).parts
-        if "integration" in parts:
+        path = Path(str(item.fspath))
+        if "integration" in path.parts:
             item.add_marker(pytest.mark.integration)
-        elif "unit" in parts:
+        elif "unit" in path.parts:
             item.add_marker(pytest.mark.unit)
+        item.add_marker(pytest.mark.xdist_group(file_group.get(path, str(path.relative_to(ROOT)))))
