@@ -89,7 +89,9 @@ class Daemon:
         self._stop = asyncio.Event()
         self._runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._reload_lock = asyncio.Lock()
+        # one change to the components at a time: a control action on a component and a
+        # reload that replaces it must not both act on it (one of them on a stale child)
+        self.operations_lock = asyncio.Lock()
         self._boot_config = cfg  # what the checkers, sync and gossip were built from
         REDACTOR.set(secrets_of(cfg))
 
@@ -287,7 +289,7 @@ class Daemon:
 
     async def reload(self) -> tuple[bool, dict[str, Any]]:
         """Re-read the config; a bad one changes nothing and says why."""
-        async with self._reload_lock:
+        async with self.operations_lock:
             self.notifier.reloading()
             self.log.info("reload_requested", path=str(self.config.path))
             try:

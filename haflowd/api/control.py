@@ -38,25 +38,28 @@ class ControlApi:
         return json_response(self.d.supervisor.snapshot())
 
     async def component(self, request: web.Request) -> web.Response:
+        """One action at a time with reloads (``Daemon.operations_lock``): a request that
+        waited for a reload acts on the child the reload left, never on the one it replaced."""
         name, action = request.match_info["name"], request.match_info["action"]
-        child = self.d.supervisor.get(name)
-        if child is None:
-            return json_response({"ok": False, "error": f"no component named {name!r}"}, 404)
-        if action == "stop":
-            if child.state == "stopped":
-                return json_response({"ok": True, "result": "already stopped", "component": child.to_json()})
-            await child.stop("stopped by request")
-            result = "stopped"
-        elif action == "start":
-            if child.active:
-                return json_response({"ok": True, "result": f"already {child.state}",
-                                      "component": child.to_json()})
-            was = child.state
-            child.start()
-            result = f"started (was {was})"
-        else:
-            await child.restart()
-            result = "restarted"
+        async with self.d.operations_lock:
+            child = self.d.supervisor.get(name)
+            if child is None:
+                return json_response({"ok": False, "error": f"no component named {name!r}"}, 404)
+            if action == "stop":
+                if child.state == "stopped":
+                    return json_response({"ok": True, "result": "already stopped", "component": child.to_json()})
+                await child.stop("stopped by request")
+                result = "stopped"
+            elif action == "start":
+                if child.active:
+                    return json_response({"ok": True, "result": f"already {child.state}",
+                                          "component": child.to_json()})
+                was = child.state
+                child.start()
+                result = f"started (was {was})"
+            else:
+                await child.restart()
+                result = "restarted"
         self.d.log.info("control", action=action, component=name, result=result)
         return json_response({"ok": True, "result": result, "component": child.to_json()})
 
