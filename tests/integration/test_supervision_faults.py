@@ -4,6 +4,7 @@ lies, a data_dir that cannot be written, probes and children that flood, hang or
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -214,9 +215,39 @@ stable_after = "100ms"
         assert c["guard_pid"] != first["guard_pid"] and not held.closed
 
 
-def test_a_stopped_guard_cannot_wedge_stop_or_start(daemon):
-    """A SIGSTOPped guard answers nothing: stop and start must end within their deadlines,
-    the guard and the child's tree must die, and start must go through a new guard."""
+_libc = ctypes.CDLL(None, use_errno=True)
+PTRACE_SEIZE, PTRACE_INTERRUPT, PTRACE_DETACH = 0x4206, 0x4207, 17
+WALL = 0x40000000
+
+
+@contextlib.contextmanager
+def hung(pid: int) -> Iterator[None]:
+    """Hold a process in a ptrace stop: unlike SIGSTOP, a SIGCONT does not resume it (a
+    guard hung for real). Afterwards its exit, if any, is collected for its real parent."""
+    if _libc.ptrace(PTRACE_SEIZE, pid, 0, 0) != 0:
+        pytest.skip(f"cannot ptrace here: {os.strerror(ctypes.get_errno())}")
+    _libc.ptrace(PTRACE_INTERRUPT, pid, 0, 0)
+    try:
+        yield
+    finally:
+        for _ in range(200):  # bounded: trace stops, then the exit
+            try:
+                got, status = os.waitpid(pid, os.WNOHANG | WALL)
+            except ChildProcessError:
+                break
+            if got == 0:
+                if _libc.ptrace(PTRACE_DETACH, pid, 0, 0) == 0:
+                    break
+                time.sleep(0.01)
+            elif os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                break
+
+
+@pytest.mark.parametrize("how", ["sigstop", "hung"])
+def test_a_stopped_guard_cannot_wedge_stop_or_start(daemon, how):
+    """A stopped guard answers nothing: stop and start must end within their deadlines and
+    the child's tree must die. A SIGSTOPped guard may be resumed (the sampler does) and go
+    on serving; a hung one (a ptrace stop) is killed and start goes through a new guard."""
     d = daemon("""
 [[component]]
 name = "s"
@@ -224,22 +255,30 @@ command = ["sh", "-c", "trap '' TERM; sleep 6041 & exec sleep 6040"]
 stop_timeout = "300ms"
 """)
     first = d.wait_state("s", "running")
-    tree = wait_until(lambda: t if len(t := _below(first["guard_pid"])) >= 2 else None, 5, "the tree")
-    os.kill(first["guard_pid"], signal.SIGSTOP)
+    guard = first["guard_pid"]
+    tree = wait_until(lambda: t if len(t := _below(guard)) >= 2 else None, 5, "the tree")
+    stop = hung(guard) if how == "hung" else contextlib.nullcontext()
     try:
-        t0 = time.monotonic()
-        r = d.ctl("stop", "s", timeout=30)
-        assert r.returncode == 0, r.stderr
-        assert time.monotonic() - t0 < 10
-        assert d.comp("s")["state"] == "stopped"
-        wait_until(lambda: not alive(tree | {first["guard_pid"]}), 5, "the stopped guard and its tree to die")
+        with stop:
+            if how == "sigstop":
+                os.kill(guard, signal.SIGSTOP)
+            t0 = time.monotonic()
+            r = d.ctl("stop", "s", timeout=30)
+            assert r.returncode == 0, r.stderr
+            assert time.monotonic() - t0 < 10
+            assert d.comp("s")["state"] == "stopped"
+            wait_until(lambda: not alive(tree), 5, "the child's tree to die")
+            if how == "hung":
+                wait_until(lambda: not alive({guard}), 5, "the hung guard to be killed")
         r = d.ctl("start", "s", timeout=30)
         assert r.returncode == 0, r.stderr
         c = d.wait_state("s", "running", timeout=10)
-        assert c["guard_pid"] != first["guard_pid"]
+        if how == "hung":
+            assert c["guard_pid"] != guard
+            assert [e for e in d.log_events() if e.get("event") == "guard_unresponsive"]
     finally:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(first["guard_pid"], signal.SIGKILL)
+            os.kill(guard, signal.SIGCONT)
 
 
 def test_a_kill_after_stop_timeout_is_answered_and_the_guard_stays_usable(daemon):
