@@ -223,24 +223,30 @@ WALL = 0x40000000
 @contextlib.contextmanager
 def hung(pid: int) -> Iterator[None]:
     """Hold a process in a ptrace stop: unlike SIGSTOP, a SIGCONT does not resume it (a
-    guard hung for real). Afterwards its exit, if any, is collected for its real parent."""
+    guard hung for real). A thread collects its exit for the real parent (a tracee's death
+    goes to its tracer first); at the end it is let go if still alive."""
     if _libc.ptrace(PTRACE_SEIZE, pid, 0, 0) != 0:
         pytest.skip(f"cannot ptrace here: {os.strerror(ctypes.get_errno())}")
     _libc.ptrace(PTRACE_INTERRUPT, pid, 0, 0)
-    try:
-        yield
-    finally:
-        for _ in range(200):  # bounded: trace stops, then the exit
+    done = threading.Event()
+
+    def collect() -> None:
+        while not done.wait(0.01):  # bounded by the with block
             try:
                 got, status = os.waitpid(pid, os.WNOHANG | WALL)
             except ChildProcessError:
-                break
-            if got == 0:
-                if _libc.ptrace(PTRACE_DETACH, pid, 0, 0) == 0:
-                    break
-                time.sleep(0.01)
-            elif os.WIFEXITED(status) or os.WIFSIGNALED(status):
-                break
+                return
+            if got and (os.WIFEXITED(status) or os.WIFSIGNALED(status)):
+                return
+
+    reaper = threading.Thread(target=collect, daemon=True)
+    reaper.start()
+    try:
+        yield
+    finally:
+        done.set()
+        reaper.join(5)
+        _libc.ptrace(PTRACE_DETACH, pid, 0, 0)  # fails harmlessly if it is gone
 
 
 @pytest.mark.parametrize("how", ["sigstop", "hung"])
@@ -343,6 +349,29 @@ crash_loop_failures = 100
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(first["guard_pid"], signal.SIGCONT)
+
+
+def test_a_hung_guard_fails_the_spawn_at_its_deadline_and_is_replaced(daemon):
+    """The next spawn goes to a guard that will never answer: after the spawn deadline the
+    spawn fails, the guard is killed, and the run after goes through a new guard."""
+    d = daemon("""
+[[component]]
+name = "h"
+command = ["sh", "-c", "exit 3"]
+backoff_initial = "1s"
+backoff_max = "1s"
+crash_loop_failures = 100
+""")
+    first = d.wait_state("h", "backoff")
+    guard = first["guard_pid"]
+    with hung(guard):
+        c = wait_until(lambda: (c := d.comp("h"))["guard_pid"] not in (None, guard)
+                       and c["restarts"] > first["restarts"] + 1 and c, 25, "runs through a new guard")
+        assert not alive({guard})
+    ev = [e for e in d.log_events() if e.get("event") == "guard_unresponsive"]
+    assert ev and ev[0]["op"] == "spawn"
+    assert [e for e in d.log_events() if e.get("event") == "spawn_failed"]
+    assert c["state"] in ("backoff", "starting", "running")
 
 
 # =========================================================================== floods
