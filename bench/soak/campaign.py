@@ -227,7 +227,11 @@ class Campaign:
             inv.resources(self.poller.samples, self.t0 + min(120.0, 0.4 * self.duration), self.t_end),
         ]
         down = {n: inv.down_intervals(faults, n) for n in NODES}
-        timeline(self.out / "timeline.png", self.t0, self.t_end, NODES, verdicts, faults, down)
+        # when each new daemon was started (before any of its own verdicts)
+        restarts = {n: [f["notes"].get("restarted_at", f["start"]) for f in faults
+                        if f["kind"] in ("kill_daemon", "crash") and f["start"] is not None
+                        and f["params"]["node"] == n] for n in NODES}
+        timeline(self.out / "timeline.png", self.t0, self.t_end, NODES, verdicts, faults, down, restarts)
         self._dump(verdicts)
         ran = [f for f in faults if f["start"] is not None]
         return {

@@ -79,8 +79,12 @@ class Canvas:
 
 
 def timeline(path: Path, t0: float, t1: float, nodes: tuple[str, ...], verdicts: list[dict[str, Any]],
-             faults: list[dict[str, Any]], down: dict[str, list[tuple[float, float]]]) -> None:
-    """One band per (observer, peer): the observer's view over time; fault lanes on top; faults shaded."""
+             faults: list[dict[str, Any]], down: dict[str, list[tuple[float, float]]],
+             restarts: dict[str, list[float]] | None = None) -> None:
+    """One band per (observer, peer): the observer's view over time; fault lanes on top; faults shaded.
+
+    A daemon started again knows nothing of its peers until it hears of them: its view is
+    "unknown" from each of its ``restarts`` until its next verdict."""
     left, right, top = 150, 20, 40
     plot_w = 1200
     band, gap = 22, 6
@@ -111,14 +115,16 @@ def timeline(path: Path, t0: float, t1: float, nodes: tuple[str, ...], verdicts:
     for j, (o, p) in enumerate(pairs):
         y = bands_top + j * (band + gap)
         cv.text(10, y + 5, f"{o} SEES {p}", scale=2)
-        vs = sorted((v for v in verdicts if v["observer"] == o and v["peer"] == p), key=lambda v: v["t"])
+        vs = [(v["t"], v["new"]) for v in verdicts if v["observer"] == o and v["peer"] == p]
+        vs += [(t, "unknown") for t in (restarts or {}).get(o, [])]
+        vs.sort(key=lambda v: v[0])
         state, since = "unknown", t0
-        for v in vs:
-            if v["t"] <= t0:
-                state = v["new"]
+        for t, new in vs:
+            if t <= t0:
+                state = new
                 continue
-            cv.rect(x(since), y, x(v["t"]), y + band, STATE_COLOURS.get(state, (0, 0, 0)))
-            state, since = v["new"], v["t"]
+            cv.rect(x(since), y, x(t), y + band, STATE_COLOURS.get(state, (0, 0, 0)))
+            state, since = new, t
         cv.rect(x(since), y, x(t1), y + band, STATE_COLOURS.get(state, (0, 0, 0)))
         for a, b in down.get(o, []):
             cv.rect(x(a), y, max(x(b), x(a) + 1), y + band, STATE_COLOURS["down"])
