@@ -101,11 +101,12 @@ def down_intervals(faults: list[dict[str, Any]], node: str) -> list[tuple[float,
 def view_at(verdicts: list[dict[str, Any]], faults: list[dict[str, Any]], observer: str, peer: str,
             t: float) -> str:
     """``observer``'s view of ``peer`` at ``t``, from its verdicts since its daemon last started."""
-    since = max([f["end"] for f in _ran(faults) if f["kind"] in ("kill_daemon", "crash")
-                 and f["params"]["node"] == observer and f["end"] <= t], default=float("-inf"))
+    started = [f.get("notes", {}).get("restarted_at", f["start"]) for f in _ran(faults)
+               if f["kind"] in ("kill_daemon", "crash") and f["params"]["node"] == observer]
+    since = max([s for s in started if s <= t], default=float("-inf"))
     state = "unknown"
     for v in verdicts:
-        if v["observer"] == observer and v["peer"] == peer and since - 5 <= v["t"] <= t:
+        if v["observer"] == observer and v["peer"] == peer and since <= v["t"] <= t:
             state = v["new"]
     return state
 
