@@ -14,7 +14,8 @@ one JSON object per line:
   stdin (from the daemon):  {"op": "spawn", "argv": [...], "env": {...}, "cwd": ...,
                              "uid": ..., "gid": ..., "groups": [...]}
                             {"op": "signal", "sig": 15}     to the child's process group
-                            {"op": "kill"}                  SIGKILL to the whole tree
+                            {"op": "kill"}                  SIGKILL to the whole tree (its
+                                                            "exited" follows, like any exit)
   fd N (to the daemon; N is argv[1]):     {"ev": "started", "pid": N}
                             {"ev": "spawn_failed", "error": "..."}
                             {"ev": "exited", "pid": N, "code": C, "signal": S, "leftovers": K}
