@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     guard_std_fds()
     args = parse_args(argv)
     try:
-        cfg = config.load(args.config)
+        cfg = config.load(args.config, check_commands=args.check_config)
     except ConfigError as e:
         for line in e.lines:
             say(line, 2)

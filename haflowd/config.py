@@ -239,6 +239,76 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,62}\Z")
 _SIGNALS = ("TERM", "INT", "QUIT", "HUP", "KILL", "USR1", "USR2", "WINCH")
 
 
+_MS, _S, _MIN, _H, _D = 0.001, 1.0, 60.0, 3600.0, 86400.0
+
+# Every duration key: (default, minimum, maximum) in seconds, by key path without array
+# indices. A default of None: the key has none of its own (a preset or another key gives it).
+# A minimum of 0 admits "0s"; the bounds keep typos (1e23 s, 1 ms) out, not tuning.
+DURATIONS: dict[str, tuple[float | None, float, float]] = {
+    "gossip.probe_interval": (0.3, 50 * _MS, 60 * _S),  # see README, "gossip defaults"
+    "gossip.probe_timeout": (0.15, 10 * _MS, 30 * _S),
+    "component.backoff_initial": (1.0, 10 * _MS, 1 * _H),
+    "component.backoff_max": (60.0, 10 * _MS, 1 * _D),
+    "component.stable_after": (10.0, 10 * _MS, 1 * _D),
+    "component.crash_loop_window": (120.0, 1 * _S, 1 * _D),
+    "component.stop_timeout": (30.0, 100 * _MS, 1 * _D),
+    "component.health.interval": (10.0, 100 * _MS, 1 * _H),
+    "component.health.timeout": (5.0, 10 * _MS, 1 * _H),
+    "component.health.start_period": (10.0, 0.0, 1 * _D),
+    "component.health.start_interval": (None, 100 * _MS, 1 * _H),
+    "component.health.max_age": (60.0, 1 * _S, 1 * _D),
+    "sync.interval": (60.0, 100 * _MS, 7 * _D),
+    "sync.debounce": (0.5, 0.0, 1 * _H),
+    "sync.debounce_max": (5.0, 10 * _MS, 1 * _H),
+    "sync.timeout": (120.0, 1 * _S, 1 * _D),
+    "sync.retry_initial": (2.0, 100 * _MS, 1 * _H),
+    "sync.retry_max": (300.0, 100 * _MS, 1 * _D),
+    "sync.probe_timeout": (1.0, 10 * _MS, 5 * _MIN),
+    "sync.warn_after": (300.0, 1 * _S, 30 * _D),
+    "sync.critical_after": (1800.0, 1 * _S, 30 * _D),
+    "postgres.interval": (10.0, 100 * _MS, 1 * _H),
+    "postgres.timeout": (3.0, 100 * _MS, 10 * _MIN),
+    "rabbitmq.interval": (10.0, 100 * _MS, 1 * _H),
+    "rabbitmq.timeout": (3.0, 100 * _MS, 10 * _MIN),
+}
+# Every size key: (default, minimum, maximum) in bytes.
+SIZES: dict[str, tuple[int, int, int]] = {
+    "postgres.max_lag_bytes": (16 * 2**20, 0, 2**40),
+}
+
+
+def schema_key(path: str) -> str:
+    """``component[2].health.interval`` → ``component.health.interval``."""
+    return re.sub(r"\[\d+\]", "", path)
+
+
+def default_of(key: str) -> float:
+    """The default of a duration key (one that has its own)."""
+    d = DURATIONS[key][0]
+    assert d is not None, key
+    return d
+
+
+def human_duration(seconds: float) -> str:
+    """A bound as an operator writes it: the largest unit that divides it (``1d``, ``100ms``)."""
+    for unit, size in (("d", _D), ("h", _H), ("m", _MIN), ("s", _S)):
+        if seconds >= size and (seconds / size).is_integer():
+            return f"{int(seconds / size)}{unit}"
+    return format_duration(seconds)
+
+
+def human_size(n: int) -> str:
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return f"{n}"
+
+
+def _as_written(value: Any) -> str:
+    text = value.strip() if isinstance(value, str) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def parse_duration(text: str) -> float:
     """``"1m30s"`` → 90.0. Raises ValueError on anything else."""
     s = text.strip()
@@ -410,12 +480,35 @@ class _Table:
         what = f"an integer from {lo} to {hi}" if hi < 2**31 else f"an integer of at least {lo}"
         return self.get(name, what, lambda v: _as_int(v, lo, hi), default)
 
-    def duration(self, name: str, default: Any = _MISSING, positive: bool = True) -> Any:
+    def duration(self, name: str, default: Any = _MISSING) -> Any:
+        """A duration within its bounds (``DURATIONS``); without ``default``, the key's own."""
+        key = schema_key(self.key(name))
+        own, lo, hi = DURATIONS[key]
         what = 'a duration such as "250ms", "10s", "5m"'
-        return self.get(name, what, lambda v: _as_duration(v, positive), default)
+        value = self.get(name, what, lambda v: _as_duration(v, lo > 0), own if default is _MISSING else default)
+        if value is None or not self.has(name):
+            return value
+        if value < lo:
+            self.errors.add(self.key(name), f"{_as_written(self.data[name])} is below the minimum {human_duration(lo)}")
+            return None
+        if value > hi:
+            self.errors.add(self.key(name), f"{_as_written(self.data[name])} is above the maximum {human_duration(hi)}")
+            return None
+        return value
 
-    def size(self, name: str, default: Any = _MISSING) -> Any:
-        return self.get(name, 'a size such as 1048576 or "16MiB"', _as_size, default)
+    def size(self, name: str) -> Any:
+        """A size within its bounds (``SIZES``)."""
+        own, lo, hi = SIZES[schema_key(self.key(name))]
+        value = self.get(name, 'a size such as 1048576 or "16MiB"', _as_size, own)
+        if value is None or not self.has(name):
+            return value
+        if value < lo:
+            self.errors.add(self.key(name), f"{_as_written(self.data[name])} is below the minimum {human_size(lo)}")
+            return None
+        if value > hi:
+            self.errors.add(self.key(name), f"{_as_written(self.data[name])} is above the maximum {human_size(hi)}")
+            return None
+        return value
 
     def choice(self, name: str, choices: Sequence[str], default: Any = _MISSING) -> Any:
         return self.get(name, "one of " + ", ".join(choices), lambda v: _as_choice(v, choices), default)
@@ -461,13 +554,20 @@ class _Table:
             return None
         p = _resolve(path, base)
         try:
-            return p.read_text(encoding="utf-8")
+            text = p.read_text(encoding="utf-8")
         except OSError as e:
             self.errors.add(self.key(key), f"cannot read {json.dumps(str(p))}: {e.strerror or e}")
             return None
         except UnicodeDecodeError:
             self.errors.add(self.key(key), f"cannot read {json.dumps(str(p))}: not UTF-8 text")
             return None
+        exposed = secret_exposure(p)
+        if exposed is not None:
+            who, mode = exposed
+            self.errors.add(self.key(key), f"{json.dumps(str(p))} is readable or writable by {who} (mode {mode:04o}); "
+                            f"a secret must be its owner's alone: chmod 600 {json.dumps(str(p))}")
+            return None
+        return text
 
     def table(self, name: str) -> _Table | None:
         value = self.raw(name)
@@ -503,6 +603,31 @@ class _Table:
             close = difflib.get_close_matches(k, sorted(self.seen), n=1, cutoff=0.75)
             hint = f' (did you mean "{close[0]}"?)' if close else ""
             self.errors.add(self.key(k), f"unknown key{hint}")
+
+
+def secret_exposure(p: Path) -> tuple[str, int] | None:
+    """Who besides its owner can read or change a secret file: ``("others", 0o644)``, or None.
+
+    The group counts too: haflowd runs as root, so no group needs a secret, and the
+    components' group (``airflow``) runs task code. A file is shielded, whatever its mode,
+    inside a directory that only its owner (or root) can enter (mode ``0700``)."""
+    try:
+        real = p.resolve()
+        st = os.stat(real)
+    except (OSError, ValueError, RuntimeError):
+        return None
+    mode = st.st_mode & 0o7777
+    who = [w for w, bits in (("its group", 0o060), ("others", 0o006)) if mode & bits]
+    if not who:
+        return None
+    for d in real.parents:
+        try:
+            ds = os.stat(d)
+        except OSError:
+            return None
+        if ds.st_mode & 0o011 == 0 and ds.st_uid in (0, st.st_uid):
+            return None
+    return " and ".join(who), mode
 
 
 def _resolve(path: str, base: Path) -> Path:
@@ -603,6 +728,114 @@ def _as_name(v: Any) -> str:
     return v
 
 
+def _no_nul(t: _Table, name: str, values: Sequence[str] | Mapping[str, str] | None, what: str) -> None:
+    """A NUL cannot reach a process (execve ends the string there): an error, not a truncation."""
+    items = values.items() if isinstance(values, Mapping) else enumerate(values or ())
+    for k, v in items:
+        if "\0" in v:
+            sub = f"{name}.{k}" if isinstance(values, Mapping) else f"{name}[{k}]"
+            t.errors.add(t.key(sub), f"contains a NUL character (no {what} can hold one)")
+
+
+_ACL = "system.posix_acl_access"
+
+
+def _has_acl(path: str) -> bool:
+    try:
+        os.getxattr(path, _ACL)
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+def _may(path: str, st: os.stat_result, who: tuple[int, list[int]] | None, bit: int) -> bool:
+    """Whether ``who`` (uid, groups; None: haflowd itself) has permission ``bit`` (4 read,
+    1 execute/search) on ``path``, from its mode bits; a file with an ACL is given the
+    benefit of the doubt."""
+    if who is None:
+        return os.access(path, os.X_OK if bit == 1 else os.R_OK)
+    uid, gids = who
+    if uid == 0:
+        return bit != 1 or bool(st.st_mode & 0o111) or os.path.isdir(path)
+    if _has_acl(path):
+        return True
+    if st.st_uid == uid:
+        return bool(st.st_mode & (bit << 6))
+    if st.st_gid in gids:
+        return bool(st.st_mode & (bit << 3))
+    return bool(st.st_mode & bit)
+
+
+def _reachable(path: str, who: tuple[int, list[int]] | None) -> str | None:
+    """The first directory above ``path`` that ``who`` cannot enter, or None."""
+    for d in reversed(Path(path).parents):
+        try:
+            if not _may(str(d), os.stat(d), who, 1):
+                return str(d)
+        except OSError:
+            return None
+    return None
+
+
+def _as_user(user: str | None) -> tuple[tuple[int, list[int]] | None, str]:
+    """(uid, groups) of a component's user, and how to name it in an error."""
+    if not user:
+        return None, ""
+    try:
+        uid, gid, groups, _home = user_ids(user)
+    except (KeyError, ValueError):
+        return None, ""  # reported as "no such user"
+    return (uid, [gid, *groups]), f" by user {json.dumps(user)}"
+
+
+def command_problem(argv0: str, env: Mapping[str, str], cwd: Path | None, user: str | None) -> str | None:
+    """Why a component's command cannot be run (as its user), as haflowd's guard runs it
+    (execvpe: the component's PATH, else haflowd's), or None."""
+    who, by = _as_user(user)
+    if "/" in argv0:
+        candidates = [str((cwd or Path.cwd()) / argv0)]
+    else:
+        path = env.get("PATH", os.environ.get("PATH", os.defpath))
+        candidates = [os.path.join(d or ".", argv0) for d in path.split(os.pathsep)]
+    blocked: list[str] = []
+    for c in candidates:
+        try:
+            st = os.stat(c)
+        except (OSError, ValueError):
+            continue
+        if os.path.isdir(c):
+            blocked.append(f"{json.dumps(c)} is a directory")
+        elif (d := _reachable(c, who)) is not None:
+            blocked.append(f"{json.dumps(d)} cannot be entered{by}")
+        elif not _may(c, st, who, 1):
+            blocked.append(f"{json.dumps(c)} is not executable{by} (mode {st.st_mode & 0o7777:04o})")
+        else:
+            return None
+    if blocked:
+        return blocked[0]
+    if "/" in argv0:
+        return f"{json.dumps(candidates[0])} does not exist"
+    where = "the component's PATH" if "PATH" in env else "haflowd's PATH"
+    return f"{json.dumps(argv0)} is not on {where} ({describe(path)})"
+
+
+def directory_problem(wd: Path, user: str | None) -> str | None:
+    """Why a component cannot start in ``working_dir`` (as its user), or None."""
+    who, by = _as_user(user)
+    try:
+        st = os.stat(wd)
+    except (OSError, ValueError) as e:
+        return f"cannot use {json.dumps(str(wd))}: {getattr(e, 'strerror', None) or e}"
+    if not os.path.isdir(wd):
+        return f"{json.dumps(str(wd))} is not a directory"
+    d = _reachable(str(wd), who)
+    if d is not None:
+        return f"{json.dumps(d)} cannot be entered{by}"
+    if not _may(str(wd), st, who, 1):
+        return f"{json.dumps(str(wd))} cannot be entered{by} (mode {st.st_mode & 0o7777:04o})"
+    return None
+
+
 # --------------------------------------------------------------------------- sections
 
 _NAME_WHAT = "a name of letters, digits, '_', '.', '@' or '-' (at most 63)"
@@ -641,8 +874,8 @@ def _gossip(t: _Table, base: Path) -> GossipConfig:
         except ValueError:
             t.errors.add(t.key(f"seeds[{i}]"), f'expected an address "host:port"; got {describe(s)}')
     keys = _gossip_keys(t, base)
-    interval = t.duration("probe_interval", 0.3)  # see README, "gossip defaults"
-    timeout = t.duration("probe_timeout", 0.15)
+    interval = t.duration("probe_interval")
+    timeout = t.duration("probe_timeout")
     if interval and timeout and timeout >= interval:
         t.errors.add(
             t.key("probe_timeout"),
@@ -745,6 +978,7 @@ def _health(t: _Table, env: Mapping[str, str] | None = None, base: HealthConfig 
     and a table that names no probe keeps the preset's probe."""
     http = t.get("http", "an http:// or https:// URL", _as_url, None)
     command = t.strings("command", None, nonempty=True)
+    _no_nul(t, "command", command, "process argument")
     job = t.get("airflow_job", "one of " + ", ".join(airflow.JOB_TYPES),
                 lambda v: _as_choice(v, airflow.JOB_TYPES), None)
     kinds = [k for k in _PROBE_KINDS if t.has(k)]
@@ -759,19 +993,21 @@ def _health(t: _Table, env: Mapping[str, str] | None = None, base: HealthConfig 
     expect = _expect(t, dict(inherit.expect) if inherit else {})
     if t.has("expect") and not http:
         t.errors.add(t.key("expect"), "expected only with http (it checks the JSON answer)")
-    max_age = t.duration("max_age", inherit.max_age if inherit else 60.0)
+    max_age = t.duration("max_age", inherit.max_age if inherit else _MISSING)
     hostname = t.nonempty("hostname", inherit.hostname if inherit else None)
     for key in ("max_age", "hostname"):
         if t.has(key) and not job:
             t.errors.add(t.key(key), "expected only with airflow_job")
-    d = base or HealthConfig(http=None, command=None, interval=10.0, timeout=5.0, failures=3, start_period=10.0)
+    d = base or HealthConfig(http=None, command=None, interval=default_of("component.health.interval"),
+                             timeout=default_of("component.health.timeout"), failures=3,
+                             start_period=default_of("component.health.start_period"))
     interval = t.duration("interval", d.interval)
     timeout = t.duration("timeout", d.timeout)
     if interval and timeout and timeout > interval:
         t.errors.add(t.key("timeout"), f"expected at most interval ({format_duration(interval)}); "
                      f"got {t.given('timeout', timeout)}")
     failures = t.integer("failures", d.failures, lo=1, hi=1000)
-    start_period = t.duration("start_period", d.start_period, positive=False)
+    start_period = t.duration("start_period", d.start_period)
     start_interval = t.duration("start_interval", d.start_interval)
     if start_interval and interval and start_interval > interval:
         t.errors.add(t.key("start_interval"), f"expected at most interval ({format_duration(interval)}); "
@@ -799,7 +1035,7 @@ def _health(t: _Table, env: Mapping[str, str] | None = None, base: HealthConfig 
     )
 
 
-def _component(t: _Table, check_system: bool, base: Path) -> ComponentConfig | None:
+def _component(t: _Table, check_system: bool, base: Path, check_commands: bool = False) -> ComponentConfig | None:
     name = t.get("name", _NAME_WHAT, _as_name)
     preset_name = t.get(
         "preset", "one of " + ", ".join(presets.PRESETS), lambda v: _as_choice(v, tuple(presets.PRESETS)), None
@@ -823,23 +1059,38 @@ def _component(t: _Table, check_system: bool, base: Path) -> ComponentConfig | N
         except (KeyError, ValueError):
             t.errors.add(t.key("user"), f"no such user {json.dumps(user)}")
     wd = t.nonempty("working_dir", None)
+    _no_nul(t, "command", given_command, "process argument")
+    _no_nul(t, "environment", env, "environment value")
+    if wd and "\0" in wd:
+        t.errors.add(t.key("working_dir"), "contains a NUL character (no path can hold one)")
+        wd = None
+    if check_commands:  # --check-config: what the host must provide for the component to start
+        wd_path = _resolve(wd, base) if wd else None
+        if wd_path is not None and (problem := directory_problem(wd_path, user)):
+            t.errors.add(t.key("working_dir"), problem)
+        if command and "\0" not in command[0]:
+            merged = {**(pre.environment if pre else {}), **(env or {})}
+            problem = command_problem(command[0], merged, wd_path, user)
+            if problem:
+                origin = "" if t.has("command") else f" (the command of preset {preset_name})"
+                t.errors.add(t.key("command"), problem + origin)
     oneshot = t.boolean("oneshot", pre.oneshot if pre else False)
     restart = t.choice("restart", ("always", "on-failure", "never"),
                        pre.restart if pre else ("on-failure" if oneshot else "always"))
     if oneshot and restart == "always":
         t.errors.add(t.key("restart"), 'expected "on-failure" or "never" for a oneshot component; got "always"')
-    b_init = t.duration("backoff_initial", pre.backoff_initial if pre else 1.0)
-    b_max = t.duration("backoff_max", 60.0)
+    b_init = t.duration("backoff_initial", pre.backoff_initial if pre else _MISSING)
+    b_max = t.duration("backoff_max")
     if b_init and b_max and b_max < b_init:
         t.errors.add(t.key("backoff_max"), f"expected at least backoff_initial ({format_duration(b_init)}); "
                      f"got {t.given('backoff_max', b_max)}")
-    stable = t.duration("stable_after", 10.0)
+    stable = t.duration("stable_after")
     cl_failures = t.integer("crash_loop_failures", 5, lo=1, hi=10000)
-    cl_window = t.duration("crash_loop_window", 120.0)
+    cl_window = t.duration("crash_loop_window")
     start_after = t.strings("start_after", ())
     stop_signal = t.get("stop_signal", "one of " + ", ".join(_SIGNALS), _as_signal,
                         pre.stop_signal if pre else int(signal.SIGTERM))
-    stop_timeout = t.duration("stop_timeout", pre.stop_timeout if pre else 30.0)
+    stop_timeout = t.duration("stop_timeout", pre.stop_timeout if pre else _MISSING)
     log_rate = t.integer("log_rate_limit", 200, lo=0, hi=1_000_000)
     h = t.table("health")
     health: HealthConfig | None = None
@@ -939,20 +1190,21 @@ def _sync(t: _Table) -> SyncConfig:
     cfg = SyncConfig(
         enabled=bool(t.boolean("enabled", True)),
         command=t.strings("command", ("csync2", "-x"), nonempty=True) or ("csync2", "-x"),
-        interval=t.duration("interval", 60.0) or 60.0,
+        interval=t.duration("interval") or 60.0,
         watch=tuple(Path(p) for p in (t.strings("watch", ()) or ())),
-        debounce=t.duration("debounce", 0.5, positive=False) or 0.0,
-        timeout=t.duration("timeout", 120.0) or 120.0,
-        retry_initial=t.duration("retry_initial", 2.0) or 2.0,
-        retry_max=t.duration("retry_max", 300.0) or 300.0,
+        debounce=t.duration("debounce") or 0.0,
+        timeout=t.duration("timeout") or 120.0,
+        retry_initial=t.duration("retry_initial") or 2.0,
+        retry_max=t.duration("retry_max") or 300.0,
         peers=peers or (),
         host_map=host_map or {},
         port=t.integer("port", 30865, lo=1, hi=65535) or 30865,
-        probe_timeout=t.duration("probe_timeout", 1.0) or 1.0,
-        debounce_max=t.duration("debounce_max", 5.0) or 5.0,
-        warn_after=t.duration("warn_after", 300.0) or 300.0,
-        critical_after=t.duration("critical_after", 1800.0) or 1800.0,
+        probe_timeout=t.duration("probe_timeout") or 1.0,
+        debounce_max=t.duration("debounce_max") or 5.0,
+        warn_after=t.duration("warn_after") or 300.0,
+        critical_after=t.duration("critical_after") or 1800.0,
     )
+    _no_nul(t, "command", cfg.command, "process argument")
     if cfg.retry_max < cfg.retry_initial:
         t.errors.add(t.key("retry_max"), f"expected at least retry_initial ({format_duration(cfg.retry_initial)}); "
                      f"got {t.given('retry_max', cfg.retry_max)}")
@@ -999,9 +1251,9 @@ def _as_host_map(v: Any) -> dict[str, str]:
 def _postgres(t: _Table, base: Path) -> PostgresConfig:
     topology = t.choice("topology", ("streaming", "bucardo"), "streaming")
     local = t.get("local_node", _NAME_WHAT, _as_name, None)
-    interval = t.duration("interval", 10.0)
-    timeout = t.duration("timeout", 3.0)
-    lag = t.size("max_lag_bytes", 16 * 2**20)
+    interval = t.duration("interval")
+    timeout = t.duration("timeout")
+    lag = t.size("max_lag_bytes")
     nodes: list[PostgresNode] = []
     node_tables = t.tables("node")
     if not node_tables and t.data.get("node", _MISSING) in (_MISSING, []):
@@ -1045,8 +1297,8 @@ def _rabbitmq(t: _Table, base: Path) -> RabbitConfig:
             return None
         return amqp
 
-    interval = t.duration("interval", 10.0)
-    timeout = t.duration("timeout", 3.0)
+    interval = t.duration("interval")
+    timeout = t.duration("timeout")
     amqp = _amqp_url(t)
     queues = t.strings("queues", ("default", "celery"))
     for i, q in enumerate(queues or ()):
@@ -1095,8 +1347,14 @@ def resolve_path(path: str | os.PathLike[str] | None) -> Path:
     return Path(os.environ.get("HAFLOWD_CONFIG") or DEFAULT_CONFIG_PATH)
 
 
-def load(path: str | os.PathLike[str] | None = None, check_system: bool = True) -> Config:
-    """Read and validate a config file. Raises ConfigError listing every problem."""
+def load(path: str | os.PathLike[str] | None = None, check_system: bool = True,
+         check_commands: bool = False) -> Config:
+    """Read and validate a config file. Raises ConfigError listing every problem.
+
+    ``check_commands`` (``haflowd --check-config``) also asks the host for what each
+    component needs to start: its command (found on its PATH, executable by its user) and
+    its ``working_dir``. The daemon itself starts without them: a component that cannot
+    start is reported (fatal, "could not start") while the rest of the node runs."""
     p = resolve_path(path)
     try:
         raw = p.read_bytes()
@@ -1106,10 +1364,10 @@ def load(path: str | os.PathLike[str] | None = None, check_system: bool = True) 
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError([f"{p}: expected UTF-8 text; got undecodable bytes"]) from None
-    return loads(text, p, check_system=check_system)
+    return loads(text, p, check_system=check_system, check_commands=check_commands)
 
 
-def loads(text: str, path: Path, check_system: bool = True) -> Config:
+def loads(text: str, path: Path, check_system: bool = True, check_commands: bool = False) -> Config:
     errors = _Errors(str(path))
     try:
         data = tomllib.loads(text)
@@ -1128,7 +1386,7 @@ def loads(text: str, path: Path, check_system: bool = True) -> Config:
                 errors.add(f"component[{i}].name", f"duplicate name {json.dumps(n)} (also component[{seen[n]}])")
             else:
                 seen[n] = i
-        c = _component(ct, check_system, base)
+        c = _component(ct, check_system, base, check_commands)
         if c is not None:
             comps.append(c)
     _check_start_order(comps, errors)
