@@ -358,3 +358,16 @@ def test_timeout(argv: list[str], timeout: float, handled: list[argparse.Namespa
     assert ctl.main(argv) == 0
     [a] = handled
     assert a.timeout == timeout
+
+
+def test_client_never_goes_through_a_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    import urllib.request
+
+    for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    client = ctl.Client("http://127.0.0.1:8787", "/run/haflowd/control.sock", 1.0)
+    # urllib's default opener would carry a ProxyHandler holding the variables above
+    assert urllib.request.build_opener().handlers[0].proxies  # type: ignore[attr-defined]
+    assert not [h for h in client._opener.handlers if getattr(h, "proxies", None)]
