@@ -1,6 +1,15 @@
-"""Test doubles for the pure cores: a clock that moves only when told to."""
+"""Test doubles for the pure cores: a clock that moves only when told to, and an in-memory
+network for membership cores."""
 
 from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import random
+from collections.abc import Callable, Iterable
+
+from haflowd.gossip.membership import Membership, Message, Outgoing
 
 
 class FakeClock:
@@ -22,3 +31,117 @@ class FakeClock:
         if seconds < 0:
             raise ValueError("time does not go backwards")
         self.now += seconds
+
+
+class MemoryNetwork:
+    """Membership cores on one FakeClock, wired through an in-memory network: for unit tests.
+
+    Events (deliveries, and each core's wake-up at ``next_wakeup()``) run in time order. Each
+    directed link drops a message with its own probability (``set_loss``) and delays it by
+    ``latency`` plus up to ``jitter``, so messages can overtake each other. A stalled node is a
+    blocked event loop: what arrives queues up, and when the stall ends it is handled in order
+    with the late timer before or after it (either can happen in asyncio), and ``note_lag``
+    as the transport calls it. ``on_event(name)`` runs after every event of a core.
+    Every run is bounded: ``run_for`` raises after ``max_events``.
+    """
+
+    def __init__(self, clock: FakeClock, rng: random.Random, latency: float = 0.001,
+                 jitter: float = 0.002) -> None:
+        self.clock = clock
+        self.rng = rng
+        self.latency = latency
+        self.jitter = jitter
+        self.cores: dict[str, Membership] = {}
+        self.loss: dict[tuple[str, str], float] = {}  # (from, to) -> probability
+        self.stalled_until: dict[str, float] = {}
+        self.on_event: Callable[[str], None] | None = None
+        self.delivered = 0
+        self.dropped = 0
+        self._by_addr: dict[str, str] = {}
+        self._wake_at: dict[str, float] = {}
+        self._backlog: dict[str, list[Message]] = {}
+        self._missed: dict[str, float] = {}  # the first wake-up that fell inside a stall
+        self._events: list[tuple[float, int, int, str, Message | None]] = []
+        self._ids = itertools.count()
+
+    def add(self, core: Membership) -> None:
+        self.cores[core.name] = core
+        self._by_addr[core.address] = core.name
+        self._backlog[core.name] = []
+        self._schedule(core.name)
+
+    def send(self, out: Iterable[Outgoing], src: str) -> None:
+        for o in out:
+            dst = self._by_addr.get(o.address)
+            if dst is None or self.rng.random() < self.loss.get((src, dst), 0.0):
+                self.dropped += 1
+                continue
+            when = self.clock.now + self.latency + self.rng.uniform(0, self.jitter)
+            heapq.heappush(self._events, (when, next(self._ids), _DELIVER, dst, o.message))
+
+    def set_loss(self, a: str, b: str, p: float) -> None:
+        """Both directions between ``a`` and ``b`` drop a message with probability ``p``."""
+        self.loss[(a, b)] = self.loss[(b, a)] = p
+
+    def heal(self) -> None:
+        self.loss.clear()
+
+    def stall(self, name: str, seconds: float) -> None:
+        end = self.clock.now + seconds
+        if end > self.stalled_until.get(name, -math.inf):
+            self.stalled_until[name] = end
+            heapq.heappush(self._events, (end, next(self._ids), _STALL_END, name, None))
+
+    def run_for(self, seconds: float, max_events: int = 1_000_000) -> None:
+        end = self.clock.now + seconds
+        for _ in range(max_events):
+            if not self._events or self._events[0][0] > end:
+                self.clock.now = end
+                return
+            when, _, kind, name, msg = heapq.heappop(self._events)
+            self.clock.now = max(self.clock.now, when)
+            core = self.cores[name]
+            stalled = self.stalled_until.get(name, -math.inf) > when
+            if kind == _DELIVER:
+                assert msg is not None
+                if stalled:
+                    self._backlog[name].append(msg)
+                    continue
+                self.delivered += 1
+                self.send(core.handle(msg), name)
+            elif kind == _WAKE:
+                if when != self._wake_at.get(name):
+                    continue  # superseded
+                self._wake_at[name] = math.inf
+                if stalled:
+                    self._missed.setdefault(name, when)
+                    continue
+                self.send(core.tick(), name)
+            else:
+                if stalled:
+                    continue  # a longer stall came on top
+                tick_first = self.rng.random() < 0.5
+                if tick_first:
+                    self.send(core.tick(), name)
+                backlog, self._backlog[name] = self._backlog[name], []
+                for m in backlog:
+                    self.delivered += 1
+                    self.send(core.handle(m), name)
+                missed = self._missed.pop(name, None)
+                if missed is not None:
+                    core.note_lag(self.clock.now - missed)
+                if not tick_first:
+                    self.send(core.tick(), name)
+            if self.on_event is not None:
+                self.on_event(name)
+            self._schedule(name)
+        raise RuntimeError(f"more than {max_events} events in {seconds}s")
+
+    def _schedule(self, name: str) -> None:
+        wake = max(self.clock.now, self.cores[name].next_wakeup())
+        if wake != self._wake_at.get(name):
+            self._wake_at[name] = wake
+            heapq.heappush(self._events, (wake, next(self._ids), _WAKE, name, None))
+
+
+_WAKE, _DELIVER, _STALL_END = 0, 1, 2

@@ -1,0 +1,148 @@
+"""Properties of the SWIM + Lifeguard core (haflowd/gossip/membership.py) under drawn faults.
+
+Three to eight cores that know each other (a cluster that has run a while: ``assume``) run
+on one FakeClock through :class:`haflowd.testing.MemoryNetwork`. Hypothesis draws a program
+of phases; in each, some links drop some or all messages and some nodes stall (a blocked
+event loop, handled after it in either order). The nodes no fault ever touches are *clean*:
+they answer every probe. Then every link is clean for a while. Checked after every event:
+
+- a clean node is never declared dead, by anyone (the module docstring: Lifeguard exists so
+  that "the slow node slows down instead of accusing healthy ones");
+- incarnations never go down: a node's own, and every node's view of every other;
+- no node declares a death of its own before the suspicion timeout's floor,
+  ``suspicion_min(suspicion_mult, n, probe_interval)`` after it began to suspect;
+- once the traffic is clean, every node sees every node alive within ``CONVERGE_S``
+  (``suspicion_max_mult`` longest suspicions, for the verdicts under way to run out and be
+  refuted, plus two push-pull intervals, the full-state exchange that heals what gossip
+  missed), and they stay so.
+
+Not promised, so not checked: that a node which was faulty is never declared dead (that is
+the point of the protocol), nor any bound on convergence while faults last.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from hypothesis import Phase, given, settings
+from hypothesis import strategies as st
+
+from haflowd.gossip.membership import ALIVE, DEAD, SUSPECT, GossipSettings, Membership, Update, suspicion_min
+from haflowd.testing import FakeClock, MemoryNetwork
+
+# derandomize: the same examples on every run and in CI; no explain phase: it traces every line,
+# which costs minutes on a failure in a long run
+PROPS = settings(max_examples=200, deadline=None, derandomize=True, phases=set(Phase) - {Phase.explain})
+S = GossipSettings()
+LONGEST_SUSPICION = suspicion_min(S.suspicion_mult, 8, S.probe_interval) * S.suspicion_max_mult
+CONVERGE_S = LONGEST_SUSPICION + 2 * S.push_pull_interval
+
+
+def addr(name: str) -> str:
+    return f"{name}:7946"
+
+
+@dataclass
+class Fault:
+    links: list[tuple[int, int, float, bool]]  # (from, to, loss probability, both ways)
+    stalls: list[tuple[int, float, float]]  # (node, after seconds, for seconds)
+    duration: float
+
+
+faults = st.builds(
+    Fault,
+    st.lists(st.tuples(st.integers(0, 7), st.integers(0, 7), st.sampled_from([0.3, 0.7, 1.0]), st.booleans()),
+             max_size=8),
+    st.lists(st.tuples(st.integers(0, 7), st.floats(0.0, 3.0), st.floats(0.01, 4.0)), max_size=3),
+    st.floats(0.5, 8.0),
+)
+
+
+@dataclass
+class Watch:
+    """Everything checked after every event, and what it needs to remember."""
+
+    cores: dict[str, Membership]
+    clock: FakeClock
+    clean: set[str]
+    incarnations: dict[tuple[str, str], int] = field(default_factory=dict)  # (observer, node) -> last seen
+    suspected_at: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)  # -> (when, floor)
+    verdicts: int = 0  # own dead verdicts seen: the floor was checked this often
+    clean_suspected: int = 0  # suspicions of clean nodes (by stalled observers): refuted in time
+
+    def __call__(self, name: str) -> None:
+        core = self.cores[name]
+        now = self.clock.now
+        for other, m in core.members.items():
+            key = (name, other)
+            assert m.incarnation >= self.incarnations.get(key, 0), (key, m.incarnation, self.incarnations[key])
+            self.incarnations[key] = m.incarnation
+        for c in core.drain_changes():
+            if c.new == SUSPECT:
+                self.clean_suspected += c.node in self.clean
+                self.suspected_at[(name, c.node)] = (now, suspicion_min(S.suspicion_mult, core.cluster_size(),
+                                                                        S.probe_interval))
+            elif c.new == DEAD:
+                assert c.node not in self.clean, f"{name} declared clean {c.node} dead: {c.reason}"
+                if c.reason == f"declared dead by {name}":  # its own verdict, not one passed on
+                    self.verdicts += 1
+                    since, floor = self.suspected_at[(name, c.node)]
+                    assert now - since >= floor - 1e-9, (name, c.node, now - since, floor)  # float slack
+
+
+def cluster(n: int, seed: int) -> tuple[MemoryNetwork, dict[str, Membership], FakeClock]:
+    clock = FakeClock()
+    rng = random.Random(seed)
+    net = MemoryNetwork(clock, random.Random(rng.getrandbits(64)))
+    names = [f"n{i}" for i in range(n)]
+    everyone = [Update(ALIVE, x, 0, addr(x)) for x in names]
+    cores = {}
+    for x in names:
+        core = Membership(x, addr(x), clock, S, rng=random.Random(rng.getrandbits(64)))
+        core.assume(everyone)
+        cores[x] = core
+        net.add(core)
+    return net, cores, clock
+
+
+def everyone_sees_everyone_alive(cores: dict[str, Membership]) -> bool:
+    return all(m.status == ALIVE for c in cores.values() for m in c.members.values())
+
+
+@PROPS
+@given(st.integers(3, 8), st.lists(faults, min_size=1, max_size=4), st.integers(0, 2**32 - 1))
+def test_faults_never_kill_a_clean_node_and_clean_traffic_converges(
+        n: int, program: list[Fault], seed: int) -> None:
+    net, cores, clock = cluster(n, seed)
+    names = list(cores)
+    touched = {names[i % n] for f in program for a, b, _, _ in f.links for i in (a, b) if a % n != b % n}
+    touched |= {names[i % n] for f in program for i, _, _ in f.stalls}
+    watch = Watch(cores, clock, set(names) - touched)
+    net.on_event = watch
+    net.run_for(2.0)
+    for f in program:
+        net.heal()
+        for a, b, p, both in f.links:
+            if a % n != b % n:
+                net.loss[(names[a % n], names[b % n])] = p
+                if both:
+                    net.loss[(names[b % n], names[a % n])] = p
+        elapsed = 0.0
+        for i, after, length in sorted(f.stalls, key=lambda s: s[1]):
+            if after < f.duration:
+                net.run_for(after - elapsed)
+                elapsed = after
+                net.stall(names[i % n], length)
+        net.run_for(f.duration - elapsed)
+    net.heal()
+    net.run_for(max((u - clock.now for u in net.stalled_until.values()), default=0.0))  # the last stalls end
+    step = 1.0
+    waited = 0.0
+    while not everyone_sees_everyone_alive(cores):
+        assert waited < CONVERGE_S, {x: {m.name: m.status for m in c.members.values() if m.status != ALIVE}
+                                     for x, c in cores.items()}
+        net.run_for(step)
+        waited += step
+    net.run_for(2 * S.push_pull_interval)
+    assert everyone_sees_everyone_alive(cores)
