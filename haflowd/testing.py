@@ -41,7 +41,8 @@ class MemoryNetwork:
     ``latency`` plus up to ``jitter``, so messages can overtake each other. A stalled node is a
     blocked event loop: what arrives queues up, and when the stall ends it is handled in order
     with the late timer before or after it (either can happen in asyncio), and ``note_lag``
-    as the transport calls it. ``on_event(name)`` runs after every event of a core.
+    as the transport calls it. A crashed node drops everything until ``restart`` puts a
+    new core in its place. ``on_event(name)`` runs after every event of a core.
     Every run is bounded: ``run_for`` raises after ``max_events``.
     """
 
@@ -54,6 +55,7 @@ class MemoryNetwork:
         self.cores: dict[str, Membership] = {}
         self.loss: dict[tuple[str, str], float] = {}  # (from, to) -> probability
         self.stalled_until: dict[str, float] = {}
+        self.crashed: set[str] = set()
         self.on_event: Callable[[str], None] | None = None
         self.delivered = 0
         self.dropped = 0
@@ -73,7 +75,7 @@ class MemoryNetwork:
     def send(self, out: Iterable[Outgoing], src: str) -> None:
         for o in out:
             dst = self._by_addr.get(o.address)
-            if dst is None or self.rng.random() < self.loss.get((src, dst), 0.0):
+            if dst is None or dst in self.crashed or self.rng.random() < self.loss.get((src, dst), 0.0):
                 self.dropped += 1
                 continue
             when = self.clock.now + self.latency + self.rng.uniform(0, self.jitter)
@@ -92,6 +94,21 @@ class MemoryNetwork:
             self.stalled_until[name] = end
             heapq.heappush(self._events, (end, next(self._ids), _STALL_END, name, None))
 
+    def crash(self, name: str) -> None:
+        """kill -9: no more ticks, and what arrives is lost."""
+        self.crashed.add(name)
+        self._backlog[name] = []
+        self._missed.pop(name, None)
+        self.stalled_until.pop(name, None)
+
+    def restart(self, core: Membership) -> None:
+        """A new core in a crashed node's place (the daemon restarts with its incarnation + 1)."""
+        self.crashed.discard(core.name)
+        self.cores[core.name] = core
+        self._wake_at.pop(core.name, None)
+        self.send(core.start(), core.name)
+        self._schedule(core.name)
+
     def run_for(self, seconds: float, max_events: int = 1_000_000) -> None:
         end = self.clock.now + seconds
         for _ in range(max_events):
@@ -100,6 +117,10 @@ class MemoryNetwork:
                 return
             when, _, kind, name, msg = heapq.heappop(self._events)
             self.clock.now = max(self.clock.now, when)
+            if name in self.crashed:
+                if kind == _DELIVER:
+                    self.dropped += 1
+                continue
             core = self.cores[name]
             stalled = self.stalled_until.get(name, -math.inf) > when
             if kind == _DELIVER:

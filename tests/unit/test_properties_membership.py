@@ -48,6 +48,7 @@ class Fault:
     links: list[tuple[int, int, float, bool]]  # (from, to, loss probability, both ways)
     stalls: list[tuple[int, float, float]]  # (node, after seconds, for seconds)
     duration: float
+    crashes: list[tuple[int, bool]] = field(default_factory=list)  # (node, restarted when the phase ends)
 
 
 faults = st.builds(
@@ -56,6 +57,7 @@ faults = st.builds(
              max_size=8),
     st.lists(st.tuples(st.integers(0, 7), st.floats(0.0, 3.0), st.floats(0.01, 4.0)), max_size=3),
     st.floats(0.5, 8.0),
+    st.lists(st.tuples(st.integers(0, 7), st.booleans()), max_size=2),
 )
 
 
@@ -106,8 +108,20 @@ def cluster(n: int, seed: int) -> tuple[MemoryNetwork, dict[str, Membership], Fa
     return net, cores, clock
 
 
-def everyone_sees_everyone_alive(cores: dict[str, Membership]) -> bool:
-    return all(m.status == ALIVE for c in cores.values() for m in c.members.values())
+def converged(cores: dict[str, Membership], crashed: set[str]) -> bool:
+    """Every running node sees every running node alive, and no crashed one alive or suspect: dead,
+    or not known at all (a node that joined after the crash never hears of it: news of the death
+    of a member it does not know is dropped, by design)."""
+    for name, c in cores.items():
+        if name in crashed:
+            continue
+        for x in cores:
+            m = c.members.get(x)
+            if x in crashed and m is not None and m.status != DEAD:
+                return False
+            if x not in crashed and (m is None or m.status != ALIVE):
+                return False
+    return True
 
 
 @PROPS
@@ -118,11 +132,14 @@ def test_faults_never_kill_a_clean_node_and_clean_traffic_converges(
     names = list(cores)
     touched = {names[i % n] for f in program for a, b, _, _ in f.links for i in (a, b) if a % n != b % n}
     touched |= {names[i % n] for f in program for i, _, _ in f.stalls}
+    touched |= {names[i % n] for f in program for i, _ in f.crashes}
     watch = Watch(cores, clock, set(names) - touched)
     net.on_event = watch
     net.run_for(2.0)
     for f in program:
         net.heal()
+        for i, _ in f.crashes:
+            net.crash(names[i % n])
         for a, b, p, both in f.links:
             if a % n != b % n:
                 net.loss[(names[a % n], names[b % n])] = p
@@ -135,14 +152,20 @@ def test_faults_never_kill_a_clean_node_and_clean_traffic_converges(
                 elapsed = after
                 net.stall(names[i % n], length)
         net.run_for(f.duration - elapsed)
+        for i, restart in f.crashes:
+            if restart and names[i % n] in net.crashed:
+                x = names[i % n]
+                cores[x] = Membership(x, addr(x), clock, S, incarnation=cores[x].incarnation + 1,
+                                      seeds=[addr(y) for y in names if y != x], rng=random.Random(seed + i))
+                net.restart(cores[x])
     net.heal()
     net.run_for(max((u - clock.now for u in net.stalled_until.values()), default=0.0))  # the last stalls end
     step = 1.0
     waited = 0.0
-    while not everyone_sees_everyone_alive(cores):
-        assert waited < CONVERGE_S, {x: {m.name: m.status for m in c.members.values() if m.status != ALIVE}
-                                     for x, c in cores.items()}
+    while not converged(cores, net.crashed):
+        assert waited < CONVERGE_S, ({x: {m.name: m.status for m in c.members.values()}
+                                      for x, c in cores.items() if x not in net.crashed}, net.crashed)
         net.run_for(step)
         waited += step
     net.run_for(2 * S.push_pull_interval)
-    assert everyone_sees_everyone_alive(cores)
+    assert converged(cores, net.crashed)
