@@ -37,8 +37,8 @@ class MemoryNetwork:
     """Membership cores on one FakeClock, wired through an in-memory network: for unit tests.
 
     Events (deliveries, and each core's wake-up at ``next_wakeup()``) run in time order. Each
-    directed link drops a message with its own probability (``set_loss``) and delays it by
-    ``latency`` plus up to ``jitter``, so messages can overtake each other. A stalled node is a
+    directed link drops a message with its own probability (``loss``, ``set_loss``) and delays
+    it by ``latency`` plus up to ``jitter`` plus its own ``delay``, so messages overtake each other. A stalled node is a
     blocked event loop: what arrives queues up, and when the stall ends it is handled in order
     with the late timer before or after it (either can happen in asyncio), and ``note_lag``
     as the transport calls it. A crashed node drops everything until ``restart`` puts a
@@ -54,6 +54,7 @@ class MemoryNetwork:
         self.jitter = jitter
         self.cores: dict[str, Membership] = {}
         self.loss: dict[tuple[str, str], float] = {}  # (from, to) -> probability
+        self.delay: dict[tuple[str, str], float] = {}  # (from, to) -> seconds on top of the latency
         self.stalled_until: dict[str, float] = {}
         self.crashed: set[str] = set()
         self.on_event: Callable[[str], None] | None = None
@@ -78,7 +79,7 @@ class MemoryNetwork:
             if dst is None or dst in self.crashed or self.rng.random() < self.loss.get((src, dst), 0.0):
                 self.dropped += 1
                 continue
-            when = self.clock.now + self.latency + self.rng.uniform(0, self.jitter)
+            when = self.clock.now + self.latency + self.rng.uniform(0, self.jitter) + self.delay.get((src, dst), 0.0)
             heapq.heappush(self._events, (when, next(self._ids), _DELIVER, dst, o.message))
 
     def set_loss(self, a: str, b: str, p: float) -> None:
@@ -87,6 +88,7 @@ class MemoryNetwork:
 
     def heal(self) -> None:
         self.loss.clear()
+        self.delay.clear()
 
     def stall(self, name: str, seconds: float) -> None:
         end = self.clock.now + seconds

@@ -2,9 +2,10 @@
 
 Three to eight cores that know each other (a cluster that has run a while: ``assume``) run
 on one FakeClock through :class:`haflowd.testing.MemoryNetwork`. Hypothesis draws a program
-of phases; in each, some links drop some or all messages and some nodes stall (a blocked
-event loop, handled after it in either order). The nodes no fault ever touches are *clean*:
-they answer every probe. Then every link is clean for a while. Checked after every event:
+of phases; in each, some links drop some or all messages or are slow, some nodes stall (a
+blocked event loop, handled after it in either order), some crash and may restart. The
+nodes no fault ever touches are *clean*: they answer every probe. Then every link is clean
+for a while. Checked after every event:
 
 - a clean node is never declared dead, by anyone (the module docstring: Lifeguard exists so
   that "the slow node slows down instead of accusing healthy ones");
@@ -49,6 +50,7 @@ class Fault:
     stalls: list[tuple[int, float, float]]  # (node, after seconds, for seconds)
     duration: float
     crashes: list[tuple[int, bool]] = field(default_factory=list)  # (node, restarted when the phase ends)
+    slow: list[tuple[int, int, float]] = field(default_factory=list)  # (from, to, seconds of extra delay)
 
 
 faults = st.builds(
@@ -58,6 +60,7 @@ faults = st.builds(
     st.lists(st.tuples(st.integers(0, 7), st.floats(0.0, 3.0), st.floats(0.01, 4.0)), max_size=3),
     st.floats(0.5, 8.0),
     st.lists(st.tuples(st.integers(0, 7), st.booleans()), max_size=2),
+    st.lists(st.tuples(st.integers(0, 7), st.integers(0, 7), st.floats(0.05, 2.0)), max_size=3),
 )
 
 
@@ -133,6 +136,7 @@ def test_faults_never_kill_a_clean_node_and_clean_traffic_converges(
     touched = {names[i % n] for f in program for a, b, _, _ in f.links for i in (a, b) if a % n != b % n}
     touched |= {names[i % n] for f in program for i, _, _ in f.stalls}
     touched |= {names[i % n] for f in program for i, _ in f.crashes}
+    touched |= {names[i % n] for f in program for a, b, _ in f.slow for i in (a, b) if a % n != b % n}
     watch = Watch(cores, clock, set(names) - touched)
     net.on_event = watch
     net.run_for(2.0)
@@ -140,6 +144,8 @@ def test_faults_never_kill_a_clean_node_and_clean_traffic_converges(
         net.heal()
         for i, _ in f.crashes:
             net.crash(names[i % n])
+        for a, b, seconds in f.slow:
+            net.delay[(names[a % n], names[b % n])] = seconds
         for a, b, p, both in f.links:
             if a % n != b % n:
                 net.loss[(names[a % n], names[b % n])] = p
