@@ -49,6 +49,7 @@ from haflowd.testing import FakeClock
 # which costs minutes on a failure in a long run
 PROPS = settings(max_examples=150, deadline=None, derandomize=True, phases=set(Phase) - {Phase.explain})
 PEERS = ("b", "c", "d")
+MEMBERS = (*PEERS, "e")  # with dynamic peers, gossip brings every member: "e" only that way
 REL = 1e-9  # float slack, relative
 FAILURES = (Outcome.UNREACHABLE, Outcome.REFUSED, Outcome.ERROR, Outcome.TIMEOUT)
 OUTCOMES = (Outcome.SYNCED, Outcome.SYNCED, Outcome.CONFLICT, *FAILURES)
@@ -90,7 +91,7 @@ class Trigger:
 triggers = st.lists(st.one_of(
     st.builds(Trigger, st.floats(0.0, 30.0), st.just("change")),
     st.builds(Trigger, st.floats(0.0, 30.0), st.just("request")),
-    st.builds(Trigger, st.floats(0.0, 30.0), st.just("member"), st.sampled_from(PEERS),
+    st.builds(Trigger, st.floats(0.0, 30.0), st.just("member"), st.sampled_from(MEMBERS),
               st.sampled_from([ALIVE, SUSPECT, DEAD, LEFT])),
 ), min_size=1, max_size=30)
 
@@ -127,10 +128,15 @@ class Driver:
             self.core.request()
             self.requested = True
         else:
+            if t.peer not in self.core.peers and not self.core.dynamic:
+                return  # not configured: gossip news of it changes nothing
+            new = t.peer not in self.core.peers
             old = self.members.get(t.peer)
             self.members[t.peer] = t.status
-            self.core.set_members(dict(self.members))
+            self.core.set_members({k: v for k, v in self.members.items() if self.core.dynamic or k in PEERS})
             p = self.core.peers[t.peer]
+            if new and t.status not in GONE:
+                self.comeback[t.peer] = now  # a new member: synced at once
             if t.status in GONE:
                 self.comeback.pop(t.peer, None)
                 self.retries.pop(t.peer, None)  # not tried while gone: by design
@@ -244,21 +250,24 @@ class Driver:
         raise AssertionError("more than 10,000 steps: the schedule runs far too often")
 
 
-def driver(s: ScheduleSettings, rng: random.Random, outcomes: Outcomes, durations: Durations) -> Driver:
+def driver(s: ScheduleSettings, rng: random.Random, outcomes: Outcomes, durations: Durations,
+           dynamic: bool = False) -> Driver:
     clock = FakeClock()
-    return Driver(SyncSchedule(clock, s, PEERS, rng=rng), clock, s, outcomes, durations)
+    return Driver(SyncSchedule(clock, s, () if dynamic else PEERS, dynamic=dynamic, rng=rng), clock, s, outcomes,
+                  durations)
 
 
 @PROPS
 @given(schedule_settings(), triggers, st.integers(0, 2**32 - 1),
        st.lists(st.sampled_from(OUTCOMES), min_size=1, max_size=12),
-       st.lists(st.floats(0.0, 20.0), min_size=1, max_size=8))
+       st.lists(st.floats(0.0, 20.0), min_size=1, max_size=8), st.booleans())
 def test_any_mix_of_triggers_outcomes_and_run_times(s: ScheduleSettings, inputs: list[Trigger], seed: int,
-                                                    outcomes: list[Outcome], durations: list[float]) -> None:
+                                                    outcomes: list[Outcome], durations: list[float],
+                                                    dynamic: bool) -> None:
     def got(peer: str, n: int) -> PeerResult:
-        return PeerResult(outcomes[(n + PEERS.index(peer)) % len(outcomes)], "drawn")
+        return PeerResult(outcomes[(n + MEMBERS.index(peer)) % len(outcomes)], "drawn")
 
-    d = driver(s, random.Random(seed), got, lambda run: durations[run % len(durations)])
+    d = driver(s, random.Random(seed), got, lambda run: durations[run % len(durations)], dynamic)
     d.run(inputs)
     assert d.plans and "startup" in d.plans[0].reasons
 
