@@ -212,10 +212,10 @@ STARTUP_S = 20.0  # a (re)started daemon's first seconds are its start, not its 
 
 def resources(samples: dict[str, list[dict[str, Any]]], warm: float, end: float,
               window: float = 15.0, limit: float = 0.10) -> dict[str, Any]:
-    """RSS, fds, threads (from /proc) and asyncio tasks (if /metrics has them) of each daemon,
-    over the longest life of one pid after the warm-up (and after its own first ``STARTUP_S``):
-    its first quarter (at least ``window`` s) against its last (RSS: medians; counts: the
-    lowest); at most ``limit`` growth."""
+    """RSS, fds, threads (from /proc) and asyncio tasks (if /metrics has them) of each daemon
+    that ran as one process from the warm-up to the end (the nemesis never kills the witness,
+    n1): the first quarter of that time (at least ``window`` s) against the last (RSS:
+    medians; counts: the lowest); at most ``limit`` growth."""
     per: dict[str, Any] = {}
     ok = True
     task_metric = None
@@ -235,19 +235,17 @@ def resources(samples: dict[str, list[dict[str, Any]]], warm: float, end: float,
                     task_metric = k
                     row["tasks"] = v
             rows.append(row)
-        segs: list[list[dict[str, Any]]] = []
-        for row in rows:
-            if segs and segs[-1][-1]["pid"] == row["pid"]:
-                segs[-1].append(row)
-            else:
-                segs.append([row])
-        if not segs:
+        if not rows:
             per[n] = {"judged": False, "why": "no samples after the warm-up"}
             continue
-        seg = max(segs, key=lambda s: s[-1]["t"] - s[0]["t"])
+        pids = sorted({r["pid"] for r in rows}, key=lambda p: born[p])
+        if len(pids) > 1:  # "from minute 2 to the end" is one process's life: this node's was cut
+            per[n] = {"judged": False, "why": f"its daemon was started again after the warm-up ({len(pids)} pids)"}
+            continue
+        seg = rows
         span = seg[-1]["t"] - seg[0]["t"]
         if span < 2 * window:
-            per[n] = {"judged": False, "why": f"longest life after the warm-up is {span:.0f}s"}
+            per[n] = {"judged": False, "why": f"only {span:.0f}s after the warm-up"}
             continue
         w = max(window, span / 4)  # long windows: fds and threads swing with the work in flight
         first = [r for r in seg if r["t"] <= seg[0]["t"] + w]
@@ -271,7 +269,7 @@ def resources(samples: dict[str, list[dict[str, Any]]], warm: float, end: float,
                      "haflowd_asyncio_tasks = len(asyncio.all_tasks()) set at each scrape")
     judged = [n for n, r in per.items() if r.get("judged")]
     if not judged:
-        notes.append("no daemon lived long enough after the warm-up to be judged")
+        notes.append("no daemon ran as one process from the warm-up to the end")
     return {"name": "RSS, fds, threads, tasks flat (<=10% growth)", "ok": ok and bool(judged), "nodes": per,
             "task_metric": task_metric, "notes": notes,
             "summary": "; ".join(
