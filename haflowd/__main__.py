@@ -13,9 +13,14 @@ import argparse
 import os
 import select
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 from haflowd import __version__, config, tls
 from haflowd.errors import ConfigError
+
+SHUTDOWN_GRACE_S = 3.0
+"""How long tasks still running when the daemon's run ends get to finish after being cancelled."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -44,8 +49,6 @@ def main(argv: list[str] | None = None) -> int:
     tls_reason = tls.needs_tls(cfg)
     without_openssl = tls_reason is None and tls.block_openssl(aio_pika=tls.uses_aio_pika(cfg))
 
-    import asyncio
-
     import structlog
 
     from haflowd import logs
@@ -62,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         return await Daemon(cfg).run()
 
     try:
-        return asyncio.run(run())
+        return run_bounded(run())
     except StartupError as e:
         say(f"haflowd: {e}", 2)
         return 1
@@ -74,6 +77,29 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         logs.flush()  # bounded: an output nobody reads does not hold the exit
+
+
+def run_bounded(main: Coroutine[Any, Any, int], grace: float = SHUTDOWN_GRACE_S) -> int:
+    """``asyncio.run``, except that the tasks still running when ``main`` returns get
+    ``grace`` seconds after their cancellation, not for ever: a task that ignores it (an
+    AMQP close stuck on a broker that stopped answering) is abandoned, and the daemon exits."""
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.wait(pending, timeout=grace))
+            loop.run_until_complete(asyncio.wait([loop.create_task(loop.shutdown_asyncgens())], timeout=grace))
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
 
 
 def guard_std_fds() -> None:
