@@ -191,7 +191,7 @@ class Writers:
 
     def read(self, n: str, rel: str) -> str | None:
         try:
-            return (self.c.dags(n) / rel).read_text()
+            return str((self.c.dags(n) / rel).read_text())
         except (OSError, UnicodeDecodeError):
             return None
 

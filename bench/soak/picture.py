@@ -92,7 +92,7 @@ def timeline(path: Path, t0: float, t1: float, nodes: tuple[str, ...], verdicts:
     lane_h = 14
     pairs = [(o, p) for o in nodes for p in nodes if o != p]
     bands_top = top + len(lanes) * (lane_h + 3) + 16
-    h = bands_top + len(pairs) * (band + gap) + 130
+    h = bands_top + len(pairs) * (band + gap) + 92
     cv = Canvas(left + plot_w + right, h)
     span = max(1e-6, t1 - t0)
 
