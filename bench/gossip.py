@@ -656,7 +656,7 @@ def simulator_figures(big: bool, stall_seeds: int) -> dict[str, Any]:
     for the issue's 10 simulated minutes, and its join, run only with --sim-1000."""
     import time
 
-    from haflowd.gossip.simulator import Simulator, scenario
+    from gossip_sim.simulator import Simulator, scenario
 
     sizes = [(10, 2.0), (100, 2.0)] + ([(1000, 10.0)] if big else [])
     out: dict[str, Any] = {"sizes": [], "joins": []}

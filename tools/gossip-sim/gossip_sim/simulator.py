@@ -17,8 +17,11 @@ A run starts with every node joining through three seeds at once (the costliest 
 each arrival is passed on ``retransmit_limit`` times by every node), or ``warm``: every
 node already knows every other and no news is pending, a cluster that has run a while.
 
-    python -m haflowd.gossip.simulator --nodes 100 --minutes 2 --loss 0.1 --seed 1
-    python -m haflowd.gossip.simulator --nodes 1000 --minutes 10 --warm
+    python -m gossip_sim --nodes 100 --minutes 2 --loss 0.1 --seed 1
+    python -m gossip_sim --nodes 1000 --minutes 10 --warm
+
+A tool of its own (tools/gossip-sim in the haflowd repository), outside the daemon's
+package: it imports haflowd and drives the daemon's membership.py as it is.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from haflowd.gossip.membership import (
 from haflowd.testing import FakeClock
 
 try:  # the event loop in C, when it was built (setup.py); the Python loop below is the same loop
-    from haflowd.gossip import _simloop
+    from gossip_sim import _simloop
 except ImportError:  # pragma: no cover - built by every install with a C compiler
     _simloop = None  # type: ignore[assignment]
 
@@ -65,12 +68,12 @@ def _compiled_core() -> tuple[Any, str]:
     """membership.py compiled by mypyc (setup.py), if it was built from membership.py as it is
     now; else None and why not. A stale build never runs in place of the source."""
     try:
-        module = importlib.import_module("haflowd.gossip._core_sim")
+        module = importlib.import_module("gossip_sim._core_sim")
     except ImportError:
-        return None, "not built (pip install -e . with a C compiler and mypy)"
+        return None, "not built (pip install -e tools/gossip-sim with a C compiler and mypy)"
     source = Path(_membership.__file__).read_bytes()
     if getattr(module, "SOURCE_SHA256", None) != hashlib.sha256(source).hexdigest():
-        return None, "built from an older membership.py (pip install -e . rebuilds it)"
+        return None, "built from an older membership.py (pip install -e tools/gossip-sim rebuilds it)"
     return module, ""
 
 
@@ -175,7 +178,8 @@ class Simulator:
         if nodes < 1:
             raise ValueError("at least one node")
         if compiled and _simloop is None:
-            raise RuntimeError("the compiled event loop is not built (pip install -e . with a C compiler)")
+            raise RuntimeError(
+                "the compiled event loop is not built (pip install -e tools/gossip-sim with a C compiler)")
         if compiled_core and _CORE is None:
             raise RuntimeError(f"the compiled core is {CORE_NOT_COMPILED}")
         self.compiled = _simloop is not None if compiled is None else compiled
@@ -662,7 +666,7 @@ def scenario(nodes: int, minutes: float, *, seed: int = 1, loss: float = 0.0, la
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m haflowd.gossip.simulator",
+    p = argparse.ArgumentParser(prog="python -m gossip_sim",
                                 description="Simulate N membership cores in virtual time and report.")
     p.add_argument("--nodes", type=int, default=100)
     p.add_argument("--minutes", type=float, default=2.0)

@@ -16,9 +16,12 @@ from typing import Any
 
 import pytest
 
-from haflowd.gossip import membership, simulator
+from gossip_sim import simulator
+from gossip_sim.simulator import COMPILED, COMPILED_CORE, NetworkSettings, Simulator, percentile, scenario
+from haflowd.gossip import membership
 from haflowd.gossip.membership import ALIVE, DEAD, LEFT, SUSPECT, GossipSettings, suspicion_min
-from haflowd.gossip.simulator import COMPILED, COMPILED_CORE, NetworkSettings, Simulator, percentile, scenario
+
+pytestmark = pytest.mark.unit  # pure, as tests/unit (scripts/test -m unit runs them too)
 
 S = GossipSettings()
 LOSSY = NetworkSettings(loss=0.1)
@@ -235,6 +238,7 @@ def test_message_rates_per_node_are_flat_from_10_to_200_nodes() -> None:
     assert all(5 < rate < 10 for rate in rates), rates  # a probe and its ack every 300 ms, and little else
 
 
+@pytest.mark.slow
 def test_a_thousand_nodes_join_through_three_seeds_at_once() -> None:
     """The worst join: every node starts at the same moment. Each of the 1,000 alive claims
     reaches every node and is passed on 16 times by each: about 16 million piggybacked
@@ -245,6 +249,7 @@ def test_a_thousand_nodes_join_through_three_seeds_at_once() -> None:
     assert sim.false_deaths == []
 
 
+@pytest.mark.slow
 def test_a_thousand_nodes_run_ten_minutes_detect_a_crash_and_keep_flat_message_rates() -> None:
     """The issue's run: 1,000 nodes for 10 simulated minutes, started joined (the join is the
     test above), one crash after 5 s. `scripts/bench gossip --sim-1000` reports its time."""
@@ -263,7 +268,7 @@ def test_a_thousand_nodes_run_ten_minutes_detect_a_crash_and_keep_flat_message_r
 
 
 def test_the_event_loop_and_the_core_are_compiled_wherever_they_can_be() -> None:
-    """`pip install -e .` builds both (setup.py) when a C compiler and Python's headers are
+    """`pip install -e tools/gossip-sim` builds both (its setup.py) when a C compiler and Python's headers are
     there, and mypy for the core, as scripts/setup makes sure; without them the simulator runs
     its Python loop and the interpreted core."""
     headers = Path(sysconfig.get_paths()["include"], "Python.h").exists()
@@ -275,7 +280,7 @@ def test_the_event_loop_and_the_core_are_compiled_wherever_they_can_be() -> None
 def test_the_daemon_never_imports_the_compiled_core() -> None:
     """It is the simulator's alone: the daemon runs membership.py as written."""
     code = ("import sys, haflowd.__main__, haflowd.gossip.transport; "
-            "print([m for m in sys.modules if m.startswith('haflowd.gossip._')])")
+            "print([m for m in sys.modules if m.startswith(('haflowd.gossip._', 'gossip_sim'))])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]", out.stdout
 
@@ -290,7 +295,7 @@ def test_a_compiled_core_of_another_membership_py_is_never_run(monkeypatch: pyte
     core, why = simulator._compiled_core()
     assert core is None
     if COMPILED_CORE:
-        assert why == "built from an older membership.py (pip install -e . rebuilds it)"
+        assert why == "built from an older membership.py (pip install -e tools/gossip-sim rebuilds it)"
     monkeypatch.setattr(simulator, "_CORE", None)
     monkeypatch.setattr(simulator, "CORE_NOT_COMPILED", why)
     with pytest.raises(RuntimeError, match=r"the compiled core is (built from an older|not built)"):
@@ -364,7 +369,7 @@ def test_asking_for_the_compiled_loop_where_it_is_not_built_is_a_clear_error(mon
 @pytest.mark.skipif(not COMPILED, reason="the compiled loop is not built here")
 def test_the_compiled_clock_is_the_fake_clock() -> None:
     """The C loop's clock answers as haflowd.testing.FakeClock does."""
-    from haflowd.gossip import _simloop
+    from gossip_sim import _simloop
     from haflowd.testing import FakeClock
 
     fast, slow = _simloop.Clock(), FakeClock()

@@ -1,10 +1,10 @@
-/* The simulator's event loop, compiled: haflowd.gossip.simulator.Simulator._loop in C.
+/* The simulator's event loop, compiled: gossip_sim.simulator.Simulator._loop in C.
  *
- * Optional: without a C compiler the package installs without it and the simulator runs
+ * Optional: without a C compiler the tool installs without it and the simulator runs
  * its Python loop, which this file follows line for line. Both give the same run for the
- * same seed (tests/unit/test_simulator.py compares them); only the cost differs. The
- * membership cores are the same Python objects either way: this file only moves the
- * clock, keeps the queue of pending events and hands each event to its core.
+ * same seed (tools/gossip-sim/tests/test_simulator.py compares them); only the cost
+ * differs. The membership cores are the same Python objects either way: this file only
+ * moves the clock, keeps the queue of pending events and hands each event to its core.
  *
  * The queue is a binary heap of plain C structs ordered by (time, id), ids counting up in
  * the order of scheduling, the order of the Python loop's calendar.
@@ -159,7 +159,7 @@ static PyMemberDef Clock_members[] = {
 };
 
 static PyTypeObject ClockType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "haflowd.gossip._simloop.Clock",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "gossip_sim._simloop.Clock",
     .tp_basicsize = sizeof(Clock),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "haflowd.testing.FakeClock in C: Clock(start=1000.0, wall_offset=1.7e9)",
@@ -664,7 +664,7 @@ static PyMethodDef Queue_methods[] = {
 };
 
 static PyTypeObject QueueType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "haflowd.gossip._simloop.Queue",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "gossip_sim._simloop.Queue",
     .tp_basicsize = sizeof(Queue),
     .tp_dealloc = (destructor)Queue_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,

@@ -1,0 +1,1 @@
+"""The gossip simulator: haflowd's membership core for many nodes in virtual time (see simulator.py)."""
