@@ -1,4 +1,9 @@
-"""The daemon's lifecycle: start subsystems in order, signals, sd_notify, reload, shutdown."""
+"""The daemon's lifecycle: start subsystems in order, signals, sd_notify, reload, shutdown.
+
+The daemon is also the state the API reads: it implements :class:`~haflowd.api.state.StateView`
+(the read API, /metrics) and :class:`~haflowd.api.state.Controls` (the control socket), and
+hands itself to them; ``api/`` never imports this module.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,8 @@ import dataclasses
 import os
 import signal
 import socket
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from aiohttp import web
@@ -18,7 +24,7 @@ from haflowd import config as configmod
 from haflowd.api import limits
 from haflowd.api.control import ControlApi, bind_unix
 from haflowd.api.server import ReadApi
-from haflowd.checks import Checker
+from haflowd.api.state import GossipMetrics
 from haflowd.clock import SYSTEM_CLOCK, Clock
 from haflowd.config import Config
 from haflowd.errors import ConfigError, HaflowdError
@@ -28,7 +34,12 @@ from haflowd.notify import SystemdNotifier
 from haflowd.supervisor.supervisor import Supervisor
 
 if TYPE_CHECKING:
+    from prometheus_client.core import Metric
+
+    from haflowd.checks.postgres import PostgresChecker
+    from haflowd.checks.rabbitmq import RabbitChecker
     from haflowd.gossip.transport import GossipNode
+    from haflowd.supervisor.child import Child
     from haflowd.sync.service import SyncService
 
 TICK_S = 0.25
@@ -44,18 +55,20 @@ def secrets_of(cfg: Config) -> list[str]:
     return secrets.config_secrets(cfg)
 
 
-def make_checkers(cfg: Config, registry: CheckRegistry, clock: Clock) -> list[Checker]:
-    """One checker per configured service; none without its section."""
-    checkers: list[Checker] = []
-    if cfg.rabbitmq is not None:
-        from haflowd.checks.rabbitmq import RabbitChecker  # aio-pika is imported only where it is used
+class Service(Protocol):
+    """A background part that publishes a check and a snapshot: the checkers and sync.
+    ``run`` until cancelled (never raises), then ``close`` once."""
 
-        checkers.append(RabbitChecker(cfg.rabbitmq, registry, clock))
-    if cfg.postgres is not None:
-        from haflowd.checks.postgres import PostgresChecker
+    @property
+    def name(self) -> str: ...
 
-        checkers.append(PostgresChecker(cfg.postgres, registry, clock))
-    return checkers
+    async def run(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+    def collect(self) -> Iterator[Metric]: ...
 
 
 class Daemon:
@@ -75,14 +88,24 @@ class Daemon:
             from haflowd.gossip.transport import GossipNode  # a cluster of one carries no gossip code
 
             self.gossip = GossipNode(cfg.gossip, self.node, cfg.node.data_dir, clock, summary=self.summary)
-        self.checkers: list[Checker] = make_checkers(cfg, self.registry, clock)
+        self.rabbitmq: RabbitChecker | None = None
+        self.postgres: PostgresChecker | None = None
         self.sync: SyncService | None = None
+        if cfg.rabbitmq is not None:
+            from haflowd.checks.rabbitmq import RabbitChecker  # aio-pika is imported only where it is used
+
+            self.rabbitmq = RabbitChecker(cfg.rabbitmq, self.registry, clock)
+        if cfg.postgres is not None:
+            from haflowd.checks.postgres import PostgresChecker
+
+            self.postgres = PostgresChecker(cfg.postgres, self.registry, clock)
         if cfg.sync is not None:
             from haflowd.sync.service import SyncService  # watchdog is imported only where it is used
 
             self.sync = SyncService(cfg.sync, self.node, cfg.node.data_dir, self.registry, clock,
                                     gossip=cfg.gossip is not None)
-            self.checkers.append(self.sync)
+        # one task each; their snapshots in /status, their metrics in /metrics, in this order
+        self.services: list[Service] = [s for s in (self.rabbitmq, self.postgres, self.sync) if s is not None]
         self.notifier = SystemdNotifier()
         self.started_wall = clock.wall()
         self._tick = clock.monotonic()
@@ -95,10 +118,29 @@ class Daemon:
         self._boot_config = cfg  # what the checkers, sync and gossip were built from
         REDACTOR.set(secrets_of(cfg))
 
-    # ------------------------------------------------------------------ views
+    # ------------------------------------------------------------------ views (api.state.StateView, Controls)
+
+    @property
+    def liveness_max_lag_s(self) -> float:
+        return self.LIVENESS_MAX_LAG_S
 
     def loop_lag(self) -> float:
         return max(0.0, self.clock.monotonic() - self._tick - TICK_S)
+
+    def components(self) -> list[Child]:
+        return list(self.supervisor.children.values())
+
+    def component(self, name: str) -> Child | None:
+        return self.supervisor.get(name)
+
+    def published(self) -> Sequence[Service]:
+        return self.services
+
+    def gossip_metrics(self) -> GossipMetrics | None:
+        g = self.gossip
+        if g is None:
+            return None
+        return GossipMetrics(messages=g.message_counts(), rejected=dict(g.rejected), local_health=g.core.lhm)
 
     def peers(self) -> list[dict[str, Any]]:
         """Every member, this node included; without [gossip], a cluster of one."""
@@ -168,7 +210,7 @@ class Daemon:
             "components": self.supervisor.snapshot(),
             "peers": self.peers(),
             "sync": {"enabled": False} if self.config.sync is None else {"enabled": self.config.sync.enabled},
-            **{c.name: c.snapshot() for c in self.checkers},
+            **{c.name: c.snapshot() for c in self.services},
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -192,8 +234,8 @@ class Daemon:
                 await self._close_servers()
                 raise StartupError(f"cannot listen on {self.config.gossip.listen if self.config.gossip else '?'} "
                                    f"([gossip] listen): {e.strerror or e}") from None
-        for checker in self.checkers:
-            self._tasks.append(asyncio.create_task(checker.run(), name=f"check:{checker.name}"))
+        for service in self.services:
+            self._tasks.append(asyncio.create_task(service.run(), name=f"check:{service.name}"))
         await self.supervisor.start()
         self.log.info("started", version=__version__, api=str(self.config.api.listen),
                       control_socket=str(self.config.api.control_socket),
@@ -212,8 +254,8 @@ class Daemon:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
-        for checker in self.checkers:
-            await checker.close()
+        for service in self.services:
+            await service.close()
         await self._close_servers()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)

@@ -10,19 +10,19 @@ import contextlib
 import os
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import structlog
 from aiohttp import web
 
 from haflowd.api.server import errors_middleware, json_response
+from haflowd.api.state import Controls
 
-if TYPE_CHECKING:
-    from haflowd.daemon import Daemon
+log = structlog.get_logger()
 
 
 class ControlApi:
-    def __init__(self, daemon: Daemon) -> None:
-        self.d = daemon
+    def __init__(self, controls: Controls) -> None:
+        self.controls = controls
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[errors_middleware])
@@ -35,14 +35,14 @@ class ControlApi:
         return app
 
     async def components(self, request: web.Request) -> web.Response:
-        return json_response(self.d.supervisor.snapshot())
+        return json_response([c.to_json() for c in self.controls.components()])
 
     async def component(self, request: web.Request) -> web.Response:
-        """One action at a time with reloads (``Daemon.operations_lock``): a request that
+        """One action at a time with reloads (``Controls.operations_lock``): a request that
         waited for a reload acts on the child the reload left, never on the one it replaced."""
         name, action = request.match_info["name"], request.match_info["action"]
-        async with self.d.operations_lock:
-            child = self.d.supervisor.get(name)
+        async with self.controls.operations_lock:
+            child = self.controls.component(name)
             if child is None:
                 return json_response({"ok": False, "error": f"no component named {name!r}"}, 404)
             if action == "stop":
@@ -60,26 +60,26 @@ class ControlApi:
             else:
                 await child.restart()
                 result = "restarted"
-        self.d.log.info("control", action=action, component=name, result=result)
+        log.info("control", action=action, component=name, result=result)
         return json_response({"ok": True, "result": result, "component": child.to_json()})
 
     async def reload(self, request: web.Request) -> web.Response:
-        ok, detail = await self.d.reload()
+        ok, detail = await self.controls.reload()
         return json_response({"ok": ok, **detail}, 200 if ok else 422)
 
     async def leave(self, request: web.Request) -> web.Response:
-        result = await self.d.leave()
+        result = await self.controls.leave()
         return json_response(result, 200 if result["ok"] else 409)
 
     async def sync(self, request: web.Request) -> web.Response:
         """Run a sync now; answer when it is done, with what each peer got."""
-        svc = self.d.sync
+        svc = self.controls.sync
         if svc is None:
             return json_response({"ok": False, "error": "this node has no [sync] section"}, 409)
         if not svc.enabled:
             return json_response({"ok": False, "error": "sync is disabled ([sync] enabled = false)"}, 409)
         body = await svc.sync_now()
-        self.d.log.info("control", action="sync", result=body.get("result"))
+        log.info("control", action="sync", result=body.get("result"))
         return json_response(body, 200 if "peers" in body else 503)
 
 

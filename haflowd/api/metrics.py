@@ -1,12 +1,12 @@
 """Prometheus metrics: a collector that reads the daemon's state at scrape time.
 
-Nothing is counted twice: the same objects that answer the API answer the scrape.
+Nothing is counted twice: the same objects that answer the API answer the scrape
+(:class:`~haflowd.api.state.StateView`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -14,20 +14,19 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from haflowd import __version__, logs, workers
+from haflowd.api.state import StateView
 from haflowd.supervisor.child import STATES
-
-if TYPE_CHECKING:
-    from haflowd.daemon import Daemon
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class DaemonCollector(Collector):
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, state: StateView, api_refused: Mapping[str, int] | None = None) -> None:
+        self.state = state
+        self.api_refused = api_refused
 
     def collect(self) -> Iterator[Metric]:
-        d = self.daemon
+        d = self.state
         info = GaugeMetricFamily("haflowd_build_info", "haflowd version", labels=["version"])
         info.add_metric([__version__], 1)
         yield info
@@ -47,13 +46,14 @@ class DaemonCollector(Collector):
                                    labels=["direction", "type"])
         rejected = CounterMetricFamily("haflowd_gossip_rejected", "gossip requests refused, by reason",
                                        labels=["reason"])
-        if d.gossip is not None:
-            for (direction, type_), n in sorted(d.gossip.message_counts().items()):
+        gossip = d.gossip_metrics()
+        if gossip is not None:
+            for (direction, type_), n in sorted(gossip.messages.items()):
                 msgs.add_metric([direction, type_], n)
-            for reason, n in sorted(d.gossip.rejected.items()):
+            for reason, n in sorted(gossip.rejected.items()):
                 rejected.add_metric([reason], n)
             lhm = GaugeMetricFamily("haflowd_gossip_local_health", "Lifeguard local health multiplier (0 healthy)")
-            lhm.add_metric([], d.gossip.core.lhm)
+            lhm.add_metric([], gossip.local_health)
             yield lhm
         yield msgs
         yield rejected
@@ -75,7 +75,7 @@ class DaemonCollector(Collector):
                                 labels=["component"])
         procs = GaugeMetricFamily("haflowd_component_processes",
                                   "processes in the component's tree", labels=["component"])
-        for c in d.supervisor.children.values():
+        for c in d.components():
             running = c.state == "running"
             comp_up.add_metric([c.name], 1 if running else 0)
             healthy.add_metric([c.name], 1 if running and c.healthy is not False else 0)
@@ -87,8 +87,8 @@ class DaemonCollector(Collector):
             procs.add_metric([c.name], c.usage.processes)
         yield from (comp_up, healthy, state, restarts, cpu, rss, procs)
 
-        for checker in d.checkers:
-            yield from checker.collect()
+        for published in d.published():
+            yield from published.collect()
 
         checks = GaugeMetricFamily("haflowd_check_status", "0 passing, 1 warning, 2 critical",
                                    labels=["check"])
@@ -100,6 +100,18 @@ class DaemonCollector(Collector):
         yield status
         yield from log_metrics()
         yield from workers.collect()
+        if self.api_refused is not None:
+            yield api_metrics(self.api_refused)
+
+
+def api_metrics(refused: Mapping[str, int]) -> Metric:
+    """The read API's refusals (ReadApi counts them; every reason is present from the start)."""
+    family = CounterMetricFamily("haflowd_api_refused", "read API requests or connections turned away, by reason: "
+                                 "busy (past the in-flight or connection caps), bad_request (unparsable HTTP)",
+                                 labels=["reason"])
+    for reason, n in sorted(refused.items()):
+        family.add_metric([reason], n)
+    return family
 
 
 def log_metrics() -> Iterator[Metric]:
@@ -121,9 +133,9 @@ def log_metrics() -> Iterator[Metric]:
     yield from (errors, dropped, queued)
 
 
-def make_registry(daemon: Daemon) -> CollectorRegistry:
+def make_registry(state: StateView, api_refused: Mapping[str, int] | None = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(DaemonCollector(daemon))
+    registry.register(DaemonCollector(state, api_refused))
     ProcessCollector(namespace="haflowd", registry=registry)
     return registry
 

@@ -2,7 +2,9 @@
 
 Each checker probes on its own schedule, in the background, bounded by its timeout,
 and keeps its last result; the API, the metrics, the check registry and the gossiped
-summary read that result. A request never waits on a probe.
+summary read that result. A request never waits on a probe. Checkers publish plain data
+(snapshots, verdicts, metric families) and know nothing of HTTP: the routes that render
+them are in ``haflowd/api/server.py``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import abc
 from collections.abc import Iterator
 from typing import Any
 
-from aiohttp import web
 from prometheus_client.core import Metric
 
 from haflowd.clock import Clock
@@ -38,10 +39,6 @@ class Checker(abc.ABC):
     @abc.abstractmethod
     def collect(self) -> Iterator[Metric]:
         """Prometheus metrics from the last result."""
-
-    def routes(self) -> list[web.RouteDef]:
-        """Extra read-only routes (GET, HEAD comes with them), e.g. ``/postgres/primary``."""
-        return []
 
     async def close(self) -> None:
         """Release connections; called once at shutdown after ``run`` was cancelled."""

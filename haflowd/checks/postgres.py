@@ -25,15 +25,13 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 import structlog
-from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from haflowd import workers
-from haflowd.api.server import json_response
 from haflowd.checks import Checker
 from haflowd.checks import pg_topology as topo
 from haflowd.clock import Clock
-from haflowd.config import PostgresConfig, PostgresNode, Secret, parse_size
+from haflowd.config import PostgresConfig, PostgresNode, Secret
 from haflowd.health import STALE_AFTER_INTERVALS, CheckRegistry, Status
 
 log = structlog.get_logger()
@@ -402,49 +400,24 @@ class PostgresChecker(Checker):
                 sync.add_metric([s.name], int(s.status))
             yield sync
 
-    # ------------------------------------------------------------------ routes
+    # ------------------------------------------------------------------ verdicts
 
-    def routes(self) -> list[web.RouteDef]:
-        return [
-            web.get("/postgres", self.handle_state),
-            web.get("/postgres/primary", self.handle_primary),
-            web.get("/postgres/replica", self.handle_replica),
-            web.get("/postgres/read-only", self.handle_read_only),
-        ]
-
-    def _answer(self, verdict: topo.Verdict) -> web.Response:
-        body = self.snapshot()
-        body["ok"] = verdict.ok
-        body["reason"] = verdict.reason
-        return json_response(body, 200 if verdict.ok else 503)
-
-    def _lag(self, request: web.Request) -> int | web.Response:
-        text = request.query.get("lag")
-        if text is None:
-            return self.cfg.max_lag_bytes
-        try:
-            return parse_size(int(text) if text.isdigit() else text)
-        except ValueError:
-            return json_response({"error": f'lag: expected a size such as 1048576 or "16MiB"; got {text[:40]!r}'},
-                                 400)
+    @property
+    def max_lag_bytes(self) -> int:
+        return self.cfg.max_lag_bytes
 
     def _assessment(self) -> topo.Assessment | None:
         return self.last.assessment if self.last is not None else None
 
-    async def handle_state(self, request: web.Request) -> web.Response:
-        return json_response(self.snapshot())
+    def primary_verdict(self) -> topo.Verdict:
+        """Is this host's node (``local_node``) the one primary, with no split brain, by the
+        last round (a stale one is a no)? ``GET /postgres/primary`` is 200 or 503 from this."""
+        return topo.primary_verdict(self._assessment(), self.cfg.local_node, self.stale())
 
-    async def handle_primary(self, request: web.Request) -> web.Response:
-        return self._answer(topo.primary_verdict(self._assessment(), self.cfg.local_node, self.stale()))
+    def replica_verdict(self, max_lag: int) -> topo.Verdict:
+        """Is it a streaming standby within ``max_lag`` bytes? (``GET /postgres/replica``)"""
+        return topo.replica_verdict(self._assessment(), self.cfg.local_node, max_lag, self.stale())
 
-    async def handle_replica(self, request: web.Request) -> web.Response:
-        lag = self._lag(request)
-        if isinstance(lag, web.Response):
-            return lag
-        return self._answer(topo.replica_verdict(self._assessment(), self.cfg.local_node, lag, self.stale()))
-
-    async def handle_read_only(self, request: web.Request) -> web.Response:
-        lag = self._lag(request)
-        if isinstance(lag, web.Response):
-            return lag
-        return self._answer(topo.read_only_verdict(self._assessment(), self.cfg.local_node, lag, self.stale()))
+    def read_only_verdict(self, max_lag: int) -> topo.Verdict:
+        """Is it the primary, or a standby within ``max_lag`` bytes? (``GET /postgres/read-only``)"""
+        return topo.read_only_verdict(self._assessment(), self.cfg.local_node, max_lag, self.stale())

@@ -32,11 +32,9 @@ import aio_pika
 import aiohttp
 import structlog
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
-from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from haflowd import secrets
-from haflowd.api.server import json_response
 from haflowd.checks import Checker
 from haflowd.checks import rabbitmq_rules as rules
 from haflowd.clock import Clock
@@ -377,13 +375,6 @@ class RabbitChecker(Checker):
 
     # ------------------------------------------------------------------ views
 
-    def routes(self) -> list[web.RouteDef]:
-        return [web.get("/rabbitmq", self._answer)]  # HEAD comes with it
-
-    async def _answer(self, request: web.Request) -> web.Response:
-        """Always 200: the body says how the cluster is; load balancers use /health."""
-        return json_response(self.snapshot())
-
     def _effective(self) -> tuple[str, float | None, bool, str]:
         """Status label, checked_at, stale, output: from the registry, staleness applied."""
         for r in self.registry.results():
@@ -392,6 +383,7 @@ class RabbitChecker(Checker):
         return Status.CRITICAL.label, None, False, "not checked yet"
 
     def snapshot(self) -> dict[str, Any]:
+        """``GET /rabbitmq`` (always 200: the body says how the cluster is; load balancers use /health)."""
         status, checked_at, stale, output = self._effective()
         a = self.last
         if a is None:

@@ -2,8 +2,9 @@
 the pure :class:`~haflowd.sync.schedule.SyncSchedule`, and its plans to csync2 through
 :class:`~haflowd.sync.runner.Csync2Runner`.
 
-It is a :class:`~haflowd.checks.Checker`, so ``GET /sync``, the metrics, the ``sync``
-check and ``/status`` come from one state. Watchdog's observer thread only posts
+It runs as one task of the daemon and publishes a check (``sync``, in the registry), a
+snapshot (``GET /sync``, ``/status``, rendered by the API) and metric families, all from one
+state; it knows nothing of HTTP. Watchdog's observer thread only posts
 events onto the loop (``call_soon_threadsafe``); every decision is taken on the loop
 by the core; csync2 runs as a subprocess, never blocking the loop.
 """
@@ -20,14 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-from haflowd.api.server import json_response
-from haflowd.checks import Checker
 from haflowd.clock import SYSTEM_CLOCK, Clock
 from haflowd.config import SyncConfig
 from haflowd.health import CheckRegistry, Status
@@ -84,15 +82,19 @@ class _Changes(FileSystemEventHandler):
             self.loop.call_soon_threadsafe(self.notify)
 
 
-class SyncService(Checker):
-    """csync2 on a schedule, on file changes, on request and when peers come back."""
+class SyncService:
+    """csync2 on a schedule, on file changes, on request and when peers come back.
+
+    A task of the daemon (``run`` until cancelled, then ``close``) that publishes the
+    ``sync`` check, a ``snapshot`` and metric families (``collect``)."""
 
     name = "sync"
 
     def __init__(self, cfg: SyncConfig, node: str, data_dir: Path, registry: CheckRegistry,
                  clock: Clock = SYSTEM_CLOCK, gossip: bool = False,
                  runner: Csync2Runner | None = None) -> None:
-        super().__init__(registry, clock)
+        self.registry = registry
+        self.clock = clock
         self.cfg = cfg
         self.node = node
         self.enabled = cfg.enabled
@@ -406,6 +408,7 @@ class SyncService(Checker):
         return out
 
     def snapshot(self) -> dict[str, Any]:
+        """``GET /sync`` (always 200) and ``/status``'s ``sync``."""
         c = self.core
         at = c.wake_at()
         return {
@@ -458,11 +461,6 @@ class SyncService(Checker):
             "duration_s": round(s.duration, 3),
             "peers": peers,
         }
-
-    def routes(self) -> list[web.RouteDef]:
-        async def get_sync(request: web.Request) -> web.Response:
-            return json_response(self.snapshot())
-        return [web.get("/sync", get_sync)]
 
     def collect(self) -> Iterator[Metric]:
         c = self.core

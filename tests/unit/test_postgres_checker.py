@@ -1,5 +1,6 @@
 """The PostgreSQL checker's thin I/O shell, with fake probes: bounds, in-flight limit, staleness,
-routes (GET and HEAD), metrics, and no secret in a DSN error."""
+metrics, and no secret in a DSN error. Its routes (GET and HEAD), served by the read API, are
+in tests/integration/test_postgres_routes.py (they need a listening socket)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector
 
@@ -105,40 +104,6 @@ async def test_a_hung_node_is_bounded_and_never_has_two_threads() -> None:
     assert rnd.assessment.status == Status.PASSING and hang.calls == 2
 
 
-async def test_staleness_turns_critical_and_endpoints_503() -> None:
-    clock = FakeClock()
-    c = PostgresChecker(cfg(), CheckRegistry(clock), clock, node_prober=healthy)
-    await c.probe_round()
-    async with client(c) as cl:
-        assert (await cl.get("/postgres/primary")).status == 200
-        clock.advance(3.0)
-        assert (await cl.get("/postgres/primary")).status == 200
-        clock.advance(0.5)
-        r = await cl.get("/postgres/primary")
-        body = await r.json()
-        assert r.status == 503 and body["stale"] is True and body["status"] == "critical"
-        assert body["reason"].startswith("stale")
-        assert (await cl.get("/postgres")).status == 200
-    assert c.registry.status() == Status.CRITICAL
-
-
-async def test_routes_get_and_head() -> None:
-    clock = FakeClock()
-    c = PostgresChecker(cfg(local="pg2"), CheckRegistry(clock), clock, node_prober=healthy)
-    async with client(c) as cl:
-        r = await cl.get("/postgres/replica")
-        assert r.status == 503 and (await r.json())["reason"] == "not checked yet"
-        await c.probe_round()
-        for path, code in (("/postgres", 200), ("/postgres/primary", 503), ("/postgres/replica", 200),
-                           ("/postgres/replica?lag=0", 200), ("/postgres/replica?lag=16MiB", 200),
-                           ("/postgres/read-only", 200), ("/postgres/replica?lag=much", 400),
-                           ("/postgres/read-only?lag=-1", 400)):
-            r = await cl.get(path)
-            assert r.status == code, path
-            h = await cl.head(path)
-            assert h.status == code and await h.read() == b"", path
-
-
 async def test_before_the_first_round() -> None:
     clock = FakeClock()
     reg = CheckRegistry(clock)
@@ -201,20 +166,6 @@ def test_real_psycopg2_errors_carry_no_password(dsn: str) -> None:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-class client:
-    def __init__(self, c: PostgresChecker) -> None:
-        app = web.Application()
-        app.add_routes(c.routes())
-        self.tc: TestClient[Any, Any] = TestClient(TestServer(app))
-
-    async def __aenter__(self) -> TestClient[Any, Any]:
-        await self.tc.start_server()
-        return self.tc
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.tc.close()
 
 
 class _One(Collector):
