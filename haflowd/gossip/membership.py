@@ -87,12 +87,11 @@ def retransmit_limit(mult: int, n: int) -> int:
     return mult * max(1, math.ceil(math.log10(n + 1)))
 
 
+# written out, not rng.shuffle: the simulator's mypyc build compiles it (random.py's was a tenth of its work)
 def shuffle(rng: random.Random, x: list[str]) -> None:
     """``rng.shuffle(x)``: the same draws, the same order (CPython's Fisher-Yates, each
-    position drawn by rejection from ``getrandbits``). Written out so that the simulator's
-    mypyc build compiles it: a node reshuffles its probe order once a round, and
-    random.py's interpreted shuffle was a tenth of the compiled core's work.
-    tests/unit/test_membership.py checks it against ``random.Random.shuffle``."""
+    position drawn by rejection from ``getrandbits``). tests/unit/test_membership.py checks
+    it against ``random.Random.shuffle``."""
     getrandbits = rng.getrandbits
     for i in range(len(x) - 1, 0, -1):
         n = i + 1
@@ -112,11 +111,7 @@ def push_pull_scale(interval: float, n: int) -> float:
 
 # --------------------------------------------------------------------------- messages
 #
-# Messages and their parts are never changed once built, but they are not frozen
-# dataclasses: a frozen one costs three times as much to build, and the simulator
-# builds millions. The classes built for every message write their own __init__
-# (init=False): the simulator runs this module compiled by mypyc too (setup.py), and
-# mypyc compiles a written __init__, but leaves the one dataclass generates interpreted.
+# Never changed once built, yet not frozen: a frozen dataclass costs 3x to build, and the simulator builds millions.
 
 
 @dataclass(slots=True, init=False)
@@ -129,6 +124,7 @@ class Update:
     address: str = ""
     sender: str = ""
 
+    # written out (init=False): the simulator's mypyc build compiles it, not a dataclass's own
     def __init__(self, kind: str, node: str, incarnation: int, address: str = "", sender: str = "") -> None:
         self.kind, self.node, self.incarnation, self.address, self.sender = kind, node, incarnation, address, sender
 
@@ -184,6 +180,7 @@ class Message:
     summaries: tuple[Summary, ...] = ()
     reply: bool = False
 
+    # written out (init=False): the simulator's mypyc build compiles it, not a dataclass's own
     def __init__(self, type: str, source: str, source_addr: str, seq: int = 0, target: str = "",
                  target_addr: str = "", updates: tuple[Update, ...] = (), summaries: tuple[Summary, ...] = (),
                  reply: bool = False) -> None:
@@ -255,6 +252,7 @@ class Outgoing:
     address: str
     message: Message
 
+    # written out (init=False): the simulator's mypyc build compiles it, not a dataclass's own
     def __init__(self, address: str, message: Message) -> None:
         self.address, self.message = address, message
 
@@ -280,12 +278,12 @@ class Member:
     incarnation: int
     status: str
     since: float  # monotonic time of the last status change
-    # monotonic time we last heard from it directly; -inf: never. A float, never None: the
-    # simulator's mypyc build keeps it unboxed, and it is written for every message
+    # monotonic time we last heard from it directly; -inf (never), not None: unboxed in the simulator's mypyc build
     last_seen: float = -math.inf
     rtt: float | None = None
-    revived: float = -math.inf  # monotonic time it last came back from dead or left
+    revived: float = -math.inf  # monotonic time it last came back from dead or left; -inf: never
 
+    # written out (init=False): the simulator's mypyc build compiles it, not a dataclass's own
     def __init__(self, name: str, address: str, incarnation: int, status: str, since: float,
                  last_seen: float = -math.inf, rtt: float | None = None, revived: float = -math.inf) -> None:
         self.name, self.address, self.incarnation, self.status = name, address, incarnation, status
@@ -318,6 +316,7 @@ class Probe:
     expected_nacks: int = 0
     nacks: int = 0
 
+    # written out (init=False): the simulator's mypyc build compiles it, not a dataclass's own
     def __init__(self, member: Member, seq: int, sent: float, direct_deadline: float, end: float,
                  indirect: bool = False, expected_nacks: int = 0, nacks: int = 0) -> None:
         self.member, self.seq, self.sent = member, seq, sent
@@ -340,8 +339,7 @@ class _Broadcast:
 
 
 class Membership:
-    # slots: at 1,000 simulated nodes each event finds its core cold in the CPU's cache, and
-    # a compact slot array costs fewer misses than an instance dict
+    # slots: the simulator's 1,000 cores are cold in the CPU's cache; a slot array misses less than a dict
     __slots__ = ("_dead", "_left", "_live", "_live_addrs", "_live_at", "_next_gossip", "_next_probe",
                  "_next_push_pull", "_next_reconnect", "_order", "_probe", "_queue", "_relays", "_replaced", "_seq",
                  "_stale", "_state", "_summary_counter", "_suspicions", "_tiers", "address", "changes", "clock",
