@@ -24,7 +24,7 @@ from haflowd import __version__, config
 
 EXIT_UNREACHABLE = 3
 STATUS_EXIT = {"passing": 0, "warning": 1, "critical": 2}
-DEFAULT_SOCKET = "/run/haflowd/control.sock"
+DEFAULT_SOCKET: str = config.default_of("api.control_socket")
 
 
 class Unreachable(Exception):
@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.command == "status" and a.cluster:
         a.command, a.cluster = "health", True
     found = _from_config(a.config)
-    api = a.api or os.environ.get("HAFLOWD_API") or found.get("api") or "http://127.0.0.1:8787"
+    api = a.api or os.environ.get("HAFLOWD_API") or found.get("api") or f"http://{config.DEFAULT_API}"
     sock = a.socket or os.environ.get("HAFLOWD_CONTROL_SOCKET") or found.get("socket") or DEFAULT_SOCKET
     if a.timeout is None:
         # a stop may wait out a long stop_timeout; the daemon bounds it

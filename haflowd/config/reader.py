@@ -471,7 +471,7 @@ def _expect(t: Table) -> dict[str, str] | None:
 
 def _health(t: Table, index: int) -> Draft:
     """``[component.health]`` as written; the probe a preset gives is merged later."""
-    e, v = t.errors, {}
+    e, v = t.errors, cast(dict[str, Any], {})
     e.at(COMPONENT, index, PROBE)
     v["http"] = t.get("http", "an http:// or https:// URL", _as_url, None)
     v["command"] = t.strings("command", None, nonempty=True)
@@ -502,7 +502,7 @@ def _health(t: Table, index: int) -> Draft:
 def _component(t: Table, index: int, check_system: bool) -> ComponentDraft:
     """One ``[[component]]`` as written. A preset's defaults, the Airflow version and the
     host's checks come in later steps (``haflowd.config.presets``)."""
-    e, v = t.errors, {}
+    e, v = t.errors, cast(dict[str, Any], {})
     e.at(COMPONENT, index, IDENTITY)
     v["name"] = t.get("name", _NAME_WHAT, _as_name)
     v["preset"] = t.get("preset", "one of " + ", ".join(presets.PRESETS),
@@ -766,23 +766,22 @@ def parse(text: str, path: Path, check_system: bool = True) -> Parsed:
     errors.at(API)
     api = _api(root.table("api"), base)
     errors.at(COMPONENT)
-    comps = [_component_at(ct, i, check_system) for i, ct in enumerate(root.tables("component"))]
+    comps = [_component(ct, i, check_system) for i, ct in enumerate(root.tables("component"))]
     _duplicates(comps, errors)
-    sections = {}
-    for pos, name, read in ((GOSSIP, "gossip", lambda t: _gossip(t, base)), (SYNC, "sync", _sync),
-                            (POSTGRES, "postgres", lambda t: _postgres(t, base)),
-                            (RABBITMQ, "rabbitmq", lambda t: _rabbitmq(t, base))):
-        errors.at(pos)
-        t = root.table(name)
-        sections[name] = read(t) if t is not None else None
+    gossip = _section(root, GOSSIP, "gossip", lambda t: _gossip(t, base))
+    sync = _section(root, SYNC, "sync", _sync)
+    postgres = _section(root, POSTGRES, "postgres", lambda t: _postgres(t, base))
+    rabbitmq = _section(root, RABBITMQ, "rabbitmq", lambda t: _rabbitmq(t, base))
     errors.at(ROOT)
     root.finish()
-    return Parsed(path, base, errors, node, api, comps, gossip=sections["gossip"], sync=sections["sync"],
-                  postgres=sections["postgres"], rabbitmq=sections["rabbitmq"])
+    return Parsed(path, base, errors, node, api, comps, gossip, sync, postgres, rabbitmq)
 
 
-def _component_at(t: Table, index: int, check_system: bool) -> ComponentDraft:
-    return _component(t, index, check_system)
+def _section(root: Table, pos: int, name: str, read: Callable[[Table], T]) -> T | None:
+    """An optional section: None when the file has no such table."""
+    root.errors.at(pos)
+    t = root.table(name)
+    return read(t) if t is not None else None
 
 
 def _duplicates(comps: Sequence[ComponentDraft], errors: Errors) -> None:

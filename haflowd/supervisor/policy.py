@@ -16,6 +16,8 @@ from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 
+from haflowd.config.schema import default_of
+
 JITTER = 0.2
 
 
@@ -49,12 +51,14 @@ class Decision:
 
 @dataclass(frozen=True)
 class PolicySettings:
-    restart: str = "always"
-    backoff_initial: float = 1.0
-    backoff_max: float = 60.0
-    stable_after: float = 10.0
-    crash_loop_failures: int = 5
-    crash_loop_window: float = 120.0
+    """Defaults: the config schema's, declared once there."""
+
+    restart: str = default_of("component.restart")
+    backoff_initial: float = default_of("component.backoff_initial")
+    backoff_max: float = default_of("component.backoff_max")
+    stable_after: float = default_of("component.stable_after")
+    crash_loop_failures: int = default_of("component.crash_loop_failures")
+    crash_loop_window: float = default_of("component.crash_loop_window")
 
 
 class RestartPolicy:
