@@ -4,6 +4,6 @@
   with backoff). Pure: the time comes from a clock, decisions go out.
 - ``runner.py``: csync2 itself (a TCP probe, a bounded run per peer in its own process
   group, ``csync2 -M``, reading csync2's output).
-- ``service.py``: the wiring (watchdog, gossip statuses, requests, the loop), served as
-  the ``sync`` checker: ``GET /sync``, metrics, the ``sync`` check.
+- ``service.py``: the wiring (watchdog, gossip statuses, requests, the loop); it publishes
+  the ``sync`` check, a snapshot (``GET /sync``, rendered by the API) and metrics.
 """
