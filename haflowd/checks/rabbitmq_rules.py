@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from haflowd.config.schema import default_of
 from haflowd.health import Status, worst
 
 NEARLY_FULL = 0.9  # of file descriptors / sockets in use: a warning from here on
@@ -75,7 +76,7 @@ class QueueListing:
 
 @dataclass(frozen=True)
 class Thresholds:
-    queue_warning_depth: int = 1000
+    queue_warning_depth: int = default_of("rabbitmq.queue_warning_depth")
     nearly_full: float = NEARLY_FULL
 
 
