@@ -174,8 +174,9 @@ class SoakCluster:
                     return time.time()
             except (AssertionError, TimeoutError):
                 if d.proc is not None and d.proc.poll() is not None:
-                    raise BenchError(f"haflowd on {name} exited {d.proc.returncode} at start:\n"
-                                     f"{d.log_text()[-2000:]}") from None
+                    tail = d.log_text().strip().splitlines()[-3:]
+                    raise BenchError(f"haflowd on {name} exited {d.proc.returncode} at start: "
+                                     + " | ".join(ln[-300:] for ln in tail)) from None
             time.sleep(0.1)
         raise BenchError(f"haflowd on {name} did not answer /liveness within {timeout:g}s")
 
