@@ -529,12 +529,13 @@ def _component(t: Table, index: int, check_system: bool) -> ComponentDraft:
     v["backoff_initial"] = t.duration("backoff_initial", None)
     v["backoff_max"] = t.duration("backoff_max", None)
     e.at(COMPONENT, index, LIMITS)
-    for key in ("stable_after", "crash_loop_window", "stop_timeout"):
-        v[key] = t.duration(key, None)
-    for key in ("crash_loop_failures", "log_rate_limit"):
-        v[key] = t.integer(key, None)
+    v["stable_after"] = t.duration("stable_after", None)
+    v["crash_loop_failures"] = t.integer("crash_loop_failures", None)
+    v["crash_loop_window"] = t.duration("crash_loop_window", None)
     v["start_after"] = t.strings("start_after", None)
     v["stop_signal"] = t.get("stop_signal", "one of " + ", ".join(_SIGNALS), _as_signal, None)
+    v["stop_timeout"] = t.duration("stop_timeout", None)
+    v["log_rate_limit"] = t.integer("log_rate_limit", None)
     e.at(COMPONENT, index, HEALTH)
     h = t.table("health")
     health = _health(h, index) if h is not None else None

@@ -114,3 +114,32 @@ def test_the_generator_rewrites_only_its_part(tmp_path: Path) -> None:
     assert text.startswith(f"prose before\n{doc.BEGIN}\n") and text.endswith(f"{doc.END}\nprose after\n")
     assert "stale" not in text and "| `sync.port` | 1 | 65535 | `30865` |" in text
     assert doc.main(["--check", str(p)]) == 0
+
+
+def test_errors_keep_file_order_across_the_steps(tmp_path: Path) -> None:
+    """The reader, the presets step and the host checks each find some problems; the report
+    lists them as one pass over the file would (as before the config became a package)."""
+    p = tmp_path / "h.toml"
+    p.write_text('[[component]]\nname = "a"\npreset = "airflow-db-migrate"\ncommand = ["/nonexistent/x"]\n'
+                 'stable_after = "0s"\ncrash_loop_failures = 0\ncrash_loop_window = "0s"\nstart_after = [1]\n'
+                 'stop_signal = "FOO"\nstop_timeout = "0s"\nlog_rate_limit = -1\nbackoff_max = "1s"\n'
+                 '[component.health]\nhttp = "http://x/h"\ninterval = "1ms"\nbogus = 1\n'
+                 '[[component]]\nname = "b"\ncommand = ["true"]\n[component.health]\ntimeout = "20s"\nexpect = 3\n')
+    with pytest.raises(config.ConfigError) as e:
+        config.load(p, check_system=False, check_commands=True)
+    assert [line.removeprefix(f"{p}: ") for line in e.value.lines] == [
+        'component[0].command: "/nonexistent/x" does not exist',
+        'component[0].backoff_max: expected at least backoff_initial (5s); got "1s"',
+        'component[0].stable_after: expected a duration such as "250ms", "10s", "5m"; got "0s"',
+        "component[0].crash_loop_failures: expected an integer from 1 to 10000; got 0",
+        'component[0].crash_loop_window: expected a duration such as "250ms", "10s", "5m"; got "0s"',
+        "component[0].start_after: expected a list of strings; got [1]",
+        'component[0].stop_signal: expected one of TERM, INT, QUIT, HUP, KILL, USR1, USR2, WINCH; got "FOO"',
+        'component[0].stop_timeout: expected a duration such as "250ms", "10s", "5m"; got "0s"',
+        "component[0].log_rate_limit: expected an integer from 0 to 1000000; got -1",
+        "component[0].health: expected no health check for a oneshot component (it runs to exit)",
+        "component[1].health: expected exactly one of http, command, airflow_job; got none",
+        'component[1].health.expect: expected a table of "json.path" = "value"; got 3',
+        "component[1].health.expect: expected only with http (it checks the JSON answer)",
+        'component[1].health.timeout: expected at most interval (10s); got "20s"',
+    ]
