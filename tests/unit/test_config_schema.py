@@ -143,3 +143,28 @@ def test_errors_keep_file_order_across_the_steps(tmp_path: Path) -> None:
         "component[1].health.expect: expected only with http (it checks the JSON answer)",
         'component[1].health.timeout: expected at most interval (10s); got "20s"',
     ]
+
+
+def test_the_reader_runs_nothing_and_version_detection_is_its_own_step(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from haflowd import airflow
+    from haflowd.config import presets as steps
+
+    asked: list[str] = []
+
+    def detect(env: Any, run_fallback: bool = True) -> str:
+        asked.append(env.get("PATH", ""))
+        return "2.10.5"
+
+    monkeypatch.setattr(airflow, "detect_version", detect)
+    text = ('[[component]]\nname = "w"\npreset = "airflow-webserver"\nenvironment = { PATH = "/x" }\n'
+            '[[component]]\nname = "s"\ncommand = ["true"]\n')
+    parsed = reader.parse(text, tmp_path / "h.toml", check_system=True)
+    assert asked == [] and parsed.errors.lines == []
+    assert steps.detect_versions(parsed.components) == {0: "2.10.5"} and asked == ["/x"]
+    p = tmp_path / "h.toml"
+    p.write_text(text)
+    web = config.load(p).components[0]
+    assert web.command == ("airflow", "webserver") and asked == ["/x", "/x"]
+    assert config.load(p, check_system=False).components[0].command == ("airflow", "webserver")
+    assert asked == ["/x", "/x"]
