@@ -26,9 +26,12 @@ def test_install_into_a_prefix_is_idempotent(tmp_path):
     assert key.stat().st_mode & 0o777 == 0o600
     r = subprocess.run([str(prefix / "bin" / "haflowd"), "--version"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.startswith("haflowd ")
-    # the simulator's compiled parts stay out of a node's install: its daemon never runs them
+    # pure Python (the simulator, which compiles, is tools/gossip-sim, never part of a node's install)
     assert not list(prefix.glob("lib/python3*/site-packages/haflowd/**/*.so"))
     assert list(prefix.glob("lib/python3*/site-packages/haflowd/gossip/membership.py"))
+    assert not list(prefix.glob("lib/python3*/site-packages/gossip_sim"))
+    (wheel,) = prefix.glob("lib/python3*/site-packages/haflowd-*.dist-info/WHEEL")
+    assert "Tag: py3-none-any" in wheel.read_text().splitlines()
     if shutil.which("systemd-analyze") is None:
         pytest.fail("systemd-analyze is missing: scripts/setup installs systemd")
     r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(dest / "etc/systemd/system/haflowd.service")],
