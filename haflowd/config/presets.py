@@ -10,9 +10,11 @@ the host whether each command and working directory is there.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 from haflowd import airflow, presets
 from haflowd.airflow import AirflowError
@@ -40,6 +42,7 @@ from haflowd.config.schema import default_of, duration_default, int_default
 from haflowd.config.values import _resolve, format_duration
 
 Version = str | None | AirflowError
+T = TypeVar("T")
 
 
 def detect_versions(drafts: Sequence[ComponentDraft]) -> dict[int, Version]:
@@ -86,60 +89,56 @@ def build_components(drafts: Sequence[ComponentDraft], defaults: Mapping[int, pr
 def _component(d: ComponentDraft, pre: presets.Defaults | None, errors: Errors, base: Path,
                check_commands: bool) -> ComponentConfig | None:
     t, v, i = d.table, d.values, d.index
-    command = d.pick("command", pre.command if pre else None)
+    fill = _fallbacks(pre)
+    command = d.pick("command", fill["command"])
     env = v["environment"] or {}
-    wd = v["working_dir"]
+    wd = _resolve(v["working_dir"], base) if v["working_dir"] else None
     if check_commands:
         errors.at(COMPONENT, i, HOST)
-        _check_host(d, command, {**(pre.environment if pre else {}), **env}, _resolve(wd, base) if wd else None)
+        _check_host(d, command, {**fill["environment"], **env}, wd)
     errors.at(COMPONENT, i, RESTART)
-    oneshot = d.pick("oneshot", pre.oneshot if pre else default_of("component.oneshot"))
-    restart = d.pick("restart", pre.restart if pre else ("on-failure" if oneshot else default_of("component.restart")))
+    oneshot = d.pick("oneshot", fill["oneshot"])
+    restart = d.pick("restart", fill["restart"] or ("on-failure" if oneshot else default_of("component.restart")))
     if oneshot and restart == "always":
         errors.add(t.key("restart"), 'expected "on-failure" or "never" for a oneshot component; got "always"')
     errors.at(COMPONENT, i, BACKOFF)
-    b_init = d.pick("backoff_initial", pre.backoff_initial if pre else duration_default("component.backoff_initial"))
-    b_max = d.pick("backoff_max", duration_default("component.backoff_max"))
-    _at_least(d, "backoff_max", b_max, "backoff_initial", b_init)
+    _at_least(d, "backoff_max", d.pick("backoff_max", fill["backoff_max"]), "backoff_initial",
+              d.pick("backoff_initial", fill["backoff_initial"]))
     errors.at(COMPONENT, i, HEALTH)
     health = _component_health(d, env, pre, bool(oneshot), errors)
     if v["name"] is None or command is None:
         return None
-    own = _own()
+    # Below, a key given but wrong (already reported: this config is refused) takes its fallback.
+    keys = ("backoff_initial", "backoff_max", "stable_after", "crash_loop_window", "stop_timeout")
     return ComponentConfig(
-        name=v["name"],
-        command=command,
-        preset=v["preset"],
-        environment={**(pre.environment if pre else {}), **env},
-        user=v["user"],
-        working_dir=_resolve(wd, base) if wd else None,
-        restart=restart or default_of("component.restart"),
-        backoff_initial=b_init or duration_default("component.backoff_initial"),
-        backoff_max=b_max or duration_default("component.backoff_max"),
-        start_after=d.pick("start_after", ()) or (),
-        stop_signal=int(d.pick("stop_signal", pre.stop_signal if pre else own["stop_signal"]) or own["stop_signal"]),
-        stop_timeout=d.pick("stop_timeout", pre.stop_timeout if pre else own["stop_timeout"]) or own["stop_timeout"],
-        health=health,
-        oneshot=bool(oneshot),
-        stable_after=_given_or(d, "stable_after", own["stable_after"]),
-        crash_loop_failures=int(_given_or(d, "crash_loop_failures", own["crash_loop_failures"])),
-        crash_loop_window=_given_or(d, "crash_loop_window", own["crash_loop_window"]),
-        log_rate_limit=int(_given_or(d, "log_rate_limit", own["log_rate_limit"])),
+        name=v["name"], command=command, preset=v["preset"], environment={**fill["environment"], **env},
+        user=v["user"], working_dir=wd, restart=restart or default_of("component.restart"), health=health,
+        oneshot=bool(oneshot), start_after=_given_or(d, "start_after", ()),
+        stop_signal=int(_given_or(d, "stop_signal", fill["stop_signal"])),
+        crash_loop_failures=int(_given_or(d, "crash_loop_failures", fill["crash_loop_failures"])),
+        log_rate_limit=int(_given_or(d, "log_rate_limit", fill["log_rate_limit"])),
+        **{k: float(_given_or(d, k, fill[k])) for k in keys},
     )
 
 
-def _own() -> dict[str, float]:
-    """The schema's defaults of the keys a component fills without a preset."""
-    own: dict[str, float] = {k: duration_default(f"component.{k}")
-                             for k in ("stable_after", "crash_loop_window", "stop_timeout")}
-    own.update({k: int_default(f"component.{k}") for k in ("crash_loop_failures", "log_rate_limit")})
-    own["stop_signal"] = int(getattr(signal, "SIG" + default_of("component.stop_signal")))
-    return own
+def _fallbacks(pre: presets.Defaults | None) -> dict[str, Any]:
+    """What a key the table does not give takes: the preset's, else the schema's (``restart``
+    None: it depends on ``oneshot``)."""
+    fill: dict[str, Any] = {k: default_of(f"component.{k}") for k in (
+        "backoff_initial", "backoff_max", "stable_after", "crash_loop_window", "stop_timeout",
+        "crash_loop_failures", "log_rate_limit", "oneshot")}
+    fill.update(command=None, environment={}, restart=None,
+                stop_signal=int(getattr(signal, "SIG" + default_of("component.stop_signal"))))
+    if pre is not None:
+        fill.update(command=pre.command, environment=dict(pre.environment), oneshot=pre.oneshot, restart=pre.restart,
+                    backoff_initial=pre.backoff_initial, stop_signal=pre.stop_signal, stop_timeout=pre.stop_timeout)
+    return fill
 
 
-def _given_or(d: Draft, name: str, default: float) -> float:
+def _given_or(d: Draft, name: str, default: T) -> T:
+    """The key's value when given and right, else ``default``."""
     value = d.values[name] if d.table.has(name) else None
-    return value if value is not None else default
+    return cast(T, value) if value is not None else default
 
 
 def _at_least(d: Draft, name: str, value: float | None, other: str, floor: float | None) -> None:
@@ -182,14 +181,28 @@ def _health(h: Draft, index: int, env: Mapping[str, str], base: HealthConfig | N
             errors: Errors) -> HealthConfig:
     """``[component.health]`` with a preset's probe (``base``): keys not given keep the
     preset's, and a table that names no probe keeps the preset's probe."""
+    probe = _probe(h, index, env, base, errors)
+    return _timing(h, index, base or _OWN_HEALTH, probe, errors)
+
+
+_OWN_HEALTH = HealthConfig(http=None, command=None, interval=duration_default("component.health.interval"),
+                           timeout=duration_default("component.health.timeout"),
+                           failures=int_default("component.health.failures"),
+                           start_period=duration_default("component.health.start_period"))
+
+
+def _probe(h: Draft, index: int, env: Mapping[str, str], base: HealthConfig | None,
+           errors: Errors) -> HealthConfig:
+    """What is probed and how the answer is judged: the table's, or the preset's when the
+    table names no probe."""
     t, v = h.table, h.values
     kinds = [k for k in _PROBE_KINDS if t.has(k)]
     errors.at(COMPONENT, index, PROBE_KIND)
     if not kinds and base is None:
         errors.add(t.path, f"expected exactly one of {', '.join(_PROBE_KINDS)}; got none")
-    inherit = base if (base is not None and not kinds) else None
-    probe = inherit or HealthConfig(http=v["http"], command=v["command"], airflow_job=v["airflow_job"],
-                                    interval=0.0, timeout=0.0, failures=0, start_period=0.0)
+    inherit = base if not kinds else None
+    probe = inherit or dataclasses.replace(_OWN_HEALTH, http=v["http"], command=v["command"],
+                                           airflow_job=v["airflow_job"])
     errors.at(COMPONENT, index, EXPECT)
     if t.has("expect") and not probe.http:
         errors.add(t.key("expect"), "expected only with http (it checks the JSON answer)")
@@ -197,10 +210,17 @@ def _health(h: Draft, index: int, env: Mapping[str, str], base: HealthConfig | N
     for key in ("max_age", "hostname"):
         if t.has(key) and not probe.airflow_job:
             errors.add(t.key(key), "expected only with airflow_job")
-    d = base or HealthConfig(http=None, command=None, interval=duration_default("component.health.interval"),
-                             timeout=duration_default("component.health.timeout"),
-                             failures=int_default("component.health.failures"),
-                             start_period=duration_default("component.health.start_period"))
+    database = probe.database if inherit else None
+    if database is None and probe.airflow_job:
+        database = Secret(airflow.AirflowSettings.load(env).database_url())
+    return dataclasses.replace(
+        probe, database=database, hostname=h.pick("hostname", probe.hostname),
+        expect=v["expect"] if v["expect"] is not None else dict(probe.expect),
+        max_age=h.pick("max_age", probe.max_age) or duration_default("component.health.max_age"))
+
+
+def _timing(h: Draft, index: int, d: HealthConfig, probe: HealthConfig, errors: Errors) -> HealthConfig:
+    """How often and how patiently: the table's, else ``d`` (the preset's or the schema's)."""
     errors.at(COMPONENT, index, TIMING)
     interval, timeout = h.pick("interval", d.interval), h.pick("timeout", d.timeout)
     _at_most(h, "timeout", timeout, "interval", interval)
@@ -208,24 +228,8 @@ def _health(h: Draft, index: int, env: Mapping[str, str], base: HealthConfig | N
     start_interval = h.pick("start_interval", d.start_interval)
     _at_most(h, "start_interval", start_interval, "interval", interval)
     start_period = h.pick("start_period", d.start_period)
-    if inherit is not None and inherit.database is not None:
-        database: Secret | None = inherit.database
-    else:
-        database = Secret(airflow.AirflowSettings.load(env).database_url()) if probe.airflow_job else None
-    return HealthConfig(
-        http=probe.http,
-        command=probe.command,
-        interval=interval or d.interval,
-        timeout=timeout or d.timeout,
+    return dataclasses.replace(
+        probe, interval=interval or d.interval, timeout=timeout or d.timeout,
         failures=h.pick("failures", d.failures) or d.failures,
         start_period=start_period if start_period is not None else d.start_period,
-        start_interval=start_interval if start_interval and (not interval or start_interval <= interval) else None,
-        expect=v["expect"] if v["expect"] is not None else dict(inherit.expect if inherit else {}),
-        airflow_job=probe.airflow_job,
-        database=database,
-        max_age=h.pick("max_age", inherit.max_age if inherit else duration_default("component.health.max_age"))
-        or duration_default("component.health.max_age"),
-        hostname=h.pick("hostname", inherit.hostname if inherit else None),
-        celery_ping=inherit.celery_ping if inherit else None,
-        broker=inherit.broker if inherit else None,
-    )
+        start_interval=start_interval if start_interval and (not interval or start_interval <= interval) else None)
