@@ -78,7 +78,6 @@ from haflowd.errors import ConfigError
 T = TypeVar("T")
 
 
-
 class Errors:
     """Every problem, each with the place it belongs in the report: the steps after the
     reader (presets, version detection, host checks) add theirs where one pass over the
@@ -99,8 +98,10 @@ class Errors:
 
     def drop(self, section: int, index: int, stages: range) -> None:
         """Forget what was found at these stages (a table that turned out not to apply)."""
-        self._items = [x for x in self._items if not (x[0][:2] == (section, index) and x[0][2:3]
-                                                       and x[0][2] in stages)]
+        def dropped(pos: tuple[int, ...]) -> bool:
+            return len(pos) == 3 and pos[:2] == (section, index) and pos[2] in stages
+
+        self._items = [x for x in self._items if not dropped(x[0])]
 
     @property
     def lines(self) -> list[str]:
