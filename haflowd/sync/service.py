@@ -479,8 +479,10 @@ class SyncService:
         yield hist
         last = GaugeMetricFamily("haflowd_sync_peer_last_success_timestamp_seconds",
                                  "when the peer was last synced (0: never)", labels=["peer"])
-        pending = GaugeMetricFamily("haflowd_sync_peer_pending", "files csync2 still has to send to the peer",
+        pending = GaugeMetricFamily("haflowd_sync_peer_pending_files", "files csync2 still has to send to the peer",
                                     labels=["peer"])
+        pending_old = GaugeMetricFamily("haflowd_sync_peer_pending", "DEPRECATED, removed in the next release: "
+                                        "use haflowd_sync_peer_pending_files", labels=["peer"])
         state = GaugeMetricFamily("haflowd_sync_peer_state", "1 for the peer's current sync state",
                                   labels=["peer", "state"])
         attempts = GaugeMetricFamily("haflowd_sync_peer_attempts", "unsuccessful attempts since the last success",
@@ -489,16 +491,21 @@ class SyncService:
         for name, p in peers.items():
             last.add_metric([name], p["last_success"] or 0)
             pending.add_metric([name], p["pending_files"] or 0)
+            pending_old.add_metric([name], p["pending_files"] or 0)
             attempts.add_metric([name], p["attempts"])
             for s in PEER_STATES:
                 state.add_metric([name, s], 1 if p["state"] == s else 0)
-        yield from (last, pending, state, attempts)
+        yield from (last, pending, pending_old, state, attempts)
         running = GaugeMetricFamily("haflowd_sync_running", "1 while csync2 runs")
         running.add_metric([], 1 if c.running is not None else 0)
         yield running
-        conflicts = GaugeMetricFamily("haflowd_sync_conflicts", "files csync2 reported in conflict")
-        conflicts.add_metric([], sum(len(p.conflicts) for p in c.peers.values()))
-        yield conflicts
+        in_conflict = sum(len(p.conflicts) for p in c.peers.values())
+        conflicts = GaugeMetricFamily("haflowd_sync_conflicts_files", "files csync2 reported in conflict")
+        conflicts.add_metric([], in_conflict)
+        conflicts_old = GaugeMetricFamily("haflowd_sync_conflicts", "DEPRECATED, removed in the next release: "
+                                          "use haflowd_sync_conflicts_files")
+        conflicts_old.add_metric([], in_conflict)
+        yield from (conflicts, conflicts_old)
         resolved = CounterMetricFamily("haflowd_sync_conflicts_resolved",
                                        "conflicts settled since start: one version replaced the other "
                                        "(the other is in csync2's backup-directory; see GET /sync)")
