@@ -22,7 +22,7 @@ import types
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from haflowd.celery_ping import amqp_urls
+from haflowd.airflow.celery_ping import amqp_urls
 from haflowd.config import ComponentConfig, Config, RabbitConfig
 
 _BLOCKED = ("ssl", "_ssl", "_hashlib")

@@ -16,8 +16,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from haflowd import airflow, presets
-from haflowd.airflow import AirflowError
+from haflowd.airflow import presets
+from haflowd.airflow import version as airflow_version
+from haflowd.airflow.version import AirflowError
 from haflowd.config.host import command_problem, directory_problem
 from haflowd.config.model import ComponentConfig, HealthConfig, Secret
 from haflowd.config.reader import (
@@ -51,9 +52,9 @@ def detect_versions(drafts: Sequence[ComponentDraft]) -> dict[int, Version]:
     found: dict[int, Version] = {}
     for d in drafts:
         if d.values["preset"]:
-            settings = airflow.AirflowSettings.load(d.values["environment"] or {})
+            settings = airflow_version.AirflowSettings.load(d.values["environment"] or {})
             try:
-                found[d.index] = airflow.detect_version(settings.env)
+                found[d.index] = airflow_version.detect_version(settings.env)
             except AirflowError as e:
                 found[d.index] = e
     return found
@@ -212,7 +213,7 @@ def _probe(h: Draft, index: int, env: Mapping[str, str], base: HealthConfig | No
             errors.add(t.key(key), "expected only with airflow_job")
     database = probe.database if inherit else None
     if database is None and probe.airflow_job:
-        database = Secret(airflow.AirflowSettings.load(env).database_url())
+        database = Secret(airflow_version.AirflowSettings.load(env).database_url())
     return dataclasses.replace(
         probe, database=database, hostname=h.pick("hostname", probe.hostname),
         expect=v["expect"] if v["expect"] is not None else dict(probe.expect),

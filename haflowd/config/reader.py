@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from haflowd import airflow, presets
+from haflowd.airflow import jobs, presets
 from haflowd.config.host import secret_exposure
 from haflowd.config.model import (
     ApiConfig,
@@ -477,8 +477,8 @@ def _health(t: Table, index: int) -> Draft:
     v["http"] = t.get("http", "an http:// or https:// URL", _as_url, None)
     v["command"] = t.strings("command", None, nonempty=True)
     _no_nul(t, "command", v["command"], "process argument")
-    v["airflow_job"] = t.get("airflow_job", "one of " + ", ".join(airflow.JOB_TYPES),
-                             lambda x: _as_choice(x, airflow.JOB_TYPES), None)
+    v["airflow_job"] = t.get("airflow_job", "one of " + ", ".join(jobs.JOB_TYPES),
+                             lambda x: _as_choice(x, jobs.JOB_TYPES), None)
     e.at(COMPONENT, index, PROBE_KIND)
     kinds = [k for k in _PROBE_KINDS if t.has(k)]
     if len(kinds) > 1:

@@ -21,7 +21,8 @@ from typing import Any
 import aiohttp
 import structlog
 
-from haflowd import airflow, workers
+from haflowd import workers
+from haflowd.airflow import jobs as airflow_jobs
 from haflowd.clock import SYSTEM_CLOCK, Clock
 from haflowd.config import ComponentConfig, HealthConfig, user_ids
 from haflowd.errors import SpawnError
@@ -606,9 +607,9 @@ class Child:
             if h.http:
                 return await asyncio.wait_for(self._probe_http(h.http, h.expect), h.timeout)
             if h.airflow_job:
-                return await self._probe_airflow_job(h)  # its own timeout: it cuts the connection
+                return await airflow_jobs.probe(h, self.name)  # its own timeout: it cuts the connection
             if h.celery_ping and h.broker is not None:
-                from haflowd import celery_ping
+                from haflowd.airflow import celery_ping
 
                 return await asyncio.wait_for(celery_ping.ping(h.broker.reveal(), h.celery_ping, h.timeout),
                                               h.timeout + 1)
@@ -631,38 +632,6 @@ class Child:
             if verdict is not None:
                 return False, f"HTTP {resp.status} but {verdict}" + (f" ({summary})" if summary else "")
             return True, detail
-
-    async def _probe_airflow_job(self, h: HealthConfig) -> tuple[bool, str]:
-        """Airflow's job heartbeat for this host: the cheap equivalent of ``airflow jobs check --local``."""
-        assert h.airflow_job is not None and h.database is not None
-        from haflowd.checks.postgres import ProbeAbort
-
-        abort = ProbeAbort()
-        url, job = h.database.reveal(), h.airflow_job
-
-        def ask() -> tuple[str, airflow.JobBeat]:
-            host = h.hostname or airflow.airflow_hostname()
-            return host, airflow.job_heartbeat(url, job, host, h.timeout, abort=abort)
-
-        try:
-            # one at a time per component, in a budget of its own: a hung database holds one
-            # thread per component at most, and none of the default pool
-            host, beat = await workers.budget(workers.AIRFLOW_PROBES).call(
-                ask, key=self.name, timeout=h.timeout, on_timeout=abort.abort)
-        except workers.WorkerBusy as e:
-            return False, str(e)
-        except airflow.AirflowError as e:
-            return False, str(e)
-        except Exception as e:  # a driver error must not leak the URL: name the error only
-            return False, f"metadata database: {type(e).__name__}: {_first_line(e)}"
-        if not beat.found:
-            return False, f"no running {h.airflow_job} on host {host}"
-        if beat.age_s is None:
-            return False, f"{h.airflow_job} {beat.job_id} on {host} has never heartbeat"
-        if beat.age_s > h.max_age:
-            return False, (f"{h.airflow_job} {beat.job_id} on {host}: last heartbeat {beat.age_s:.0f}s ago "
-                           f"(max {h.max_age:g}s)")
-        return True, f"{h.airflow_job} {beat.job_id} heartbeat {beat.age_s:.1f}s ago"
 
     async def _probe_command(self, command: tuple[str, ...], timeout: float) -> tuple[bool, str]:
         """Run a health command in a session of its own; keep the last ``PROBE_OUTPUT_MAX``
@@ -878,11 +847,6 @@ def _status_summary(data: Any) -> str:
     parts = [f"{k}={v['status']}" for k, v in data.items()
              if isinstance(v, dict) and isinstance(v.get("status"), str | None)]
     return " ".join(parts)[:300]
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:200] if text else ""
 
 
 def _settings(cfg: ComponentConfig) -> PolicySettings:

@@ -19,7 +19,7 @@ import psutil
 import psycopg2
 import pytest
 
-from haflowd.airflow import postgres_kwargs
+from haflowd.airflow.jobs import postgres_kwargs
 from tests.conftest import Daemon, alive, free_port, tree_pids, wait_until
 from tests.fixtures.airflow import AIRFLOW2_DAG, AirflowHome, airflow_processes
 

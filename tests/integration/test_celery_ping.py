@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import aio_pika
 import pytest
 
-from haflowd import celery_ping
+from haflowd.airflow import celery_ping
 from tests.conftest import free_port
 from tests.fixtures.rabbitmq import RabbitCluster
 

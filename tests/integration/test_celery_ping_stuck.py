@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from pamqp import commands, frame
 
-from haflowd import celery_ping
+from haflowd.airflow import celery_ping
 
 TIMEOUT_S = 1.0
 MARGIN_S = 0.5

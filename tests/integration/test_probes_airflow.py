@@ -8,7 +8,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from haflowd.airflow import airflow_hostname
+from haflowd.airflow.jobs import airflow_hostname
 from tests.conftest import Daemon, alive, wait_until
 from tests.fixtures.fake_airflow import Job, write_jobs
 

@@ -111,7 +111,7 @@ def test_aio_pika_without_openssl_speaks_plain_amqp() -> None:
         from haflowd import tls
         assert tls.block_openssl(aio_pika=True)
         import asyncio
-        from haflowd import celery_ping
+        from haflowd.airflow import celery_ping
 
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

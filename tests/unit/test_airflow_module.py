@@ -1,4 +1,4 @@
-"""haflowd.airflow: Airflow's version from an installation, its job heartbeats from a real
+"""haflowd.airflow.version and .jobs: Airflow's version from an installation, its job heartbeats from a real
 SQLite file, PostgreSQL URLs; and the job probe never shows the database password."""
 
 from __future__ import annotations
@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from haflowd import airflow
-from haflowd.airflow import AirflowError, AirflowSettings, JobBeat
+from haflowd.airflow import jobs
+from haflowd.airflow import version as airflow_version
+from haflowd.airflow.jobs import JobBeat
+from haflowd.airflow.version import AirflowError, AirflowSettings
 from haflowd.config import ComponentConfig, HealthConfig, Secret
 from haflowd.health import CheckRegistry
 from haflowd.supervisor.child import Child
@@ -32,17 +34,17 @@ def test_version_from_airflow_core_dist_info_is_preferred(tmp_path: Path) -> Non
     # Airflow 3 installs both; the meta-package may lag behind the core
     bin_dir = fake_venv(tmp_path / "venv", "apache_airflow-3.3.0", "apache_airflow_core-3.3.2",
                         "apache_airflow_providers_celery-3.26.0", "apache_airflow_task_sdk-1.3.2")
-    assert airflow.detect_version(_path(bin_dir)) == "3.3.2"
+    assert airflow_version.detect_version(_path(bin_dir)) == "3.3.2"
 
 
 def test_version_from_apache_airflow_dist_info(tmp_path: Path) -> None:
     bin_dir = fake_venv(tmp_path / "venv", "apache_airflow-2.10.5", "apache_airflow_providers_postgres-5.0.0")
-    assert airflow.detect_version(_path(bin_dir)) == "2.10.5"
+    assert airflow_version.detect_version(_path(bin_dir)) == "2.10.5"
 
 
 def test_providers_alone_are_no_airflow_version(tmp_path: Path) -> None:
     bin_dir = fake_venv(tmp_path / "venv", "apache_airflow_providers_celery-3.26.0")
-    assert airflow.detect_version(_path(bin_dir), run_fallback=False) is None
+    assert airflow_version.detect_version(_path(bin_dir), run_fallback=False) is None
 
 
 def test_version_via_the_shebang_interpreter(tmp_path: Path) -> None:
@@ -54,7 +56,7 @@ def test_version_via_the_shebang_interpreter(tmp_path: Path) -> None:
     exe = scripts / "airflow"
     exe.write_text(f"#!{venv}/bin/python3.11 -I\nraise SystemExit(1)\n")
     exe.chmod(0o755)
-    assert airflow.detect_version(_path(scripts), run_fallback=False) == "3.1.0"
+    assert airflow_version.detect_version(_path(scripts), run_fallback=False) == "3.1.0"
 
 
 def test_version_through_a_symlinked_script(tmp_path: Path) -> None:
@@ -62,31 +64,31 @@ def test_version_through_a_symlinked_script(tmp_path: Path) -> None:
     links = tmp_path / "links"
     links.mkdir()
     (links / "airflow").symlink_to(bin_dir / "airflow")
-    assert airflow.detect_version(_path(links)) == "3.0.6"
+    assert airflow_version.detect_version(_path(links)) == "3.0.6"
 
 
 def test_no_airflow_on_path_is_none(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    assert airflow.detect_version({"PATH": str(tmp_path / "empty")}) is None
+    assert airflow_version.detect_version({"PATH": str(tmp_path / "empty")}) is None
 
 
 def test_first_airflow_on_path_wins(tmp_path: Path) -> None:
     two = fake_venv(tmp_path / "two", "apache_airflow-2.10.5")
     three = fake_venv(tmp_path / "three", "apache_airflow_core-3.3.2")
-    assert airflow.detect_version(_path(two, three)) == "2.10.5"
-    assert airflow.detect_version(_path(three, two)) == "3.3.2"
+    assert airflow_version.detect_version(_path(two, three)) == "2.10.5"
+    assert airflow_version.detect_version(_path(three, two)) == "3.3.2"
 
 
 def test_fallback_runs_airflow_version(tmp_path: Path) -> None:
     bin_dir = fake_venv(tmp_path / "venv", prints="2.9.3")  # no dist-info: an odd install
-    assert airflow.detect_version(_path(bin_dir)) == "2.9.3"
-    assert airflow.detect_version(_path(bin_dir), run_fallback=False) is None
+    assert airflow_version.detect_version(_path(bin_dir)) == "2.9.3"
+    assert airflow_version.detect_version(_path(bin_dir), run_fallback=False) is None
 
 
 def test_fallback_takes_the_last_version_line_after_warnings(tmp_path: Path) -> None:
     bin_dir = fake_venv(tmp_path / "venv")
     (bin_dir / "airflow").write_text("#!/bin/sh\necho 'WARNING: 1.2 is deprecated'\necho 3.0.1\necho\n")
-    assert airflow.detect_version(_path(bin_dir)) == "3.0.1"
+    assert airflow_version.detect_version(_path(bin_dir)) == "3.0.1"
 
 
 def test_fallback_runs_once_per_executable(tmp_path: Path) -> None:
@@ -95,14 +97,14 @@ def test_fallback_runs_once_per_executable(tmp_path: Path) -> None:
     calls = tmp_path / "calls"
     (bin_dir / "airflow").write_text(f"#!/bin/sh\necho x >> '{calls}'\necho 2.10.4\n")
     for _ in range(7):
-        assert airflow.detect_version(_path(bin_dir)) == "2.10.4"
+        assert airflow_version.detect_version(_path(bin_dir)) == "2.10.4"
     assert calls.read_text().count("x") == 1
 
 
 def test_fallback_that_prints_nothing_is_an_error(tmp_path: Path) -> None:
     bin_dir = fake_venv(tmp_path / "venv")  # prints nothing, exits 1
     with pytest.raises(AirflowError) as info:
-        airflow.detect_version(_path(bin_dir))
+        airflow_version.detect_version(_path(bin_dir))
     assert str(info.value) == f"{bin_dir / 'airflow'} version printed no version (exit 1)"
 
 
@@ -112,7 +114,7 @@ def test_fallback_that_cannot_run_is_an_error(tmp_path: Path) -> None:
     (bin_dir / "airflow").write_text("#!/nonexistent/interpreter\n")
     (bin_dir / "airflow").chmod(0o755)
     with pytest.raises(AirflowError, match=r"airflow version: FileNotFoundError$"):
-        airflow.detect_version(_path(bin_dir))
+        airflow_version.detect_version(_path(bin_dir))
 
 
 @pytest.mark.parametrize(
@@ -120,7 +122,7 @@ def test_fallback_that_cannot_run_is_an_error(tmp_path: Path) -> None:
     [("3.3.2", 3), ("2.10.5", 2), ("3.0.0rc1", 3), ("10.1", 10), (None, None), ("", None), ("dev", None)],
 )
 def test_major(version: str | None, major: int | None) -> None:
-    assert airflow.major(version) == major
+    assert airflow_version.major(version) == major
 
 
 # =========================================================================== option_value
@@ -138,7 +140,7 @@ def test_major(version: str | None, major: int | None) -> None:
     ],
 )
 def test_option_value(command: tuple[str, ...], value: str | None) -> None:
-    assert airflow.option_value(command, "--port", "-p") == value
+    assert airflow_version.option_value(command, "--port", "-p") == value
 
 
 # =========================================================================== settings
@@ -229,41 +231,41 @@ def test_newest_running_job_of_the_type_on_this_host_wins(tmp_path: Path) -> Non
         Job("TriggererJob", HOST, NOW - dt.timedelta(seconds=2), state="failed", id=5),
         Job("TriggererJob", HOST, NOW - dt.timedelta(seconds=3), state="success", id=6),
     )
-    beat = airflow.job_heartbeat(url, "TriggererJob", HOST, 5.0, now=NOW)
+    beat = jobs.job_heartbeat(url, "TriggererJob", HOST, 5.0, now=NOW)
     assert beat == JobBeat(found=True, age_s=7.5, job_id=2)
 
 
 def test_stale_heartbeat_gives_its_age(tmp_path: Path) -> None:
     url = _db(tmp_path, Job("DagProcessorJob", HOST, NOW - dt.timedelta(minutes=10), id=9))
-    assert airflow.job_heartbeat(url, "DagProcessorJob", HOST, 5.0, now=NOW) == JobBeat(True, 600.0, 9)
+    assert jobs.job_heartbeat(url, "DagProcessorJob", HOST, 5.0, now=NOW) == JobBeat(True, 600.0, 9)
 
 
 def test_a_heartbeat_in_the_future_is_age_zero(tmp_path: Path) -> None:
     url = _db(tmp_path, Job("SchedulerJob", HOST, NOW + dt.timedelta(seconds=3), id=1))
-    assert airflow.job_heartbeat(url, "SchedulerJob", HOST, 5.0, now=NOW).age_s == 0.0
+    assert jobs.job_heartbeat(url, "SchedulerJob", HOST, 5.0, now=NOW).age_s == 0.0
 
 
 def test_no_matching_job(tmp_path: Path) -> None:
     url = _db(tmp_path, Job("TriggererJob", "node2.example", NOW, id=1), Job("TriggererJob", HOST, NOW,
                                                                                state="failed", id=2))
-    assert airflow.job_heartbeat(url, "TriggererJob", HOST, 5.0, now=NOW) == JobBeat(found=False)
+    assert jobs.job_heartbeat(url, "TriggererJob", HOST, 5.0, now=NOW) == JobBeat(found=False)
 
 
 def test_job_that_never_heartbeat(tmp_path: Path) -> None:
     url = _db(tmp_path, Job("TriggererJob", HOST, None, id=4))
-    assert airflow.job_heartbeat(url, "TriggererJob", HOST, 5.0, now=NOW) == JobBeat(found=True, job_id=4)
+    assert jobs.job_heartbeat(url, "TriggererJob", HOST, 5.0, now=NOW) == JobBeat(found=True, job_id=4)
 
 
 def test_without_now_the_clock_is_utc(tmp_path: Path) -> None:
     url = _db(tmp_path, Job("TriggererJob", HOST, dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30), id=1))
-    age = airflow.job_heartbeat(url, "TriggererJob", HOST, 5.0).age_s
+    age = jobs.job_heartbeat(url, "TriggererJob", HOST, 5.0).age_s
     assert age is not None and 29.0 <= age < 60.0
 
 
 def test_the_database_is_opened_read_only(tmp_path: Path) -> None:
     url = _db(tmp_path, Job("TriggererJob", HOST, NOW, id=1))
     before = (tmp_path / "airflow.db").read_bytes()
-    airflow.job_heartbeat(url, "TriggererJob", HOST, 5.0, now=NOW)
+    jobs.job_heartbeat(url, "TriggererJob", HOST, 5.0, now=NOW)
     assert (tmp_path / "airflow.db").read_bytes() == before
     assert not (tmp_path / "airflow.db-journal").exists()
 
@@ -271,18 +273,18 @@ def test_the_database_is_opened_read_only(tmp_path: Path) -> None:
 def test_missing_sqlite_file_is_an_error_and_not_created(tmp_path: Path) -> None:
     db = tmp_path / "missing.db"
     with pytest.raises(AirflowError, match=r"^the SQLite metadata database does not exist$"):
-        airflow.job_heartbeat(f"sqlite:///{db}", "TriggererJob", HOST, 5.0, now=NOW)
+        jobs.job_heartbeat(f"sqlite:///{db}", "TriggererJob", HOST, 5.0, now=NOW)
     assert not db.exists()
 
 
 def test_sqlite_url_without_a_path_is_an_error() -> None:
     with pytest.raises(AirflowError, match=r"^the SQLite metadata database has no file path$"):
-        airflow.job_heartbeat("sqlite://", "TriggererJob", HOST, 5.0, now=NOW)
+        jobs.job_heartbeat("sqlite://", "TriggererJob", HOST, 5.0, now=NOW)
 
 
 def test_unsupported_database_is_an_error() -> None:
     with pytest.raises(AirflowError) as info:
-        airflow.job_heartbeat("mysql+mysqldb://airflow:pw@db/airflow", "TriggererJob", HOST, 5.0, now=NOW)
+        jobs.job_heartbeat("mysql+mysqldb://airflow:pw@db/airflow", "TriggererJob", HOST, 5.0, now=NOW)
     assert str(info.value) == "metadata database 'mysql' is not supported by this probe (sqlite, postgresql)"
     assert "pw" not in str(info.value)
 
@@ -291,7 +293,7 @@ def test_unsupported_database_is_an_error() -> None:
 
 
 def test_postgres_kwargs() -> None:
-    kw = airflow.postgres_kwargs(
+    kw = jobs.postgres_kwargs(
         "postgresql+psycopg2://air%40flow:p%40ss%2Fw0rd@db.example:6432/air%20flow?sslmode=verify-full"
         "&sslrootcert=/etc/ca.pem&application_name=x&options=-c%20foo",
         3.7,
@@ -311,7 +313,7 @@ def test_postgres_kwargs() -> None:
 
 
 def test_postgres_kwargs_minimal_and_host_in_query() -> None:
-    kw = airflow.postgres_kwargs("postgresql:///?host=/run/postgresql&port=5433", 0.5)
+    kw = jobs.postgres_kwargs("postgresql:///?host=/run/postgresql&port=5433", 0.5)
     assert kw == {"dbname": "airflow", "connect_timeout": 1, "application_name": "haflowd-airflow-probe",
                   "host": "/run/postgresql", "port": "5433", "options": "-c statement_timeout=500"}
 
@@ -391,13 +393,13 @@ def test_probe_of_a_file_without_a_job_table_names_the_error(tmp_path: Path) -> 
 
 
 def test_probe_defaults_to_airflows_hostname(tmp_path: Path) -> None:
-    url = _db(tmp_path, Job("TriggererJob", airflow.airflow_hostname(), dt.datetime.now(dt.UTC), id=1))
+    url = _db(tmp_path, Job("TriggererJob", jobs.airflow_hostname(), dt.datetime.now(dt.UTC), id=1))
     ok, output = _probe(url, hostname=None)
     assert ok, output
 
 
 def test_postgres_kwargs_unparsable_port_does_not_quote_the_url() -> None:
     with pytest.raises(AirflowError) as info:
-        airflow.postgres_kwargs(f"postgresql://airflow:{PASSWORD}/x@db/airflow", 3.0)
+        jobs.postgres_kwargs(f"postgresql://airflow:{PASSWORD}/x@db/airflow", 3.0)
     assert str(info.value) == ("the metadata database URL cannot be parsed (is a character in the password "
                                "not %-encoded?)")

@@ -147,7 +147,7 @@ def test_errors_keep_file_order_across_the_steps(tmp_path: Path) -> None:
 
 def test_the_reader_runs_nothing_and_version_detection_is_its_own_step(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from haflowd import airflow
+    from haflowd.airflow import version as airflow_version
     from haflowd.config import presets as steps
 
     asked: list[str] = []
@@ -156,7 +156,7 @@ def test_the_reader_runs_nothing_and_version_detection_is_its_own_step(
         asked.append(env.get("PATH", ""))
         return "2.10.5"
 
-    monkeypatch.setattr(airflow, "detect_version", detect)
+    monkeypatch.setattr(airflow_version, "detect_version", detect)
     text = ('[[component]]\nname = "w"\npreset = "airflow-webserver"\nenvironment = { PATH = "/x" }\n'
             '[[component]]\nname = "s"\ncommand = ["true"]\n')
     parsed = reader.parse(text, tmp_path / "h.toml", check_system=True)

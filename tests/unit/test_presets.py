@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from haflowd import config, presets
-from haflowd.airflow import AirflowError
+from haflowd import config
+from haflowd.airflow import presets
+from haflowd.airflow.version import AirflowError
 from haflowd.config import ComponentConfig, ConfigError, HealthConfig
 from tests.fixtures.fake_airflow import fake_venv
 

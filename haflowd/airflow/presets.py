@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from haflowd import airflow, celery_ping
-from haflowd.airflow import AirflowError, AirflowSettings
+from haflowd.airflow import celery_ping
+from haflowd.airflow.version import AirflowError, AirflowSettings, detect_version, major, option_value
 
 if TYPE_CHECKING:
     from haflowd.config import HealthConfig, Secret
@@ -78,7 +78,7 @@ def _secret(value: str) -> Secret:
 
 def _port(ctx: PresetContext, section: str, key: str, default: int, *flags: str) -> int:
     """A server's port: the command line's ``--port`` wins, then Airflow's configuration."""
-    given = airflow.option_value(ctx.command or (), *flags) if flags else None
+    given = option_value(ctx.command or (), *flags) if flags else None
     if given is not None:
         try:
             port = int(given)
@@ -114,7 +114,7 @@ def scheduler(ctx: PresetContext) -> Defaults:
 
 
 def api_server(ctx: PresetContext) -> Defaults:
-    m = airflow.major(ctx.version)
+    m = major(ctx.version)
     if m is not None and m < 3:
         raise AirflowError(f"Airflow {ctx.version} has no api-server; use preset \"airflow-webserver\"")
     port = _port(ctx, "api", "port", 8080, "--port", "-p")
@@ -130,7 +130,7 @@ def api_server(ctx: PresetContext) -> Defaults:
 
 
 def webserver(ctx: PresetContext) -> Defaults:
-    m = airflow.major(ctx.version)
+    m = major(ctx.version)
     if m is not None and m >= 3:
         raise AirflowError(f"Airflow {ctx.version} replaced the webserver with the api-server; "
                            "use preset \"airflow-api-server\"")
@@ -144,7 +144,7 @@ def webserver(ctx: PresetContext) -> Defaults:
 
 
 def dag_processor(ctx: PresetContext) -> Defaults:
-    m = airflow.major(ctx.version)
+    m = major(ctx.version)
     env = {"AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR": "True"} if m is not None and m < 3 else {}
     return Defaults(command=("airflow", "dag-processor"), health=_job_probe(ctx, "DagProcessorJob", None),
                     environment=env)
@@ -168,7 +168,7 @@ def celery_nodename(given: str | None, hostname: str) -> str:
 
 
 def celery_worker(ctx: PresetContext) -> Defaults:
-    worker = celery_nodename(airflow.option_value(ctx.command or (), "--celery-hostname", "-H"), ctx.hostname)
+    worker = celery_nodename(option_value(ctx.command or (), "--celery-hostname", "-H"), ctx.hostname)
     broker = ctx.settings.get("celery", "broker_url", "redis://redis:6379/0")
     if celery_ping.amqp_urls(broker):
         # Celery's own remote-control ping, addressed to this node's worker only, sent from
@@ -216,7 +216,7 @@ def resolve(name: str, component: str, command: tuple[str, ...] | None, env: Map
     """The defaults preset ``name`` gives a component; AirflowError if they cannot be found."""
     settings = AirflowSettings.load(env)
     if version is None and detect:
-        version = airflow.detect_version(settings.env)
+        version = detect_version(settings.env)
     ctx = PresetContext(name=component, command=command, settings=settings, version=version,
                         hostname=hostname or socket.gethostname())
     return PRESETS[name](ctx)
