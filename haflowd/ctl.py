@@ -297,6 +297,14 @@ def cmd_sync(c: Client, a: argparse.Namespace) -> int:
     return 1 if any(p.get("state") == "failing" for p in peers.values()) else 0
 
 
+def cmd_doctor(c: Client, a: argparse.Namespace) -> int:
+    from haflowd import doctor
+
+    findings = doctor.run(a.config, c.api, c.sock)
+    print(doctor.render(findings, a.json))
+    return doctor.exit_code(findings)
+
+
 def _ts(t: float | None) -> str:
     return "-" if t is None else time.strftime("%H:%M:%S", time.localtime(t))
 
@@ -340,13 +348,14 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--now", action="store_true", help="run a sync now and wait for it")
     sub.add_parser("reload", parents=[common], help="re-read the config")
     sub.add_parser("leave", parents=[common], help="leave the cluster gracefully")
+    sub.add_parser("doctor", parents=[common], help="preflight this node (works without a daemon)")
     return p
 
 
 COMMANDS = {
     "peers": cmd_peers, "status": cmd_status, "health": cmd_health, "components": cmd_components,
     "restart": cmd_action, "stop": cmd_action, "start": cmd_action, "sync": cmd_sync,
-    "reload": cmd_reload, "leave": cmd_leave,
+    "reload": cmd_reload, "leave": cmd_leave, "doctor": cmd_doctor,
 }
 
 
