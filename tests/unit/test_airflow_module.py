@@ -403,3 +403,17 @@ def test_postgres_kwargs_unparsable_port_does_not_quote_the_url() -> None:
         jobs.postgres_kwargs(f"postgresql://airflow:{PASSWORD}/x@db/airflow", 3.0)
     assert str(info.value) == ("the metadata database URL cannot be parsed (is a character in the password "
                                "not %-encoded?)")
+
+
+@pytest.mark.parametrize(
+    ("beat", "expected"),
+    [
+        (JobBeat(found=False), (False, "no running TriggererJob on host h1")),
+        (JobBeat(found=True, job_id=4), (False, "TriggererJob 4 on h1 has never heartbeat")),
+        (JobBeat(True, 61.0, 5), (False, "TriggererJob 5 on h1: last heartbeat 61s ago (max 60s)")),
+        (JobBeat(True, 60.0, 5), (True, "TriggererJob 5 heartbeat 60.0s ago")),
+        (JobBeat(True, 0.25, 6), (True, "TriggererJob 6 heartbeat 0.2s ago")),
+    ],
+)
+def test_verdict_of_a_heartbeat(beat: JobBeat, expected: tuple[bool, str]) -> None:
+    assert jobs.verdict("TriggererJob", "h1", beat, 60.0) == expected
