@@ -130,7 +130,8 @@ def test_secret_files_are_every_file_key_of_the_raw_config(tmp_path: Path) -> No
            "rabbitmq": {"node": [{"password_file": "/r"}], "amqp_url_file": "/amqp"}}
     found = dict(doctor.secret_files(raw, tmp_path))
     assert found == {"gossip.key_file": Path("/etc/haflowd/gossip.key"),
-                     "postgres.node[0].dsn_file": tmp_path / "a.dsn", "rabbitmq.node[0].password_file": Path("/r"), "rabbitmq.amqp_url_file": Path("/amqp")}
+                     "postgres.node[0].dsn_file": tmp_path / "a.dsn",
+                     "rabbitmq.node[0].password_file": Path("/r"), "rabbitmq.amqp_url_file": Path("/amqp")}
 
 
 # ----------------------------------------------------------------- csync2
