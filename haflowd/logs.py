@@ -12,6 +12,11 @@ and ``LogSink.write_errors`` (the metrics ``haflowd_log_dropped_total`` and
 ``haflowd_log_write_errors_total``); once the output takes lines again, a
 ``log_lines_lost`` line says how many were lost. Supervision and shutdown never wait
 for the log.
+
+Under journald (``JOURNAL_STREAM`` names the log's descriptor) every line starts with its
+syslog priority, ``<3>`` for an error, ``<4>`` a warning, ``<6>`` info (sd-daemon(3)):
+journald strips it and files the line at that priority, so ``journalctl -p warning``
+finds warnings and errors.
 """
 
 from __future__ import annotations
@@ -32,13 +37,55 @@ import structlog
 
 from haflowd.secrets import MASK, Scrubber
 
-__all__ = ["MASK", "REDACTOR", "SINK", "LogSink", "Redactor", "configure", "flush"]
+__all__ = ["MASK", "REDACTOR", "SINK", "LogSink", "Redactor", "configure", "flush", "is_journal_stream",
+           "journal_prefix", "parse_journal_stream", "syslog_priority"]
 
 MAX_DEPTH = 8
 MAX_QUEUE_LINES = 10_000
 MAX_QUEUE_BYTES = 4 * 2**20
 BATCH_BYTES = 64 * 2**10
 FLUSH_AT_EXIT_S = 2.0
+
+SYSLOG_PRIORITIES: Mapping[str, int] = {
+    "emergency": 0, "emerg": 0, "alert": 1, "critical": 2, "crit": 2, "fatal": 2,
+    "error": 3, "err": 3, "exception": 3, "warning": 4, "warn": 4, "notice": 5,
+    "info": 6, "debug": 7,
+}
+"""structlog's level names (and syslog's) -> syslog priority (RFC 5424, sd-daemon(3))."""
+
+
+def syslog_priority(level: str) -> int:
+    """The syslog priority of a log level; a level we do not know is info (6)."""
+    return SYSLOG_PRIORITIES.get(level.lower(), 6) if isinstance(level, str) else 6
+
+
+def journal_prefix(level: str) -> str:
+    """``<N>``: what a line starts with for journald to file it at ``level``."""
+    return f"<{syslog_priority(level)}>"
+
+
+def parse_journal_stream(value: str | None) -> tuple[int, int] | None:
+    """``JOURNAL_STREAM`` (``DEVICE:INODE``, both decimal, systemd.exec(5)) -> the pair, or None."""
+    if not value:
+        return None
+    dev, sep, ino = value.strip().partition(":")
+    if not sep or not dev.isdigit() or not ino.isdigit():
+        return None
+    return int(dev), int(ino)
+
+
+def is_journal_stream(fd: int, environ: Mapping[str, str] | None = None) -> bool:
+    """True when ``fd`` is the stream systemd connected to the journal: the variable alone
+    is not enough, since a process started from a service (or a shell in one) inherits it
+    with another stdout."""
+    want = parse_journal_stream((os.environ if environ is None else environ).get("JOURNAL_STREAM"))
+    if want is None:
+        return False
+    try:
+        st = os.fstat(fd)
+    except (OSError, ValueError):
+        return False
+    return (st.st_dev, st.st_ino) == want
 
 
 class Redactor:
@@ -236,7 +283,8 @@ def _fd_of(stream: TextIO) -> int | None:
         return None
 
 
-def _safe_chain(processors: list[Any], fallback: Callable[[Mapping[str, Any], BaseException], str]) -> Any:
+def _safe_chain(processors: list[Any], fallback: Callable[[Mapping[str, Any], BaseException], str],
+                prefix: str = "") -> Any:
     """The processors as one: if any raises, one plain line says so instead of the caller failing."""
     def run(logger: Any, name: str, event: MutableMapping[str, Any]) -> Any:
         original = dict(event)
@@ -250,14 +298,16 @@ def _safe_chain(processors: list[Any], fallback: Callable[[Mapping[str, Any], Ba
             try:
                 return fallback(original, e)
             except Exception:
-                return '{"event": "log_render_failed", "level": "error"}'
+                return prefix + '{"event": "log_render_failed", "level": "error"}'
 
     return run
 
 
 def configure(fmt: str = "json", node: str | None = None, level: str = "info",
-              stream: TextIO | None = None) -> None:
-    """Set up structlog. Call once, early; ``stream`` defaults to stdout (file descriptor 1)."""
+              stream: TextIO | None = None, journal: bool | None = None) -> None:
+    """Set up structlog. Call once, early; ``stream`` defaults to stdout (file descriptor 1).
+    ``journal``: start each line with its syslog priority; by default when the output is
+    the journal stream (``JOURNAL_STREAM``)."""
     global SINK
 
     def add_node(_l: Any, _n: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -276,12 +326,17 @@ def configure(fmt: str = "json", node: str | None = None, level: str = "info",
         exceptions = structlog.processors.ExceptionRenderer(
             structlog.tracebacks.ExceptionDictTransformer(show_locals=False, use_rich=False))
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp")
+    fd = _fd_of(out)
+    if journal is None:
+        journal = fd is not None and is_journal_stream(fd)
+    if journal:
+        renderer = _with_priority(renderer)
 
     def render_plain(event: dict[str, Any]) -> str:
         try:
             return str(renderer(None, "warning", add_node(None, "warning", timestamper(None, "warning", event))))
         except Exception:
-            return _json_notice(int(event.get("lines", 0)))
+            return (journal_prefix("warning") if journal else "") + _json_notice(int(event.get("lines", 0)))
 
     def fallback(original: Mapping[str, Any], e: BaseException) -> str:
         event = {"event": "log_render_failed", "level": "error", "error": type(e).__name__,
@@ -292,7 +347,6 @@ def configure(fmt: str = "json", node: str | None = None, level: str = "info",
         return render_plain({"event": "log_lines_lost", "level": "warning", "lines": lost,
                              "detail": "the log output failed or was too slow; these lines were not written"})
 
-    fd = _fd_of(out)
     old = SINK
     if stream is not None and fd is None:
         SINK = LogSink(write=_StreamWriter(stream), notice=notice)
@@ -309,12 +363,20 @@ def configure(fmt: str = "json", node: str | None = None, level: str = "info",
             exceptions,
             REDACTOR,  # last before the renderer: masks on values, so no mask cuts a JSON escape
             renderer,
-        ], fallback)],
+        ], fallback, journal_prefix("error") if journal else "")],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
         logger_factory=lambda *_args: SinkLogger(sink),
         cache_logger_on_first_use=False,
     )
     _route_stdlib_logging()
+
+
+def _with_priority(renderer: Any) -> Any:
+    """The renderer, with the line's syslog priority in front (from its ``level``)."""
+    def render(logger: Any, name: str, event: MutableMapping[str, Any]) -> str:
+        return journal_prefix(str(event.get("level", name))) + str(renderer(logger, name, event))
+
+    return render
 
 
 class StdlibToStructlog(logging.Handler):
