@@ -240,3 +240,28 @@ def test_a_rule_keeping_instance_would_fire_three_times(tmp_path: Path) -> None:
                        text=True, timeout=60)
     out = r.stdout + r.stderr
     assert r.returncode != 0 and out.count('instance="n') >= 3, out
+
+
+@pytest.mark.parametrize("name", ["haproxy-postgres.cfg", "haproxy-airflow-api.cfg"])
+def test_haproxy_accepts_the_contrib_config(name: str) -> None:
+    need("haproxy")
+    r = subprocess.run(["haproxy", "-c", "-f", str(CONTRIB / "haproxy" / name)], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def haproxy_expect(name: str, backend: str) -> re.Pattern[str]:
+    """The ``http-check expect rstring`` regex of one backend of a contrib HAProxy config."""
+    text = (CONTRIB / "haproxy" / name).read_text()
+    body = text.split(f"backend {backend}\n", 1)[1]
+    m = re.search(r'http-check expect rstring "(.*)"$', body, re.M)
+    assert m is not None, backend
+    return re.compile(m.group(1).replace('\\"', '"'))
+
+
+def test_the_api_server_health_regex_reads_the_metadatabase_status() -> None:
+    pattern = haproxy_expect("haproxy-airflow-api.cfg", "airflow_api_servers")
+    healthy = {"metadatabase": {"status": "healthy"}, "scheduler": {"status": "unhealthy"}}
+    assert pattern.search(json.dumps(healthy))
+    assert not pattern.search(json.dumps({"metadatabase": {"status": "unhealthy"},
+                                          "scheduler": {"status": "healthy"}}))
