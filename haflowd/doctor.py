@@ -43,6 +43,7 @@ SKEW_WARN_S = 5.0
 SKEW_FAIL_S = 30.0  # the signing window (signing.MAX_SKEW_S)
 CSYNC2_CONFIGS = ("/etc/csync2.cfg", "/etc/csync2/csync2.cfg")
 MONITOR_TAGS = ("monitoring", "administrator")
+SBIN = "/usr/local/sbin:/usr/sbin:/sbin"  # on root's PATH under systemd, where csync2 is installed
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,10 @@ def data_dir_finding(path: Path, error: str | None, created: bool = False) -> Fi
 
 
 def secret_finding(what: str, path: Path, st: os.stat_result | None, error: str | None, owners: Iterable[int],
-                   root_only: bool = False) -> Finding:
-    """A key or secret file: owned by root (or the daemon's user), no access for group or others."""
+                   root_only: bool = False, shielded: bool = False) -> Finding:
+    """A key or secret file: owned by root (or the daemon's user), no access for group or others
+    (``shielded``: the mode allows it, but a directory above only its owner can enter, as the
+    config reader accepts)."""
     check = f"secret {what}"
     if st is None:
         return Finding(check, FAIL, f"cannot read {path}: {error}", f"create {path}, readable by haflowd's user")
@@ -116,6 +119,9 @@ def secret_finding(what: str, path: Path, st: os.stat_result | None, error: str 
     if st.st_uid not in allowed:
         who = "root" if root_only else "root or haflowd's user"
         return Finding(check, FAIL, f"{path} is owned by uid {st.st_uid}, not {who}", f"chown root {path}")
+    if mode & 0o077 and shielded:
+        return Finding(check, OK, f"{path}: owner uid {st.st_uid}, mode {mode:04o}, inside a directory only its "
+                       "owner can enter")
     if mode & 0o077:
         return Finding(check, FAIL, f"{path} is readable or writable by its group or others (mode {mode:04o})",
                        f"chmod 600 {path}")
@@ -338,13 +344,15 @@ def _guard(check: str, fn: Callable[[], list[Finding]]) -> list[Finding]:
         return [Finding(check, FAIL, f"could not check: {type(e).__name__}: {e}", "")]
 
 
-def _stat(path: Path) -> tuple[os.stat_result | None, str | None]:
+def _secret(what: str, path: Path, owners: Iterable[int], root_only: bool = False) -> Finding:
     try:
         with open(path, "rb"):
             pass
-        return os.stat(path), None
+        st = os.stat(path)
     except OSError as e:
-        return None, e.strerror or str(e)
+        return secret_finding(what, path, None, e.strerror or str(e), owners, root_only)
+    shielded = bool(stat.S_IMODE(st.st_mode) & 0o077) and config.secret_exposure(path) is None
+    return secret_finding(what, path, st, None, owners, root_only, shielded)
 
 
 def check_components(cfg: Config) -> list[Finding]:
@@ -415,9 +423,17 @@ def check_secrets(raw: Any, base: Path) -> list[Finding]:
     owners = {0, os.geteuid()}
     out = []
     for where, p in secret_files(raw, base):
-        st, err = _stat(p)
-        out.append(secret_finding(where, p, st, err, owners))
+        out.append(_secret(where, p, owners))
     return out
+
+
+_ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)")
+
+
+def _without_assignments(command: Sequence[str]) -> tuple[str, ...]:
+    """``env CSYNC2_SYSTEM_DIR=/etc/csync2 csync2 -x`` without its ``NAME=value`` words (whose
+    basename may look like csync2's)."""
+    return tuple(a for a in command if not _ASSIGNMENT.fullmatch(a))
 
 
 def csync2_config_candidates(sync: SyncConfig, environ: Mapping[str, str]) -> list[str]:
@@ -428,10 +444,10 @@ def csync2_config_candidates(sync: SyncConfig, environ: Mapping[str, str]) -> li
 
     env = dict(environ)
     for arg in sync.command:
-        m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", arg)
+        m = _ASSIGNMENT.fullmatch(arg)
         if m:
             env[m.group(1)] = m.group(2)
-    opts = Csync2Command(sync.command).options()
+    opts = Csync2Command(_without_assignments(sync.command)).options()
     first = csync2_cfg_path(opts, env)
     if "CSYNC2_SYSTEM_DIR" in env:
         return [first]
@@ -443,9 +459,10 @@ def csync2_facts(cfg: Config, environ: Mapping[str, str]) -> Csync2Facts:
     from haflowd.sync.runner import Csync2Command
 
     assert cfg.sync is not None
-    cmd = Csync2Command(cfg.sync.command)
-    program = next((a for a in cfg.sync.command if os.path.basename(a).startswith("csync2")), "csync2")
-    installed = shutil.which(program, path=environ.get("PATH"))
+    words = _without_assignments(cfg.sync.command)
+    cmd = Csync2Command(words)
+    program = next((a for a in words if os.path.basename(a).startswith("csync2")), "csync2")
+    installed = shutil.which(program, path=environ.get("PATH", os.defpath) + os.pathsep + SBIN)
     host = cmd.option("-N") or cfg.sync.csync2_host(cfg.node.name)
     candidates = csync2_config_candidates(cfg.sync, environ)
     for c in candidates:
@@ -478,8 +495,7 @@ def check_sync(cfg: Config, environ: Mapping[str, str], timeout: float) -> list[
     base = Path(facts.cfg_path or "/etc").parent
     for k in keys:
         p = Path(k) if os.path.isabs(k) else base / k
-        st, err = _stat(p)
-        out.append(secret_finding("csync2 key", p, st, err, (0,), root_only=True))
+        out.append(_secret("csync2 key", p, (0,), root_only=True))
     hosts = [cfg.sync.csync2_host(p) for p in cfg.sync.peers] if cfg.sync.peers else peers
     for h in hosts:
         out.append(csync2_port_finding(h, cfg.sync.port, tcp_error(h, cfg.sync.port, timeout)))

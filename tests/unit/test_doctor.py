@@ -101,6 +101,10 @@ def test_secret_readable_by_others_fails() -> None:
     assert f.status == FAIL and "0644" in f.what and f.fix == "chmod 600 /k"
 
 
+def test_secret_shielded_by_its_directory_is_ok_as_the_config_reader_accepts() -> None:
+    assert doctor.secret_finding("k", Path("/k"), st(0, 0o100644), None, (0,), shielded=True).status == OK
+
+
 def test_secret_readable_by_group_fails() -> None:
     assert doctor.secret_finding("k", Path("/k"), st(0, 0o100640), None, (0,)).status == FAIL
 
@@ -341,3 +345,9 @@ def test_a_probe_that_breaks_is_a_line_not_a_traceback() -> None:
         raise KeyError("x")
     out = doctor._guard("postgres a", broken)
     assert statuses(out) == [FAIL] and "KeyError" in out[0].what
+
+
+def test_csync2_system_dir_whose_name_is_csync2_is_not_taken_for_the_program() -> None:
+    """``CSYNC2_SYSTEM_DIR=/etc/csync2``'s basename is "csync2": the program is the word after it."""
+    cmd = ("env", "CSYNC2_SYSTEM_DIR=/etc/csync2", "csync2", "-C", "dags", "-x")
+    assert doctor.csync2_config_candidates(sync_cfg(cmd), {}) == ["/etc/csync2/csync2_dags.cfg"]
