@@ -216,7 +216,8 @@ class Campaign:
         self._explain(files_r, final)
         results = [
             inv.false_deaths(verdicts, faults, timing),
-            inv.detection(verdicts, faults, timing, NODES),
+            inv.detection(verdicts, faults, timing, NODES,
+                          [(r["t"], r["load1"]) for r in self.poller.live[NODES[0]] if "load1" in r]),
             inv.orphans(self.orphan_checks),
             files_r,
             inv.lost_edits(conflicts, final, self.poller.sync_has_conflicts_key,

@@ -112,7 +112,7 @@ def view_at(verdicts: list[dict[str, Any]], faults: list[dict[str, Any]], observ
 
 
 def detection(verdicts: list[dict[str, Any]], faults: list[dict[str, Any]], timing: Timing,
-              nodes: tuple[str, ...]) -> dict[str, Any]:
+              nodes: tuple[str, ...], loads: list[tuple[float, float]] | None = None) -> dict[str, Any]:
     """Every failure that lasted at least ``detect_bound`` seen as dead by every observer that could."""
     times: list[float] = []
     isolated_times: list[float] = []
@@ -131,10 +131,11 @@ def detection(verdicts: list[dict[str, Any]], faults: list[dict[str, Any]], timi
             continue
         for o, x in pairs:
             isolated = k in PARTITIONS and 2 * len(next(g for g in f["params"]["groups"] if o in g)) <= len(nodes)
-            if isolated and dur < timing.isolated_bound:
+            bound = timing.isolated_bound if isolated else timing.detect_bound
+            if dur < bound:
                 continue
-            busy = any(a < f["start"] + timing.detect_bound and b > f["start"] - 1
-                       for a, b in down_intervals(faults, o))
+            # an observer stopped, killed or restarted before its time was up could not judge
+            busy = any(a < f["start"] + bound and b > f["start"] - 1 for a, b in down_intervals(faults, o))
             before = view_at(verdicts, faults, o, x, f["start"])
             if busy or before not in ("alive", "suspect"):
                 continue
@@ -142,7 +143,9 @@ def detection(verdicts: list[dict[str, Any]], faults: list[dict[str, Any]], timi
             hit = next((v["t"] for v in verdicts if v["observer"] == o and v["peer"] == x and v["new"] == "dead"
                         and f["start"] - 0.5 <= v["t"] <= f["end"] + timing.excuse_after), None)
             if hit is None:
-                missed.append({"fault": f["id"], "kind": k, "observer": o, "peer": x, "lasted_s": round(dur, 2)})
+                load = max((v for t, v in loads or [] if f["start"] <= t <= f["end"]), default=None)
+                missed.append({"fault": f["id"], "kind": k, "observer": o, "peer": x, "lasted_s": round(dur, 2),
+                               "isolated": isolated, "machine_load1_max": load})
             else:
                 (isolated_times if isolated else times).append(max(0.0, hit - f["start"]))
     stats = {}
