@@ -25,7 +25,7 @@ import pytest
 
 from tests.conftest import free_port, wait_until
 from tests.integration.test_contrib_rules import RULES, SCRAPE, haproxy_expect
-from tests.integration.test_gossip import Trio, trio  # noqa: F401  (the three-node fixture)
+from tests.integration.test_gossip import Trio, trio  # noqa: F401  (the three-node fixture, shared)
 
 pytestmark = pytest.mark.integration
 
@@ -102,7 +102,8 @@ def firing(base: str, name: str) -> list[dict[str, str]]:
             if a["labels"]["alertname"] == name and a["state"] == "firing"]
 
 
-def test_fatal_component_and_dead_peer_fire_their_alerts_and_clear(trio: Trio, prometheus, tmp_path: Path) -> None:
+def test_fatal_component_and_dead_peer_fire_their_alerts_and_clear(trio: Trio, prometheus,  # noqa: F811
+                                                                   tmp_path: Path) -> None:
     n1, n3 = trio["n1"], trio["n3"]
     ok = tmp_path / "ok"
     n1.config.write_text(n1.config.read_text() + FLAKY.format(ok=ok))

@@ -54,9 +54,9 @@ def read_rules(path: Path = RULES) -> dict[str, AlertRule]:
             assert m is not None, f"{rule} has no {key}"
             return m.group(1).strip()
 
-        def quoted(key: str) -> str:
+        def quoted(key: str, rule: str = name) -> str:
             value = field_of(key)
-            assert value.startswith('"') and value.endswith('"'), f"{name}.{key} is not one quoted line"
+            assert value.startswith('"') and value.endswith('"'), f"{rule}.{key} is not one quoted line"
             return str(json.loads(value))
 
         rules[name] = AlertRule(name, field_of("expr"), field_of("for"), field_of("severity"),
