@@ -42,6 +42,7 @@ from haflowd.sync.schedule import Outcome, PeerResult
 
 CSYNC2_PORT = 30865
 _VALUE_OPTIONS = frozenset("CDNpGPsW")  # csync2's options that take a value
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=.*")  # env's NAME=value (CSYNC2_SYSTEM_DIR=/etc/csync2)
 _LINE_LIMIT = 1 << 20
 MAX_ERRORS = 5
 MAX_CONFLICTS = 1000
@@ -76,7 +77,8 @@ class Csync2Command:
 
     def _split(self) -> tuple[int, list[str], list[str]]:
         """(index of the csync2 program or -1, its options minus modes, its file arguments)."""
-        found = [i for i, arg in enumerate(self.base) if os.path.basename(arg).startswith("csync2")]
+        found = [i for i, arg in enumerate(self.base)
+                 if os.path.basename(arg).startswith("csync2") and not _ASSIGNMENT.fullmatch(arg)]
         if not found:
             return -1, [], []
         i = found[0]

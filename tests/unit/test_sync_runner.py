@@ -157,3 +157,13 @@ def test_parse_pending() -> None:
             "chary\tnodea\tnodec\t%dags%/f4.py\nnoise\n")
     assert parse_pending(text) == {"nodeb": 2, "nodec": 1}
     assert parse_pending("") == {}
+
+
+def test_env_assignment_naming_a_csync2_directory_is_not_the_program() -> None:
+    """``env CSYNC2_SYSTEM_DIR=/etc/csync2 csync2 ...``: the assignment's basename is "csync2",
+    but the program is the word after it (before, the split took the assignment for csync2
+    and ran ``env CSYNC2_SYSTEM_DIR=/etc/csync2 -N nodea -cr csync2``)."""
+    cmd = Csync2Command(("env", "CSYNC2_SYSTEM_DIR=/etc/csync2", "csync2", "-N", "nodea", "-x"))
+    assert cmd.check_argv() == ["env", "CSYNC2_SYSTEM_DIR=/etc/csync2", "csync2", "-N", "nodea", "-cr", "/"]
+    assert cmd.update_argv("nodeb") == ["env", "CSYNC2_SYSTEM_DIR=/etc/csync2", "csync2", "-N", "nodea",
+                                        "-u", "-v", "-P", "nodeb"]
