@@ -14,6 +14,7 @@ import contextlib
 import email.utils
 import errno
 import fnmatch
+import functools
 import http.client
 import importlib
 import json
@@ -24,6 +25,7 @@ import shutil
 import socket
 import stat
 import tempfile
+import threading
 import time
 import tomllib
 import urllib.error
@@ -358,7 +360,7 @@ def _secret(what: str, path: Path, owners: Iterable[int], root_only: bool = Fals
 def check_components(cfg: Config) -> list[Finding]:
     out: list[Finding] = []
     for c in cfg.components:
-        out += _guard(f"component {c.name}", lambda c=c: _component(c))  # type: ignore[misc]
+        out += _guard(f"component {c.name}", functools.partial(_component, c))
     return out
 
 
@@ -473,15 +475,37 @@ def csync2_facts(cfg: Config, environ: Mapping[str, str]) -> Csync2Facts:
     return Csync2Facts(installed, None, None, host, tuple(candidates))
 
 
+def resolve(host: str, port: int, timeout: float) -> str:
+    """The first address of ``host``, within ``timeout``: the resolver has no timeout of its
+    own, so it runs in a daemon thread that a hung DNS server may keep (the doctor exits anyway)."""
+    found: list[str] = []
+    failed: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            found.append(str(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0]))
+        except (OSError, IndexError) as e:
+            failed.append(e)
+
+    t = threading.Thread(target=ask, name="haflowd-doctor-resolve", daemon=True)
+    t.start()
+    t.join(timeout)
+    if found:
+        return found[0]
+    if failed and isinstance(failed[0], OSError):
+        raise failed[0]
+    raise TimeoutError(f"cannot resolve {host} within {timeout:g}s")
+
+
 def tcp_error(host: str, port: int, timeout: float) -> str | None:
     """None when ``host:port`` accepts a TCP connection within ``timeout``, else why not."""
     try:
-        with socket.create_connection((host, port), timeout=timeout):
+        with socket.create_connection((resolve(host, port, timeout), port), timeout=timeout):
             return None
     except ConnectionRefusedError:
         return f"connection to {host}:{port} refused"
-    except TimeoutError:
-        return f"no answer from {host}:{port} within {timeout:g}s"
+    except TimeoutError as e:
+        return str(e) if "resolve" in str(e) else f"no answer from {host}:{port} within {timeout:g}s"
     except socket.gaierror as e:
         return f"cannot resolve {host}: {e.strerror or e}"
     except OSError as e:
@@ -517,7 +541,10 @@ def signed_ping(cfg: Config, seed: HostPort, timeout: float) -> PingResult:
     path = "/gossip"
     headers = signer.sign_request("POST", path, body)
     headers["Content-Type"] = "application/json"
-    conn = http.client.HTTPConnection(seed.host, seed.port, timeout=timeout)
+    try:
+        conn = http.client.HTTPConnection(resolve(seed.host, seed.port, timeout), seed.port, timeout=timeout)
+    except OSError as e:
+        return PingResult(None, error=str(e) or type(e).__name__)
     try:
         sent = time.time()
         conn.request("POST", path, body=body, headers=headers)
@@ -554,6 +581,10 @@ def _skew(headers: Mapping[str, str], now: float) -> float | None:
     return None
 
 
+def _ping_seed(cfg: Config, seed: HostPort, timeout: float) -> list[Finding]:
+    return gossip_findings(str(seed), signed_ping(cfg, seed, timeout))
+
+
 def check_gossip(cfg: Config, timeout: float) -> list[Finding]:
     assert cfg.gossip is not None
     out: list[Finding] = []
@@ -561,7 +592,7 @@ def check_gossip(cfg: Config, timeout: float) -> list[Finding]:
     for seed in cfg.gossip.seeds:
         if str(seed) in own:
             continue  # this node itself
-        out += _guard(f"gossip seed {seed}", lambda s=seed: gossip_findings(str(s), signed_ping(cfg, s, timeout)))  # type: ignore[misc]
+        out += _guard(f"gossip seed {seed}", functools.partial(_ping_seed, cfg, seed, timeout))
     return out
 
 
