@@ -752,6 +752,8 @@ def run(path: str | None, api: str, sock: str, timeout: float = TIMEOUT_S,
         cfg = config.load(p, check_system=True, check_commands=False)
     except ConfigError as e:
         return config_findings(str(p), e.lines)
+    except Exception as e:  # the edge: a config the reader chokes on is still one line
+        return config_findings(str(p), [f"{p}: could not be read: {type(e).__name__}: {e}"])
     out = config_findings(str(p), None, len(cfg.components))
     out += check_components(cfg)
     out += _guard("data_dir", lambda: check_data_dir(cfg.node.data_dir))
