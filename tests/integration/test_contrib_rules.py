@@ -265,3 +265,21 @@ def test_the_api_server_health_regex_reads_the_metadatabase_status() -> None:
     assert pattern.search(json.dumps(healthy))
     assert not pattern.search(json.dumps({"metadatabase": {"status": "unhealthy"},
                                           "scheduler": {"status": "healthy"}}))
+
+
+def test_every_dashboard_query_parses(tmp_path: Path) -> None:
+    """promtool checks a rules file with one recording rule per panel query (Grafana's variables
+    replaced by what they expand to)."""
+    need("promtool")
+    dashboard = json.loads((CONTRIB / "grafana" / "haflowd-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert len(exprs) > 40
+    rules = [{"record": f"dashboard:query{i}", "expr": e.replace("$instance", ".*").replace("$__rate_interval", "1m")}
+             for i, e in enumerate(exprs)]
+    path = tmp_path / "dashboard-rules.yml"
+    path.write_text(json.dumps({"groups": [{"name": "dashboard", "rules": rules}]}))
+    r = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and f"{len(exprs)} rules found" in r.stdout, r.stdout + r.stderr
+    bad = tmp_path / "bad.yml"  # and it would say so
+    bad.write_text(json.dumps({"groups": [{"name": "d", "rules": [{"record": "x:y", "expr": "rate(up[5m]"}]}]}))
+    assert subprocess.run(["promtool", "check", "rules", str(bad)], capture_output=True, timeout=30).returncode != 0
