@@ -151,7 +151,10 @@ CASES = [
     Case("HaflowdSyncStale",
          {**per_node("haflowd_sync_peer_last_success_timestamp_seconds", 'peer="n3"', {"n1": "0x60", "n2": "0x60"}),
           **per_node("haflowd_sync_peer_last_success_timestamp_seconds", 'peer="n1"', {"n2": "0+60x60"}),
-          **everywhere("haflowd_process_start_time_seconds", "", "0x60")},
+          **everywhere("haflowd_process_start_time_seconds", "", "0x60"),
+          # n3 runs with [sync] enabled = false: its peers are "skipped", never synced, and no alert
+          **per_node("haflowd_sync_peer_last_success_timestamp_seconds", 'peer="n1"', {"n3": "0x60"}),
+          **per_node("haflowd_sync_peer_state", 'peer="n1",state="skipped"', {"n3": "1x60", "n2": "0x60"})},
          "40m", [({**J, "peer": "n3"}, 2)], "20m"),
     Case("HaflowdSyncConflict",
          per_node("haflowd_sync_conflicts_files", "", {"n1": "0 0 3x10", "n2": "0x12", "n3": "0 0 3x10"}),
