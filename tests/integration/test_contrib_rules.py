@@ -20,9 +20,11 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg2
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port, wait_until
+from tests.integration.test_postgres import start_daemons, through, wait_code
 
 pytestmark = pytest.mark.integration
 
@@ -286,3 +288,45 @@ def test_every_dashboard_query_parses(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yml"  # and it would say so
     bad.write_text(json.dumps({"groups": [{"name": "d", "rules": [{"record": "x:y", "expr": "rate(up[5m]"}]}]}))
     assert subprocess.run(["promtool", "check", "rules", str(bad)], capture_output=True, timeout=30).returncode != 0
+
+
+def test_haproxy_postgres_config_leads_writes_to_the_primary_and_reads_to_the_standby(daemon, pg_pair, tmp_path):
+    """contrib's PostgreSQL config as written (addresses, ports and check timing swapped for
+    loopback) in front of the session's pair and a daemon on each "host"; pg3 is a node that is
+    down (closed ports)."""
+    need("haproxy")
+    def lands(port: int) -> tuple[bool, int] | None:
+        try:  # on-marked-down shutdown-sessions cuts a session to a server its first check marks down
+            return through(port)
+        except psycopg2.Error:
+            return None
+
+    pg_pair.wait_streaming()
+    d1, d2 = start_daemons(daemon, pg_pair, interval="300ms", timeout="1s")
+    wait_code(d1, "/postgres/primary", 200)
+    wait_code(d2, "/postgres/replica", 200)
+    rw, ro = free_port(), free_port()
+    servers = {"1": (pg_pair.primary.port, d1.port), "2": (pg_pair.standby.port, d2.port),
+               "3": (free_port(), free_port())}
+    text = (CONTRIB / "haproxy" / "haproxy-postgres.cfg").read_text()
+    for old, new in [("bind *:5432", f"bind 127.0.0.1:{rw}"), ("bind *:5433", f"bind 127.0.0.1:{ro}"),
+                     ("inter 2s fall 2 rise 2", "inter 200 fall 1 rise 1")]:
+        assert old in text, old
+        text = text.replace(old, new)
+    text, n = re.subn(r"server pg(\d) 10\.0\.0\.1\d:5432 check port 8787",
+                      lambda m: f"server pg{m.group(1)} 127.0.0.1:{servers[m.group(1)][0]} check port "
+                                f"{servers[m.group(1)][1]}", text)
+    assert n == 6
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(text)
+    with open(tmp_path / "haproxy.log", "wb") as log:
+        proc = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        # servers start UP until their first check: wait for five answers in a row from the right node
+        primary, standby = (False, pg_pair.primary.port), (True, pg_pair.standby.port)
+        wait_until(lambda: all(lands(rw) == primary for _ in range(5)), 15, "writes to lead to pg1 only")
+        wait_until(lambda: all(lands(ro) == standby for _ in range(5)), 15, "reads to lead to pg2 only")
+    finally:
+        proc.kill()
+        proc.wait(10)
