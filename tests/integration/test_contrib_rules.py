@@ -1,5 +1,6 @@
 """contrib/prometheus: every alert rule under ``promtool test rules``, and the config files under
-``promtool check`` and ``haproxy -c`` (issue 17).
+``promtool check`` and ``haproxy -c`` (issue 17); contrib's PostgreSQL HAProxy config also runs for
+real in front of the session's PostgreSQL pair.
 
 Each rule has a case: input series as three nodes (n1, n2, n3) would export them, the alerts
 expected at a time when the rule must fire (labels and the expanded annotations, exactly) and at
