@@ -57,16 +57,13 @@ def imports_of(name: str, path: Path) -> Iterator[str]:
 
 
 def graph() -> dict[str, set[str]]:
-    """haflowd's modules → the haflowd modules they import (a submodule also needs its package)."""
+    """haflowd's modules → the haflowd modules their import statements name."""
     mods = modules()
     edges: dict[str, set[str]] = {m: set() for m in mods}
     for name, path in mods.items():
         for target in imports_of(name, path):
             if target in mods and target != name:
                 edges[name].add(target)
-        parent = name.rpartition(".")[0]
-        if parent in mods and parent != name:
-            edges[name].add(parent)
     return edges
 
 
