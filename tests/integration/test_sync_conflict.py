@@ -71,3 +71,63 @@ def test_a_dag_edited_on_both_sides_of_a_partition_loses_neither_version(csync2_
         assert all(x["resolved"] for x in s["conflicts"]), s["conflicts"]
         _, health = c.daemon(n).get("/health")
         assert {ch["name"]: ch["status"] for ch in health["checks"]}["sync"] == "passing", health
+
+
+def _write_at(path: os.PathLike[str] | str, text: str, mtime: int) -> None:
+    """The whole new version with its mtime at once (a temp file csync2 excludes, renamed):
+    no check can see the content without the mtime."""
+    tmp = f"{os.fspath(path)}~"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.utime(tmp, (mtime, mtime))
+    os.replace(tmp, path)
+
+
+def test_two_edits_in_the_same_mtime_second_settle_on_the_first_host_name(csync2_cluster: SyncCluster) -> None:
+    """csync2's ``auto younger`` compares whole seconds: two edits in one second both lose
+    it, on both nodes, for ever (seen in scripts/soak: edits 0.3 s and 0.59 s apart). haflowd
+    settles the tie: the node whose csync2 host name sorts first (n1 = nodea) forces its
+    version; n2's is kept in n2's backup directory."""
+    c = csync2_cluster
+    c.start_daemons()
+    base = "from airflow import DAG  # base\n"
+    c.write("n1", "tie.py", base)
+    c.wait_files(ALL, {"tie.py": base}, 10, "the base version everywhere")
+    c.quiet(for_s=0.5)
+
+    c.topo.link(1, up=False)
+    first, second = "from airflow import DAG  # n1's edit\n", "from airflow import DAG  # n2's edit, same second\n"
+    second_of_both = int(time.time()) - 10
+    _write_at(c["n1"].dags / "tie.py", first, second_of_both)
+    _write_at(c["n2"].dags / "tie.py", second, second_of_both)
+    c.wait_files(("n3",), {"tie.py": second}, 10, "n2's edit on n3 during the partition")
+    wait_until(lambda: (c.peer("n1", "n2")["pending_files"] or 0) >= 1, 10,
+               "n1's edit checked in and waiting for n2 (csync2 -M)")
+
+    t0 = time.monotonic()
+    c.topo.link(1, up=True)
+    took = c.wait_files(ALL, {"tie.py": first}, 15, "the first host name's version everywhere after the heal", t0)
+    print(f"\nheal -> one version everywhere after {max(took.values()):.2f}s")
+
+    kept = c["n2"].backup_of("tie.py")
+    assert kept.read_text() == second, f"n2's version is not kept at {kept}"
+
+    def settled() -> list[dict[str, object]]:
+        return [x for x in c.sync("n1")["conflicts"]
+                if str(x.get("file", "")).endswith("/tie.py") and x.get("peer") == "n2" and x.get("resolved")]
+
+    wait_until(lambda: bool(settled()), 10, "the tie settled in n1's GET /sync")
+    [entry] = settled()
+    print(f"n1's GET /sync conflicts: {json.dumps(entry)}")
+    assert (entry["winner"], entry["loser"], entry["kept_on"]) == ("n1", "n2", "n2"), entry
+    assert entry["kept_at"] == str(kept) and entry["rule"] == "tie: first name", entry
+    logged = [e for e in c.daemon("n1").log_events() if e.get("event") == "sync_conflict_tie_settled"]
+    assert any(e.get("level") == "warning" and e["file"].endswith("/tie.py") and e["kept_at"] == str(kept)
+               for e in logged), logged
+    c.quiet(for_s=0.5)
+    for n in ALL:  # settled for good: nothing pending, nothing open, every version the same
+        s = c.sync(n)
+        assert all(p["pending_files"] == 0 and not p["conflicts"] for p in s["peers"].values()), \
+            (n, json.dumps(s["peers"]))
+        assert all(x["resolved"] for x in s["conflicts"]), s["conflicts"]
+        assert c.files(n)["tie.py"] == first, n
