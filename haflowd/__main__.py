@@ -16,7 +16,7 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
-from haflowd import __version__, config, tls
+from haflowd import __version__, config, journal, tls
 from haflowd.errors import ConfigError
 
 SHUTDOWN_GRACE_S = 3.0
@@ -120,7 +120,10 @@ def guard_std_fds() -> None:
 
 def say(text: str, fd: int) -> None:
     """One line for an operator on stdout (1) or stderr (2), never a traceback and never a
-    hang: a closed, full or stalled output loses the line."""
+    hang: a closed, full or stalled output loses the line. Under journald a line on stderr is
+    an error (``<3>``): `journalctl -p err` shows why the daemon exited 2."""
+    if fd == 2 and journal.is_journal_stream(2):
+        text = journal.journal_prefix("error") + text
     data = (text + "\n").encode("utf-8", "replace")[:4096]
     try:
         _, ready, _ = select.select([], [fd], [], 1.0)

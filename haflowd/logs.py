@@ -35,6 +35,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from haflowd.journal import is_journal_stream, journal_prefix, parse_journal_stream, syslog_priority
 from haflowd.secrets import MASK, Scrubber
 
 __all__ = ["MASK", "REDACTOR", "SINK", "LogSink", "Redactor", "configure", "flush", "is_journal_stream",
@@ -45,47 +46,6 @@ MAX_QUEUE_LINES = 10_000
 MAX_QUEUE_BYTES = 4 * 2**20
 BATCH_BYTES = 64 * 2**10
 FLUSH_AT_EXIT_S = 2.0
-
-SYSLOG_PRIORITIES: Mapping[str, int] = {
-    "emergency": 0, "emerg": 0, "alert": 1, "critical": 2, "crit": 2, "fatal": 2,
-    "error": 3, "err": 3, "exception": 3, "warning": 4, "warn": 4, "notice": 5,
-    "info": 6, "debug": 7,
-}
-"""structlog's level names (and syslog's) -> syslog priority (RFC 5424, sd-daemon(3))."""
-
-
-def syslog_priority(level: str) -> int:
-    """The syslog priority of a log level; a level we do not know is info (6)."""
-    return SYSLOG_PRIORITIES.get(level.lower(), 6) if isinstance(level, str) else 6
-
-
-def journal_prefix(level: str) -> str:
-    """``<N>``: what a line starts with for journald to file it at ``level``."""
-    return f"<{syslog_priority(level)}>"
-
-
-def parse_journal_stream(value: str | None) -> tuple[int, int] | None:
-    """``JOURNAL_STREAM`` (``DEVICE:INODE``, both decimal, systemd.exec(5)) -> the pair, or None."""
-    if not value:
-        return None
-    dev, sep, ino = value.strip().partition(":")
-    if not sep or not dev.isdigit() or not ino.isdigit():
-        return None
-    return int(dev), int(ino)
-
-
-def is_journal_stream(fd: int, environ: Mapping[str, str] | None = None) -> bool:
-    """True when ``fd`` is the stream systemd connected to the journal: the variable alone
-    is not enough, since a process started from a service (or a shell in one) inherits it
-    with another stdout."""
-    want = parse_journal_stream((os.environ if environ is None else environ).get("JOURNAL_STREAM"))
-    if want is None:
-        return False
-    try:
-        st = os.fstat(fd)
-    except (OSError, ValueError):
-        return False
-    return (st.st_dev, st.st_ino) == want
 
 
 class Redactor:

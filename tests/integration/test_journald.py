@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from haflowd.logs import syslog_priority
@@ -93,3 +94,29 @@ def test_no_prefix_when_journal_stream_names_another_file(daemon: Any) -> None:
     that is not the journal: plain JSON lines then."""
     lines = _run(daemon, "1:1")
     assert lines and all(line.startswith(b"{") for line in lines), lines[:3]
+
+
+def test_a_refused_config_is_an_error_in_the_journal(tmp_path: Path) -> None:
+    """Exit 2 is not restarted by the unit (RestartPreventExitStatus=2): its reasons must be
+    found with `journalctl -p err`, so each line on stderr carries <3>."""
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[node]\nname = "n"\nbogus = 1\n\n[[component]]\nname = "x"\n')
+    r, w = os.pipe()
+    st = os.fstat(w)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "haflowd", "--config", str(cfg)], stdout=w, stderr=w,
+                              env={**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"},
+                              timeout=30, check=False)
+        os.close(w)
+        w = -1
+        out = b""
+        while chunk := os.read(r, 65536):
+            out += chunk
+    finally:
+        if w >= 0:
+            os.close(w)
+        os.close(r)
+    assert proc.returncode == 2
+    lines = out.decode().splitlines()
+    assert len(lines) >= 2 and all(line.startswith("<3>") for line in lines), lines
+    assert any("bogus" in line for line in lines), lines
