@@ -312,10 +312,17 @@ def test_fuzz_both_listeners(daemon):
     assert not bad, f"not 2xx/4xx: {dict(bad)}; e.g. {examples}"
     assert d.live() and d.get("/liveness")[0] == 200
     assert d.get("/health/cluster")[0] == 200
-    assert max(rss_samples) - rss_before < 20 * MIB, [round(x / MIB, 1) for x in rss_samples]
+    # flat: the floor (what stays between the bursts of requests in flight) does not rise from
+    # the first half of the run to the second, as a leak's would; and the peak is bounded
+    half = len(rss_samples) // 2
+    mib = [round(x / MIB, 1) for x in rss_samples]
+    assert min(rss_samples[half:]) - min(rss_samples[:half]) < 10 * MIB, mib
+    assert max(rss_samples) - rss_before < 40 * MIB, mib
     events = d.log_events()
     assert not [e for e in events if e.get("event") == "api_error"], "a request made the API fail"
     assert not [e for e in events if e.get("level") in ("error", "critical")], [
         e for e in events if e.get("level") in ("error", "critical")][:3]
     rejected_lines = Counter(e["reason"] for e in events if e.get("event") == "gossip_rejected")
-    assert all(n <= 5 for n in rejected_lines.values()), rejected_lines  # the rest is in summaries
+    # the documented rate: 5 lines at once per reason, then one a 10 s; the rest is in summaries
+    allowed = 5 + int((time.monotonic() - t0) / 10) + 1
+    assert all(n <= allowed for n in rejected_lines.values()), (rejected_lines, allowed)
