@@ -4,7 +4,6 @@ and a main() that always tears down (SIGTERM/SIGHUP unwind through every ``final
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import http.client
 import json
 import math
@@ -23,6 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # scripts/bench runs bench/X.py: its folder is on sys.path, the repo's is not
+    sys.path.insert(0, str(ROOT))
+
+from testbed.netns import NetnsError, kill_inside  # noqa: E402
+from testbed.netns import delete_namespaces as netns_delete  # noqa: E402
+from testbed.netns import enter_netns as enter_netns  # noqa: E402  (re-exported: benches enter namespaces)
+from testbed.netns import sweep_stale as netns_sweep  # noqa: E402
 
 
 class BenchError(Exception):
@@ -110,7 +118,7 @@ def run_main(prefix: str, keep_tmp: bool, as_json: bool, run: Callable[[Path], d
     try:
         with signals_unwind():
             report = run(tmp)
-    except BenchError as e:
+    except (BenchError, NetnsError) as e:
         log(f"failed: {e}")
         return 1
     except (KeyboardInterrupt, Terminated):
@@ -189,64 +197,24 @@ def stop_tree(proc: subprocess.Popen[Any], label: str, timeout: float) -> None:
 
 
 # --------------------------------------------------------------- network namespaces
-
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def enter_netns(name: str) -> None:
-    """Move the *calling thread* into netns ``name`` (what ``ip netns exec`` does for a process).
-
-    Sockets this thread opens afterwards, and processes it spawns, live in that namespace.
-    """
-    fd = os.open(f"/run/netns/{name}", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({name}): {os.strerror(err)}")
-    finally:
-        os.close(fd)
-
-
-def ns_pids(ns: str) -> list[int]:
-    r = run_cmd(["ip", "netns", "pids", ns], check=False)
-    return [int(x) for x in r.stdout.split() if x.isdigit()]
+# The builder is testbed.netns, shared with the tests and the demo.
 
 
 def delete_namespaces(names: Sequence[str]) -> None:
-    """SIGKILL whatever still runs in them, then delete them (pass node namespaces before the bridge's)."""
-    for ns in names:
-        procs = []
-        for pid in ns_pids(ns):
-            if pid == os.getpid():
-                continue
-            with contextlib.suppress(psutil.Error):
-                p = psutil.Process(pid)
-                p.kill()
-                procs.append(p)
-        if procs:
-            log(f"killed {len(procs)} process(es) left in netns {ns}")
-            psutil.wait_procs(procs, timeout=5)
-    for ns in names:
-        r = run_cmd(["ip", "netns", "del", ns], check=False)
-        if r.returncode != 0 and "No such file" not in r.stderr:
-            log(f"ip netns del {ns}: exit {r.returncode}: {r.stderr.strip()}")
-        shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
+    """SIGKILL whatever still runs in them, then delete them and their /etc/netns entries."""
+    killed = kill_inside(names)
+    if killed:
+        log(f"killed {killed} process(es) left in netns {' '.join(names)}")
+    for ns in netns_delete(names, kill=False):
+        log(f"ip netns del {ns} failed")
 
 
 def sweep_stale_namespaces(pattern: re.Pattern[str]) -> None:
     """Delete namespaces an earlier run left behind: ``pattern`` captures the run's pid as group 1,
     and that pid no longer runs."""
-    r = run_cmd(["ip", "netns", "list"], check=False)
-    stale = []
-    for line in r.stdout.splitlines():
-        name = line.split()[0] if line.split() else ""
-        m = pattern.match(name)
-        if m and not psutil.pid_exists(int(m.group(1))):
-            stale.append(name)
+    stale = netns_sweep(pattern)
     if stale:
-        log(f"deleting {len(stale)} namespace(s) left by an earlier run: {' '.join(stale)}")
-        delete_namespaces(sorted(stale, key=lambda n: n.endswith("-br")))
+        log(f"deleted {len(stale)} namespace(s) left by an earlier run: {' '.join(stale)}")
 
 
 def supervisord_head(d: Path, identifier: str) -> str:

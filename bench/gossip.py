@@ -79,6 +79,8 @@ from common import (
     wait_until,
 )
 
+from testbed.netns import Topology
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable  # scripts/bench runs this file with the venv's python
 
@@ -99,7 +101,6 @@ CMD_TIMEOUT_S = 10.0  # one `ip` command
 NS_PREFIX = "hfgossip"
 NS_RE = re.compile(rf"^{NS_PREFIX}-(\d+)x[0-9a-f]+-(br|n\d)$")
 SUBNET = "198.18.0"  # 198.18.0.0/15 is reserved for benchmarking (RFC 2544)
-NS_IFACE = "eth0"
 NS_HAFLOWD_API = 8080  # on the namespace's own 127.0.0.1
 NS_HAFLOWD_GOSSIP = 7946
 NS_SERF_BIND = 7947
@@ -141,48 +142,12 @@ class Site:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-class Testbed:
-    """Three node namespaces with a veth each onto a bridge in a fourth namespace.
-
-    Nothing is created in the root namespace: the veth pairs are made inside the bridge's
-    namespace with their other end moved straight into the node's.
-    """
-
-    def __init__(self) -> None:
-        token = f"{os.getpid()}x{secrets.token_hex(2)}"
-        self.bridge = f"{NS_PREFIX}-{token}-br"
-        self.nodes = [f"{NS_PREFIX}-{token}-n{i}" for i in (1, 2, 3)]
-        self.created: list[str] = []
-
-    @staticmethod
-    def address(i: int) -> str:
-        return f"{SUBNET}.{i + 1}"
-
-    def create(self) -> None:
-        sh = run_cmd
-        sh(["ip", "netns", "add", self.bridge])
-        self.created.append(self.bridge)
-        sh(["ip", "-n", self.bridge, "link", "set", "lo", "up"])
-        sh(["ip", "-n", self.bridge, "link", "add", "br0", "type", "bridge"])
-        sh(["ip", "-n", self.bridge, "link", "set", "br0", "up"])
-        for i, ns in enumerate(self.nodes):
-            sh(["ip", "netns", "add", ns])
-            self.created.insert(0, ns)  # deleted before the bridge's
-            sh(["ip", "-n", ns, "link", "set", "lo", "up"])
-            port = f"veth{i + 1}"
-            sh(["ip", "-n", self.bridge, "link", "add", port, "type", "veth", "peer", "name", NS_IFACE, "netns", ns])
-            sh(["ip", "-n", self.bridge, "link", "set", port, "master", "br0"])
-            sh(["ip", "-n", self.bridge, "link", "set", port, "up"])
-            sh(["ip", "-n", ns, "addr", "add", f"{self.address(i)}/24", "dev", NS_IFACE])
-            sh(["ip", "-n", ns, "link", "set", NS_IFACE, "up"])
-
-    def link(self, i: int, up: bool) -> None:
-        run_cmd(["ip", "netns", "exec", self.nodes[i], "ip", "link", "set", NS_IFACE, "up" if up else "down"],
-                timeout=CMD_TIMEOUT_S)
-
-    def destroy(self) -> None:
-        created, self.created = self.created, []
-        delete_namespaces(created)
+def cut_link_bed() -> Topology:
+    """Three node namespaces (n1..n3 on 198.18.0.1-3) with a veth each onto a bridge in a fourth
+    namespace (testbed.netns: nothing is made in the root namespace)."""
+    token = f"{os.getpid()}x{secrets.token_hex(2)}"
+    return Topology(prefix=f"{NS_PREFIX}-{token}", names=["n1", "n2", "n3"],
+                    addresses=[f"{SUBNET}.{i}" for i in (1, 2, 3)], port_prefix="veth")
 
 
 # ----------------------------------------------------------------------- the nodes
@@ -564,7 +529,7 @@ def scenario_kill(tmp: Path, runs: int, key_file: Path) -> dict[str, Any]:
 
 def scenario_cut(tmp: Path, runs: int, key_file: Path) -> dict[str, Any]:
     """(b) a cut link in network namespaces."""
-    bed = Testbed()
+    bed = cut_link_bed()
     sites: list[Site] = []
     h = s = None
     try:
@@ -572,7 +537,7 @@ def scenario_cut(tmp: Path, runs: int, key_file: Path) -> dict[str, Any]:
             f"{SUBNET}.1-3/24")
         bed.create()
         sites = [Site(ns) for ns in bed.nodes]
-        addrs = [bed.address(i) for i in range(3)]
+        addrs = [bed.addr(i + 1) for i in range(3)]
         gossip = [f"{a}:{NS_HAFLOWD_GOSSIP}" for a in addrs]
         h = Cluster("haflowd", [
             HaflowdNode(f"n{i + 1}", sites[i], tmp / "cut" / f"n{i + 1}", ("127.0.0.1", NS_HAFLOWD_API),
@@ -593,14 +558,14 @@ def scenario_cut(tmp: Path, runs: int, key_file: Path) -> dict[str, Any]:
 
             def inject(vi: int = vi) -> dict[str, float]:
                 t0 = time.perf_counter()
-                bed.link(vi, up=False)
+                bed.link(vi + 1, up=False)
                 return {"haflowd": t0, "serf": t0}
 
             res = detect([h, s], vi, inject)
             log(f"(b) run {r + 1}/{runs}: " + ", ".join(
                 f"{c.system} {res[c.system]['victim']} dead everywhere after {res[c.system]['value_s']:.3f}s"
                 for c in (h, s)))
-            bed.link(vi, up=True)
+            bed.link(vi + 1, up=True)
             healed_at = time.monotonic()
             for c in (h, s):
                 try:
@@ -623,6 +588,8 @@ def scenario_cut(tmp: Path, runs: int, key_file: Path) -> dict[str, Any]:
                 cluster.stop()
         for site in sites:
             site.close()
+        delete_namespaces(bed.made[::-1])  # what is left inside, SIGKILLed; nodes before the bridge
+        bed.made.clear()
         bed.destroy()
 
 

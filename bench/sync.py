@@ -63,9 +63,10 @@ from common import (
     wait_until,
 )
 
+from testbed import csync2 as tbc  # the one csync2 set-up, shared with the tests and the demo
+from testbed.netns import Topology
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from tests.fixtures.csync2 import CSYNC2_CFG  # noqa: E402  the one csync2 config, shared with the tests
 
 PYTHON = sys.executable
 NODES = ("n1", "n2", "n3")
@@ -136,9 +137,9 @@ class Cluster:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.prefix = f"{NS_PREFIX}{os.getpid()}"
-        self.bridge = f"{self.prefix}-br"
         self.nodes = {n: Node(n, i, self.prefix, tmp) for i, n in enumerate(NODES, start=1)}
-        self.made: list[str] = []
+        self.topo = Topology(prefix=self.prefix, names=list(NODES), subnet=SUBNET,
+                             hosts={n.host: n.addr for n in self.nodes.values()})
         self.lsyncd: subprocess.Popen[bytes] | None = None
 
     def __getitem__(self, name: str) -> Node:
@@ -148,37 +149,18 @@ class Cluster:
 
     def create(self) -> None:
         sweep_stale_namespaces(NS_RE)
-        ip = ["ip", "-n", self.bridge]
-        run_cmd(["ip", "netns", "add", self.bridge])
-        self.made.append(self.bridge)
-        run_cmd([*ip, "link", "set", "lo", "up"])
-        run_cmd([*ip, "link", "add", "br0", "type", "bridge"])
-        run_cmd([*ip, "link", "set", "br0", "up"])
-        hosts = "127.0.0.1 localhost\n" + "".join(f"{n.addr} {n.host}\n" for n in self.nodes.values())
+        self.topo.create()
         key = self.tmp / "csync2.key"
         run_cmd(["csync2", "-k", str(key)])
         gossip_key = self.tmp / "gossip.key"
         gossip_key.write_text(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
         gossip_key.chmod(0o600)
         for n in self.nodes.values():
-            run_cmd(["ip", "netns", "add", n.ns])
-            self.made.append(n.ns)
-            run_cmd(["ip", "-n", n.ns, "link", "set", "lo", "up"])
-            port = f"p{n.index}"
-            run_cmd([*ip, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", n.ns])
-            run_cmd([*ip, "link", "set", port, "master", "br0"])
-            run_cmd([*ip, "link", "set", port, "up"])
-            run_cmd(["ip", "-n", n.ns, "addr", "add", f"{n.addr}/24", "dev", "eth0"])
-            run_cmd(["ip", "-n", n.ns, "link", "set", "eth0", "up"])
-            etc = Path("/etc/netns") / n.ns
-            etc.mkdir(parents=True, exist_ok=True)
-            (etc / "hosts").write_text(hosts)
             for d in (n.dags, n.sysdir, n.db):
                 d.mkdir(parents=True)
+        dags = {m.host: m.dags for m in self.nodes.values()}
         for n in self.nodes.values():
-            dags = {m.name: m.dags for m in self.nodes.values()}
-            (n.sysdir / "csync2.cfg").write_text(CSYNC2_CFG.format(key=key, a=dags["n1"], b=dags["n2"], c=dags["n3"],
-                                                                   backup=self.tmp / "backup"))
+            (n.sysdir / "csync2.cfg").write_text(tbc.group_config(list(dags), key, "%dags%", self.tmp / "backup", dags))
             self.start_server(n)
         for n in self.nodes.values():
             self.start_daemon(n, gossip_key)
@@ -186,18 +168,12 @@ class Cluster:
             wait_until(f"haflowd on {n.name} answering", 30, lambda n=n: _try(lambda: n.get("/liveness")))
 
     def start_server(self, n: Node) -> None:
-        # its database's tables first (-L lists nothing but opens it): two server children
-        # creating them at once, for the first syncs from both peers, race and one fails
-        run_cmd(["ip", "netns", "exec", n.ns, "csync2", "-N", n.host, "-D", str(n.db), "-L"], check=False, env=n.env)
-        with open(n.dir / "csync2-server.log", "ab") as out:
-            n.server = subprocess.Popen(["ip", "netns", "exec", n.ns, "csync2", "-ii", "-v", "-N", n.host, "-D",
-                                         str(n.db)], stdout=out, stderr=subprocess.STDOUT, env=n.env,
-                                        start_new_session=True)
+        def wrap(argv: list[str]) -> list[str]:
+            return ["ip", "netns", "exec", n.ns, *argv]
 
-        def listening() -> bool:
-            r = run_cmd(["ip", "netns", "exec", n.ns, "ss", "-Htln", "sport = :30865"], check=False)
-            return bool(r.stdout.strip())
-        wait_until(f"csync2 server on {n.name}", 10, listening, every=0.05)
+        tbc.create_tables(wrap, n.host, n.db, n.env)  # see there: a race on the first syncs otherwise
+        n.server = tbc.start_server(wrap, n.host, n.db, n.env, n.dir / "csync2-server.log")
+        wait_until(f"csync2 server on {n.name}", 10, lambda: tbc.listening(n.ns), every=0.05)
 
     def start_daemon(self, n: Node, gossip_key: Path) -> None:
         hd = n.dir / "haflowd"
@@ -258,14 +234,13 @@ host_map = {{ {host_map} }}
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     n.server.wait(5)
             n.pool.shutdown(wait=False, cancel_futures=True)
-        delete_namespaces(list(reversed(self.made)))
-        for n in self.nodes.values():
-            shutil.rmtree(Path("/etc/netns") / n.ns, ignore_errors=True)
+        delete_namespaces(self.topo.made[::-1])  # nodes before the bridge, with their hosts files
+        self.topo.made.clear()
 
     # ------------------------------------------------------------------ faults and views
 
     def link(self, name: str, up: bool) -> None:
-        run_cmd(["ip", "-n", self.nodes[name].ns, "link", "set", "eth0", "up" if up else "down"])
+        self.topo.link(self.nodes[name].index, up)
 
     def member(self, observer: str, peer: str) -> str | None:
         for p in self.nodes[observer].get("/peers"):
