@@ -10,8 +10,15 @@ overwritten on the losing node, and csync2 keeps it only when the group has a
 
 - :class:`Csync2Layout`: what haflowd needs from ``csync2.cfg`` (prefixes, backups),
   read by a small tolerant parser: where a file is on a host, where its backup goes.
-- :class:`ConflictLog`: each conflict this node saw, with who won and where the other
-  version is kept; bounded, saved with the sync state.
+- :class:`ConflictLog`: each conflict this node saw, with who won, by which rule, and
+  where the other version is kept; bounded, saved with the sync state.
+- :func:`decide_tie` and :class:`TieBudget`: the one conflict csync2 cannot settle on its
+  own. ``auto younger`` compares mtimes in whole seconds, so two edits made in the same
+  second both *lose* (``(local > remote) == younger`` is false on both sides) and stay
+  dirty on both nodes for ever. Of the two, the node whose csync2 host name sorts first
+  forces its version (``csync2 -f``); the other does nothing, and csync2 overwrites its
+  copy (keeping it in the backup directory). No coordination: each node reaches the same
+  verdict from the two mtimes and the two names. Forcing is bounded per file, with backoff.
 """
 
 from __future__ import annotations
@@ -21,9 +28,14 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
 MAX_LOG = 100  # conflicts remembered (the newest; open ones are kept before resolved ones)
+TIE_RULE = "tie: first name"  # the rule that settled (or will settle) a same-second tie
+TIE_MAX_ATTEMPTS = 4  # attempts per file and peer before haflowd leaves it to the operator
+TIE_BACKOFF_S = 2.0  # before the next look at a tie (doubling per attempt)
+TIE_MAX_PER_RUN = 20  # files looked at per peer and run (each costs one csync2 -T)
 _TOKEN = re.compile(r"[{};]|[^\s{};]+")
 
 
@@ -167,6 +179,7 @@ class Conflict:
     kept_at: str | None  # ... at this path; None: csync2 keeps no backup (the version is gone)
     resolved: bool  # False: both versions are still in place; csync2 reports it on each run
     resolved_at: float | None = None
+    rule: str | None = None  # what decides it: csync2's auto method ("younger"), or TIE_RULE
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -196,6 +209,41 @@ class ConflictLog:
             return self.layout.path_on(self.host, name)
         return name if name.startswith("/") else None
 
+    def _rule(self, peer_host: str) -> str | None:
+        g = None if self.layout is None else self.layout.group_of(self.host, peer_host)
+        return None if g is None else g.auto
+
+    def open_entry(self, peer: str, name: str) -> Conflict | None:
+        return next((c for c in self.items if c.peer == peer and c.file == name and not c.resolved), None)
+
+    def path_of(self, name: str) -> str | None:
+        """Where csync2's ``name`` is on this node."""
+        return self._path(name)
+
+    def tie(self, peer: str, peer_host: str, name: str, winner: str) -> Conflict | None:
+        """The open conflict over ``name`` with ``peer`` is a same-second tie that ``winner``
+        (this node or the peer) will settle by forcing its version."""
+        c = self.open_entry(peer, name)
+        if c is None:
+            return None
+        c.rule = TIE_RULE
+        if winner == self.node:
+            c.winner, c.loser, c.kept_on = self.node, peer, peer
+            c.kept_at = self._kept(peer_host, name, self.host)
+        else:
+            c.winner, c.loser, c.kept_on = peer, self.node, self.node
+            c.kept_at = self._kept(self.host, name, peer_host)
+        return c
+
+    def settle(self, peer: str, name: str, wall: float) -> Conflict | None:
+        """This node's forced version of ``name`` replaced ``peer``'s: the tie is settled."""
+        c = self.open_entry(peer, name)
+        if c is None:
+            return None
+        c.resolved, c.resolved_at = True, wall
+        self.resolved_total += 1
+        return c
+
     def observe(self, peer: str, peer_host: str, wall: float, *, won: Iterable[str] = (),
                 open_: Iterable[str] = (), reached: bool = False) -> tuple[list[Conflict], list[Conflict]]:
         """One update to ``peer``: files it won, files still in conflict, and whether the
@@ -204,7 +252,8 @@ class ConflictLog:
         done: list[Conflict] = []
         for name in won:
             c = Conflict(name, self._path(name), peer, wall, winner=self.node, loser=peer, kept_on=peer,
-                         kept_at=self._kept(peer_host, name, self.host), resolved=True, resolved_at=wall)
+                         kept_at=self._kept(peer_host, name, self.host), resolved=True, resolved_at=wall,
+                         rule=self._rule(peer_host))
             self._add(c)
             new.append(c)
             self.resolved_total += 1
@@ -212,7 +261,7 @@ class ConflictLog:
         known = {c.file for c in self.items if c.peer == peer and not c.resolved}
         for name in still - known:
             c = Conflict(name, self._path(name), peer, wall, winner=peer, loser=self.node, kept_on=self.node,
-                         kept_at=self._kept(self.host, name, peer_host), resolved=False)
+                         kept_at=self._kept(self.host, name, peer_host), resolved=False, rule=self._rule(peer_host))
             self._add(c)
             new.append(c)
         if reached:
@@ -247,7 +296,8 @@ class ConflictLog:
                              time=float(d["time"]), winner=str(d["winner"]), loser=str(d["loser"]),
                              kept_on=str(d["kept_on"]), kept_at=_opt_str(d.get("kept_at")),
                              resolved=bool(d["resolved"]),
-                             resolved_at=float(d["resolved_at"]) if d.get("resolved_at") is not None else None)
+                             resolved_at=float(d["resolved_at"]) if d.get("resolved_at") is not None else None,
+                             rule=_opt_str(d.get("rule")))
             except (KeyError, TypeError, ValueError):
                 continue
             self.items.append(c)
@@ -255,3 +305,77 @@ class ConflictLog:
 
 def _opt_str(v: Any) -> str | None:
     return None if v is None else str(v)
+
+
+class TieAction(StrEnum):
+    FORCE = "force"  # a tie, and this node's name sorts first: force this version
+    WAIT = "wait"  # a tie, and the peer's name sorts first: the peer forces, csync2 overwrites here
+    NOT_A_TIE = "not a tie"  # the mtimes differ: csync2's own rule decides (the younger wins)
+    UNKNOWN = "unknown"  # an mtime could not be read: look again later
+
+
+@dataclass(frozen=True)
+class TieVerdict:
+    action: TieAction
+    winner: str | None  # csync2 host name whose version stays (None: csync2's rule, or unknown)
+
+
+def decide_tie(me: str, peer: str, local_mtime: int | None, peer_mtime: int | None) -> TieVerdict:
+    """A file that lost csync2's younger/older test against ``peer`` (csync2 host names).
+
+    Equal whole-second mtimes are a tie that csync2 never settles: both sides lose. Every
+    node in the tie decides alike from the same two names: the first in byte order wins."""
+    if local_mtime is None or peer_mtime is None:
+        return TieVerdict(TieAction.UNKNOWN, None)
+    if local_mtime != peer_mtime:
+        return TieVerdict(TieAction.NOT_A_TIE, None)
+    winner = min(me, peer)
+    return TieVerdict(TieAction.FORCE if winner == me else TieAction.WAIT, winner)
+
+
+@dataclass
+class _TieTry:
+    attempts: int = 0
+    next_at: float = 0.0
+    verdict: TieAction | None = None
+
+
+class TieBudget:
+    """How often a tie (per peer and file) is looked at and forced: each attempt that does
+    not settle it (an mtime that could not be read, a forced update that lost again) waits
+    ``backoff``, doubling; after ``max_attempts`` haflowd stops and leaves it to the
+    operator. A decided WAIT or NOT_A_TIE is not looked at again until it settles.
+    Monotonic seconds; in memory (a restart starts afresh, bounded again)."""
+
+    def __init__(self, max_attempts: int = TIE_MAX_ATTEMPTS, backoff: float = TIE_BACKOFF_S) -> None:
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.tries: dict[tuple[str, str], _TieTry] = {}
+
+    def due(self, key: tuple[str, str], now: float) -> bool:
+        t = self.tries.get(key)
+        if t is None:
+            return True
+        if t.verdict in (TieAction.WAIT, TieAction.NOT_A_TIE):
+            return False  # decided: nothing for this node to do until it settles
+        return t.attempts < self.max_attempts and now >= t.next_at
+
+    def decided(self, key: tuple[str, str], verdict: TieAction) -> None:
+        self.tries.setdefault(key, _TieTry()).verdict = verdict
+
+    def failed(self, key: tuple[str, str], now: float) -> bool:
+        """A look (an mtime not read) or a forced update that did not settle it. True: the
+        budget is spent, haflowd leaves this one to the operator."""
+        t = self.tries.setdefault(key, _TieTry())
+        t.verdict = None
+        t.attempts += 1
+        t.next_at = now + self.backoff * 2 ** (t.attempts - 1)
+        return t.attempts >= self.max_attempts
+
+    def exhausted(self, key: tuple[str, str]) -> bool:
+        t = self.tries.get(key)
+        return t is not None and t.attempts >= self.max_attempts
+
+    def forget(self, keys: Iterable[tuple[str, str]]) -> None:
+        for k in keys:
+            self.tries.pop(k, None)

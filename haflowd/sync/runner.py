@@ -150,6 +150,18 @@ class Csync2Command:
     def pending_argv(self) -> list[str] | None:
         return self._argv("-M") if self.splittable else None
 
+    def force_argv(self, path: str) -> list[str] | None:
+        """``-f PATH``: this node's version of PATH wins its next conflict (every peer)."""
+        return self._argv("-f", path) if self.splittable else None
+
+    def mark_argv(self, path: str) -> list[str] | None:
+        """``-m PATH``: PATH dirty for every peer, not forced (undoes ``-f`` for the rest)."""
+        return self._argv("-m", path) if self.splittable else None
+
+    def peer_check_argv(self, me: str, peer: str, path: str) -> list[str] | None:
+        """``-vv -T ME PEER PATH``: compares PATH with the peer; ``-vv`` prints the peer's check text."""
+        return self._argv("-vv", "-T", me, peer, path) if self.splittable else None
+
 
 class RunOutput:
     """Reads csync2 -x -v output line by line; keeps only what the verdict needs."""
@@ -158,6 +170,9 @@ class RunOutput:
     _WHILE = re.compile(r"^While syncing file (.+):$")
     _CONFLICT = ("Do not auto-resolve conflict", "File is also marked dirty here")
     _WON = "Auto-resolving conflict: Won "  # this node's version replaced the peer's
+    # "auto younger/older" lost: the peer is newer (or older) ... or both have the same mtime
+    # second, and then the peer loses too: a tie that csync2 never settles (see SyncService)
+    _LOST_AGE = "Lost 'younger/older' test"
     # csync2 gave up on its database and exited without committing what it had begun
     _DB_ABORT = ("Database backend is exceedingly busy", "Database Error:")
     _NOISE = re.compile(r"^(Finished with \d+ errors\.|(Host|File) stays in dirty state\. Try again later\.\.\.)$")
@@ -168,6 +183,7 @@ class RunOutput:
         self.errors: list[str] = []
         self.conflicts: list[str] = []
         self.resolved: list[str] = []
+        self.lost_age: list[str] = []
         self.db_aborted = False
         self.last: deque[str] = deque(maxlen=3)
         self._file: str | None = None
@@ -191,6 +207,9 @@ class RunOutput:
         if any(c in s for c in self._CONFLICT):
             if len(self.conflicts) < MAX_CONFLICTS and self._file and self._file not in self.conflicts:
                 self.conflicts.append(self._file)
+            if self._LOST_AGE in s and self._file and self._file not in self.lost_age \
+                    and len(self.lost_age) < MAX_CONFLICTS:
+                self.lost_age.append(self._file)
             self._peer_error = None
             return
         if self._peer_error is not None:
@@ -211,15 +230,41 @@ class RunOutput:
 
     def verdict(self, exit_code: int) -> PeerResult:
         conflicts, resolved = tuple(self.conflicts), tuple(self.resolved)
+        lost_age = tuple(f for f in self.lost_age if f in conflicts)
         if self._peer_error is not None:
             self._error(self._peer_error)
         if exit_code == 0:
-            return PeerResult(Outcome.SYNCED, None, conflicts, resolved)
+            return PeerResult(Outcome.SYNCED, None, conflicts, resolved, lost_age)
         if conflicts and not self.errors:
             return PeerResult(Outcome.CONFLICT, f"{len(conflicts)} file(s) in conflict: " + ", ".join(conflicts[:5]),
-                              conflicts, resolved)
+                              conflicts, resolved, lost_age)
         words = "; ".join(self.errors) or (self.last[-1] if self.last else "no output")
-        return PeerResult(Outcome.ERROR, f"csync2 exited with {exit_code}: {words}", conflicts, resolved)
+        return PeerResult(Outcome.ERROR, f"csync2 exited with {exit_code}: {words}", conflicts, resolved, lost_age)
+
+
+_FETCHED = re.compile(r"^Fetched tuple from peer: (.+) \[(\S*)\]$")
+_CHECKTXT_MTIME = re.compile(r"(?:^|:)mtime=(-?\d+)(?::|$)")
+
+
+def parse_peer_mtime(lines: Sequence[str], name: str) -> int | None:
+    """The mtime (whole seconds) in the check text a peer's csync2 recorded for ``name``,
+    from ``csync2 -vv -T me peer FILE`` (``Fetched tuple from peer: NAME [v1:mtime=...]``)."""
+    for line in lines:
+        m = _FETCHED.match(line.strip())
+        if m and m.group(1) == name:
+            t = _CHECKTXT_MTIME.search(m.group(2))
+            return int(t.group(1)) if t else None
+    return None
+
+
+def forced_rows(text: str, name: str) -> list[str]:
+    """``csync2 -M`` lines: the peers for which ``name`` is still marked dirty *and forced*."""
+    out: list[str] = []
+    for line in text.splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 4 and parts[0] == "force" and parts[3] == name:
+            out.append(parts[2])
+    return out
 
 
 def parse_pending(text: str) -> dict[str, int]:
@@ -489,6 +534,48 @@ class Csync2Runner:
                               tuple(out.conflicts), tuple(out.resolved)), done.duration
         assert done.exit_code is not None
         return out.verdict(done.exit_code), done.duration
+
+    async def peer_mtime(self, me: str, host: str, name: str, path: str) -> int | None:
+        """The mtime (whole seconds) ``host``'s csync2 has for the file (csync2's ``name``,
+        ``path`` here) in its database; None if unknown (no answer, not there)."""
+        argv = self.command.peer_check_argv(me, host, path)
+        if argv is None or not (await self.probe(host)).ok:
+            return None
+        lines: list[str] = []
+        done = await run_bounded(argv, min(self.timeout, PENDING_TIMEOUT_S), self._feed("peer-check", lines.append),
+                                 self.env)
+        if done.exit_code not in (0, 2):  # 2: in sync
+            return None
+        return parse_peer_mtime(lines, name)
+
+    async def force(self, path: str) -> str | None:
+        """``csync2 -f PATH``: None, or what went wrong."""
+        argv = self.command.force_argv(path)
+        if argv is None:
+            return "the command is not csync2 itself"
+        out = RunOutput()
+        done = await run_bounded(argv, min(self.timeout, PENDING_TIMEOUT_S), self._feed("force", out.feed), self.env)
+        if done.exit_code == 0:
+            return None
+        return done.error or f"csync2 -f exited with {done.exit_code}: " + (out.last[-1] if out.last else "no output")
+
+    async def unforce(self, name: str, path: str) -> list[str]:
+        """Peers other than the one a forced update went to keep the normal rule: if
+        ``csync2 -M`` still shows ``name`` forced for any, ``csync2 -m PATH`` (dirty, not
+        forced: each compares once). The peers it was still forced for."""
+        argv, mark = self.command.pending_argv(), self.command.mark_argv(path)
+        if argv is None or mark is None:
+            return []
+        lines: list[str] = []
+        done = await run_bounded(argv, min(self.timeout, PENDING_TIMEOUT_S), lines.append, self.env,
+                                 stdout_only=True)
+        if done.exit_code not in (0, 2):
+            return []
+        peers = forced_rows("\n".join(lines), name)
+        if peers:
+            await run_bounded(mark, min(self.timeout, PENDING_TIMEOUT_S), self._feed("mark", lambda _l: None),
+                              self.env)
+        return peers
 
     async def pending(self) -> dict[str, int] | None:
         """Dirty files per csync2 host, from csync2's own database; None if unknown."""

@@ -66,6 +66,7 @@ class PeerResult:
     detail: str | None = None  # csync2's own words, one line
     conflicts: tuple[str, ...] = ()  # still in conflict: lost csync2's auto test, or dirty on both sides
     resolved: tuple[str, ...] = ()  # conflicts this update won: the peer's version was replaced
+    lost_age: tuple[str, ...] = ()  # of ``conflicts``: lost csync2's younger/older test (maybe a tie)
 
 
 @dataclass(frozen=True)

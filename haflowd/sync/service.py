@@ -29,13 +29,23 @@ from watchdog.observers.api import BaseObserver
 from haflowd.clock import SYSTEM_CLOCK, Clock
 from haflowd.config import SyncConfig
 from haflowd.health import CheckRegistry, Status
-from haflowd.sync.conflicts import ConflictLog, Csync2Layout, csync2_cfg_path, parse_csync2_cfg
+from haflowd.sync.conflicts import (
+    TIE_MAX_PER_RUN,
+    ConflictLog,
+    Csync2Layout,
+    TieAction,
+    TieBudget,
+    csync2_cfg_path,
+    decide_tie,
+    parse_csync2_cfg,
+)
 from haflowd.sync.runner import Csync2Runner
 from haflowd.sync.schedule import (
     OK,
     PEER_STATES,
     RUN_RESULTS,
     SKIPPED,
+    SUCCESS,
     Outcome,
     PeerResult,
     RunPlan,
@@ -107,6 +117,7 @@ class SyncService:
                                              probe_timeout=cfg.probe_timeout, trace=_trace,
                                              check_marker=data_dir / CHECK_MARKER)
         self.conflicts = ConflictLog(node, cfg.csync2_host(node))
+        self.ties = TieBudget()  # same-second ties this node looks at (and forces, if its name is first)
         self.no_backups: list[str] = []  # csync2 groups of this host that keep no overwritten file
         self.csync2_cfg: str | None = None  # the csync2.cfg read, if any
         self.events = 0  # file events seen
@@ -212,6 +223,8 @@ class SyncService:
                     continue
                 results[peer], took = await self.runner.sync(hosts[peer])
                 self._note_conflicts(peer, hosts[peer], results[peer])
+                if results[peer].lost_age:
+                    results[peer] = await self._settle_ties(peer, hosts[peer], results[peer])
                 log.debug("sync_peer_run", peer=peer, outcome=results[peer].outcome.value, duration_s=round(took, 3))
             if plan.peers:
                 got = await self.runner.pending()
@@ -243,7 +256,67 @@ class SyncService:
                         kept_on=c.kept_on, kept_at=where, resolved=c.resolved)
         for c in done:
             log.info("sync_conflict_resolved", file=c.path or c.file, peer=peer, winner=c.winner,
-                     kept_on=c.kept_on, kept_at=c.kept_at)
+                     kept_on=c.kept_on, kept_at=c.kept_at, rule=c.rule)
+        self.ties.forget((peer, c.file) for c in done)
+
+    async def _settle_ties(self, peer: str, host: str, r: PeerResult) -> PeerResult:
+        """Files that lost csync2's younger/older test against ``peer``: a tie (the same
+        mtime second on both) is settled by the node whose csync2 host name sorts first,
+        which forces its version and updates the peer again; the other node waits for it.
+        A real younger/older loss is left to csync2 (the peer's update wins). Bounded per
+        file by :class:`TieBudget`. Returns the result of the last update to ``peer``."""
+        me, now = self.conflicts.host, self.clock.monotonic()
+        forced: list[str] = []
+        for name in r.lost_age[:TIE_MAX_PER_RUN]:
+            key = (peer, name)
+            path = self.conflicts.path_of(name)
+            if path is None or self.conflicts.open_entry(peer, name) is None or not self.ties.due(key, now):
+                continue
+            local = await asyncio.to_thread(_mtime, path)
+            verdict = decide_tie(me, host, local, await self.runner.peer_mtime(me, host, name, path))
+            if verdict.action == TieAction.UNKNOWN:
+                if self.ties.failed(key, now):
+                    log.error("sync_conflict_tie_gave_up", file=path, peer=peer,
+                              error="could not read both mtimes; settle it by hand (touch the version to keep)")
+                continue
+            self.ties.decided(key, verdict.action)
+            if verdict.action == TieAction.NOT_A_TIE:
+                continue
+            winner = self.node if verdict.action == TieAction.FORCE else peer
+            c = self.conflicts.tie(peer, host, name, winner)
+            if verdict.action == TieAction.WAIT:
+                log.warning("sync_conflict_tie", file=path, peer=peer, winner=peer, mtime=local,
+                            action=f"same mtime second on both: {host} sorts first and forces its version; "
+                                   f"this one is then kept at {c.kept_at if c else None}")
+                continue
+            problem = await self.runner.force(path)
+            if problem is not None:
+                log.warning("sync_conflict_tie_force_failed", file=path, peer=peer, error=problem)
+                if self.ties.failed(key, now):
+                    log.error("sync_conflict_tie_gave_up", file=path, peer=peer, error=problem)
+                continue
+            forced.append(name)
+        if not forced:
+            return r
+        again, _ = await self.runner.sync(host)
+        wall = self.clock.wall()
+        for name in forced:
+            path = self.conflicts.path_of(name) or name
+            with contextlib.suppress(OSError):
+                await self.runner.unforce(name, path)  # the other peers keep csync2's own rule
+            if again.outcome in SUCCESS and name not in again.conflicts:
+                c = self.conflicts.settle(peer, name, wall)
+                self.ties.forget([(peer, name)])
+                log.warning("sync_conflict_tie_settled", file=path, peer=peer, winner=self.node, loser=peer,
+                            rule=c.rule if c else None, kept_on=peer, kept_at=c.kept_at if c else None,
+                            detail="both versions had the same mtime second (csync2 could not decide); "
+                                   "this node's csync2 name sorts first, its version was forced")
+            elif self.ties.failed((peer, name), self.clock.monotonic()):
+                log.error("sync_conflict_tie_gave_up", file=path, peer=peer,
+                          error=f"the forced update did not settle it: {again.detail}; settle it by hand "
+                                "(touch the version to keep)")
+        self._note_conflicts(peer, host, again)
+        return PeerResult(again.outcome, again.detail, again.conflicts, r.resolved + again.resolved, again.lost_age)
 
     async def _read_csync2_cfg(self) -> None:
         """Where csync2 keeps the versions it overwrites (for the conflicts' ``kept_at``),
@@ -515,6 +588,13 @@ class SyncService:
 
 def _trace(what: str, line: str) -> None:
     log.debug("csync2_output", what=what, line=line)
+
+
+def _mtime(path: str) -> int | None:
+    try:
+        return int(os.lstat(path).st_mtime)
+    except OSError:
+        return None
 
 
 def _le(x: float) -> str:
