@@ -169,6 +169,13 @@ def proc_status(pid: int, key: str) -> str:
     raise AssertionError(f"{key} not in /proc/{pid}/status")
 
 
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return []
+
+
 NOBODY_BODY = """
 [[component]]
 name = "asnobody"
@@ -203,7 +210,8 @@ def test_daemon_under_the_units_capabilities_runs_stops_and_kills_other_users(da
 
         c = d.wait_state("asnobody", "running")
         assert psutil.Process(c["pid"]).uids().real == 65534
-        orphan = wait_until(lambda: [p for p in tree_pids(c["guard_pid"]) if p != c["pid"]], 5, "the orphan")[0]
+        orphan = wait_until(lambda: [p for p in tree_pids(c["guard_pid"]) if _cmdline(p) == ["sleep", "3960"]],
+                            5, "the orphan")[0]
         assert psutil.Process(orphan).uids().real == 65534
         os.kill(c["pid"], signal.SIGKILL)  # the main child dies; its setsid'd orphan must go too
         wait_until(lambda: not alive({orphan}), 5, "nobody's orphan to be killed by the guard")
