@@ -166,7 +166,7 @@ class Csync2Command:
 class RunOutput:
     """Reads csync2 -x -v output line by line; keeps only what the verdict needs."""
 
-    _UPDATING = re.compile(r"^Updating (.+) on (\S+) \.\.\.$")
+    _UPDATING = re.compile(r"^(?:Updating|Deleting) (.+) on (\S+) \.\.\.$")
     _WHILE = re.compile(r"^While syncing file (.+):$")
     _CONFLICT = ("Do not auto-resolve conflict", "File is also marked dirty here")
     _WON = "Auto-resolving conflict: Won "  # this node's version replaced the peer's

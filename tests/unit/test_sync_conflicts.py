@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from haflowd.sync.conflicts import MAX_LOG, ConflictLog, csync2_cfg_path, parse_csync2_cfg
+from haflowd.sync.conflicts import (
+    MAX_LOG,
+    TIE_RULE,
+    ConflictLog,
+    TieAction,
+    TieBudget,
+    csync2_cfg_path,
+    decide_tie,
+    parse_csync2_cfg,
+)
 
 FIXTURE_CFG = """\
 nossl * *;
@@ -82,7 +91,7 @@ def test_a_win_is_recorded_settled_with_the_peers_backup() -> None:
     c = new[0].to_json()
     assert c == {"file": "%dags%/x.py", "path": "/srv/a/dags/x.py", "peer": "n2", "time": 100.0, "winner": "n1",
                  "loser": "n2", "kept_on": "n2", "kept_at": "/var/backups/csync2/srv/b/dags/x.py", "resolved": True,
-                 "resolved_at": 100.0}
+                 "resolved_at": 100.0, "rule": "younger"}
     assert log.resolved_total == 1 and log.open_count() == 0
 
 
@@ -125,3 +134,85 @@ def test_the_log_survives_a_restart_and_skips_what_is_malformed() -> None:
     assert [c.to_json() for c in again.items] == log.to_state()
     again.restore({"not": "a list"})
     assert len(again.items) == 2
+
+
+@pytest.mark.parametrize(
+    ("me", "peer", "local", "remote", "action", "winner"),
+    [
+        ("nodea", "nodeb", 100, 100, TieAction.FORCE, "nodea"),  # a tie: the first name forces
+        ("nodeb", "nodea", 100, 100, TieAction.WAIT, "nodea"),  # ... the other waits for it
+        ("node10", "node9", 7, 7, TieAction.FORCE, "node10"),  # byte order, the same on every node
+        ("nodea", "nodeb", 99, 100, TieAction.NOT_A_TIE, None),  # a real loss: the younger peer wins
+        ("nodea", "nodeb", 101, 100, TieAction.NOT_A_TIE, None),  # lost "older": csync2's rule still
+        ("nodea", "nodeb", None, 100, TieAction.UNKNOWN, None),  # the file is gone here (a removal)
+        ("nodea", "nodeb", 100, None, TieAction.UNKNOWN, None),  # the peer's mtime not read
+    ],
+)
+def test_who_forces_a_tie(me: str, peer: str, local: int | None, remote: int | None, action: TieAction,
+                          winner: str | None) -> None:
+    v = decide_tie(me, peer, local, remote)
+    assert (v.action, v.winner) == (action, winner)
+    if action in (TieAction.FORCE, TieAction.WAIT):  # the two sides agree without talking
+        other = decide_tie(peer, me, remote, local)
+        assert other.winner == v.winner and {v.action, other.action} == {TieAction.FORCE, TieAction.WAIT}
+
+
+def test_the_tie_budget_backs_off_and_gives_up() -> None:
+    b = TieBudget(max_attempts=3, backoff=2.0)
+    k = ("n2", "%dags%/x.py")
+    assert b.due(k, 0.0)
+    assert not b.failed(k, 0.0)
+    assert not b.due(k, 1.9) and b.due(k, 2.0)  # 2 s
+    assert not b.failed(k, 2.0)
+    assert not b.due(k, 5.9) and b.due(k, 6.0)  # then 4 s
+    assert b.failed(k, 6.0)  # the third: spent
+    assert b.exhausted(k) and not b.due(k, 1e9)  # never again (in this process)
+    b.forget([k])
+    assert b.due(k, 0.0)
+
+
+def test_a_decided_tie_is_not_looked_at_again_until_settled() -> None:
+    b = TieBudget()
+    b.decided(("n2", "/d/a.py"), TieAction.WAIT)
+    b.decided(("n2", "/d/b.py"), TieAction.NOT_A_TIE)
+    b.decided(("n2", "/d/c.py"), TieAction.FORCE)
+    assert not b.due(("n2", "/d/a.py"), 1e9) and not b.due(("n2", "/d/b.py"), 1e9)
+    assert b.due(("n2", "/d/c.py"), 0.0)  # forcing is retried (within the budget) until it settles
+    assert b.due(("n3", "/d/a.py"), 0.0)  # per peer
+
+
+def test_a_tie_this_node_forces_names_the_peer_as_keeping_the_other_version() -> None:
+    log = ConflictLog("n1", "nodea", parse_csync2_cfg(FIXTURE_CFG))
+    [c], _ = log.observe("n2", "nodeb", 100.0, open_=["%dags%/x.py"], reached=True)
+    assert (c.winner, c.rule) == ("n2", "younger")  # csync2's word until the tie is seen
+    log.tie("n2", "nodeb", "%dags%/x.py", winner="n1")
+    assert (c.winner, c.loser, c.kept_on, c.kept_at, c.rule, c.resolved) == \
+        ("n1", "n2", "n2", "/var/backups/csync2/srv/b/dags/x.py", TIE_RULE, False)
+    assert log.settle("n2", "%dags%/x.py", 101.0) is c
+    assert (c.resolved, c.resolved_at, log.resolved_total, log.open_count()) == (True, 101.0, 1, 0)
+    assert log.settle("n2", "%dags%/x.py", 102.0) is None  # once
+
+
+def test_a_tie_the_peer_forces_keeps_this_version_here() -> None:
+    log = ConflictLog("n2", "nodeb", parse_csync2_cfg(FIXTURE_CFG))
+    log.observe("n1", "nodea", 100.0, open_=["%dags%/x.py"], reached=True)
+    c = log.tie("n1", "nodea", "%dags%/x.py", winner="n1")
+    assert c is not None
+    assert (c.winner, c.loser, c.kept_on, c.kept_at, c.rule) == \
+        ("n1", "n2", "n2", "/var/backups/csync2/srv/b/dags/x.py", TIE_RULE)
+    _, done = log.observe("n1", "nodea", 101.0, reached=True)  # the forced version arrived
+    assert done == [c] and c.resolved
+    assert log.tie("n1", "nodea", "%dags%/x.py", winner="n1") is None  # nothing open
+
+
+def test_the_rule_survives_a_restart() -> None:
+    log = ConflictLog("n1", "nodea", parse_csync2_cfg(FIXTURE_CFG))
+    log.observe("n2", "nodeb", 5.0, open_=["%dags%/y.py"])
+    log.tie("n2", "nodeb", "%dags%/y.py", winner="n1")
+    again = ConflictLog("n1", "nodea")
+    again.restore(log.to_state())
+    assert again.items[0].rule == TIE_RULE and again.items[0].winner == "n1"
+    old = log.to_state()[0]
+    del old["rule"]  # a state file from before the field
+    again.restore([old])
+    assert again.items[-1].rule is None

@@ -8,6 +8,8 @@ import pytest
 from haflowd.sync.runner import (
     Csync2Command,
     RunOutput,
+    forced_rows,
+    parse_peer_mtime,
     parse_pending,
 )
 from haflowd.sync.schedule import Outcome
@@ -167,3 +169,56 @@ def test_env_assignment_naming_a_csync2_directory_is_not_the_program() -> None:
     assert cmd.check_argv() == ["env", "CSYNC2_SYSTEM_DIR=/etc/csync2", "csync2", "-N", "nodea", "-cr", "/"]
     assert cmd.update_argv("nodeb") == ["env", "CSYNC2_SYSTEM_DIR=/etc/csync2", "csync2", "-N", "nodea",
                                         "-u", "-v", "-P", "nodeb"]
+
+
+# --------------------------------------------------------------------------- same-second ties
+
+REMOVAL = """\
+Deleting %dags%/gone.py on nodeb ...
+Do not auto-resolve conflict: This is a removal.
+File stays in dirty state. Try again later...
+Finished with 1 errors.
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "conflicts", "lost_age"),
+    [
+        (LOST_YOUNGER, 1, ("%dags%/c.py",), ("%dags%/c.py",)),  # the peer is younger, or the same second
+        (WON_YOUNGER, 0, (), ()),
+        (DIRTY_BOTH, 1, ("/etc/hosts",), ()),  # auto none: nothing to compare
+        (REMOVAL, 1, ("%dags%/gone.py",), ()),  # a deletion against a change: the change wins, not a tie
+    ],
+)
+def test_which_lost_conflicts_may_be_a_tie(text: str, code: int, conflicts: tuple[str, ...],
+                                           lost_age: tuple[str, ...]) -> None:
+    out = RunOutput()
+    for line in text.splitlines():
+        out.feed(line)
+    r = out.verdict(code)
+    assert (r.conflicts, r.lost_age) == (conflicts, lost_age)
+
+
+def test_the_peers_mtime_from_its_check_text() -> None:
+    lines = [
+        "Connecting to host nodeb (PLAIN) ...",
+        "Fetched tuple from peer: %dags%/other.py [v1:mtime=5:mode=33188:uid=0:gid=0:type=reg:size=3]",
+        "Fetched tuple from peer: %dags%/tie.py [v1:mtime=1796663837:mode=33188:uid=0:gid=0:type=reg:size=47]",
+        "X\tnodea\tnodeb\t%dags%/tie.py",
+    ]
+    assert parse_peer_mtime(lines, "%dags%/tie.py") == 1796663837
+    assert parse_peer_mtime(lines, "%dags%/missing.py") is None  # not on the peer
+    assert parse_peer_mtime(["Fetched tuple from peer: %dags%/d [v1:mode=16877:type=dir]"], "%dags%/d") is None
+
+
+def test_forced_rows_and_the_tie_commands() -> None:
+    text = "chary\tnodea\tnodeb\t/d/x.py\nforce\tnodea\tnodec\t/d/x.py\nforce\tnodea\tnodeb\t/d/y.py\n"
+    assert forced_rows(text, "/d/x.py") == ["nodec"]
+    assert forced_rows(text, "/d/z.py") == []
+    cmd = Csync2Command(("csync2", "-N", "nodea", "-D", "/db", "-xv"))
+    assert cmd.force_argv("/d/x.py") == ["csync2", "-N", "nodea", "-D", "/db", "-f", "/d/x.py"]
+    assert cmd.mark_argv("/d/x.py") == ["csync2", "-N", "nodea", "-D", "/db", "-m", "/d/x.py"]
+    assert cmd.peer_check_argv("nodea", "nodeb", "/d/x.py") == \
+        ["csync2", "-N", "nodea", "-D", "/db", "-vv", "-T", "nodea", "nodeb", "/d/x.py"]
+    script = Csync2Command(("/usr/local/bin/dag-sync",))
+    assert script.force_argv("/d/x.py") is None and script.peer_check_argv("a", "b", "/d/x.py") is None

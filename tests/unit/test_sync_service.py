@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from haflowd.config import SyncConfig
 from haflowd.health import CheckRegistry, Status
+from haflowd.sync.conflicts import TIE_MAX_ATTEMPTS, TIE_RULE, TieBudget
 from haflowd.sync.runner import Csync2Command, ProbeResult
 from haflowd.sync.schedule import Outcome, PeerResult
 from haflowd.sync.service import SyncService, is_change
@@ -269,3 +271,107 @@ async def test_csync2_without_backups_is_a_warning(tmp_path: Path, fake: FakeRun
         await asyncio.wait_for(svc.sync_now(), 5)
     result = {r.name: r for r in reg.results()}["sync"]
     assert result.status == Status.WARNING and "keeps no backups (group dags" in result.output, result
+
+
+class TieRunner(FakeRunner):
+    """Updates to nodeb lose csync2's younger test on one file; the peer's mtime is given."""
+
+    def __init__(self, name: str, peer_mtime: int | None, forced_update_settles: bool = True) -> None:
+        super().__init__()
+        self.name = name
+        self.peer_mtimes: dict[str, int | None] = {"nodeb": peer_mtime}
+        self.settles = forced_update_settles
+        self.forced: list[str] = []
+        self.unforced: list[str] = []
+        self.looks = 0
+        self.settled = False
+
+    async def sync(self, host: str) -> tuple[PeerResult, float]:
+        self.calls.append(host)
+        if self.settles and self.calls[-2:] == ["force", "nodeb"]:
+            self.settled = True  # the forced version replaced the peer's
+        if host == "nodeb" and not self.settled:
+            return PeerResult(Outcome.CONFLICT, "1 file(s) in conflict", (self.name,), (), (self.name,)), 0.01
+        return PeerResult(Outcome.SYNCED), 0.01
+
+    async def peer_mtime(self, me: str, host: str, name: str, path: str) -> int | None:
+        self.looks += 1
+        return self.peer_mtimes.get(host)
+
+    async def force(self, path: str) -> str | None:
+        self.calls.append("force")
+        self.forced.append(path)
+        return None
+
+    async def unforce(self, name: str, path: str) -> list[str]:
+        self.unforced.append(path)
+        return []
+
+
+def _dag(tmp_path: Path, mtime: int) -> str:
+    p = tmp_path / "dags" / "tie.py"
+    p.parent.mkdir(exist_ok=True)
+    p.write_text("x = 1\n")
+    os.utime(p, (mtime, mtime))
+    return str(p)
+
+
+async def test_a_same_second_tie_is_forced_by_the_first_host_name(tmp_path: Path) -> None:
+    name = _dag(tmp_path, 1_700_000_000)
+    fake = TieRunner(name, 1_700_000_000)
+    svc, reg = make(tmp_path, fake)  # this node is csync2's "n1": before "nodeb"
+    async with running(svc):
+        body = await asyncio.wait_for(svc.sync_now(), 5)
+    assert fake.forced == [name] and fake.unforced == [name]
+    assert fake.calls[fake.calls.index("force") + 1] == "nodeb"  # the forced update follows at once
+    assert body["peers"]["n2"]["outcome"] == "synced"
+    [c] = [x for x in svc.snapshot()["conflicts"] if x["file"] == name]
+    assert (c["winner"], c["loser"], c["kept_on"], c["resolved"], c["rule"]) == ("n1", "n2", "n2", True, TIE_RULE)
+    assert {r.name: r.status for r in reg.results()}["sync"] == Status.PASSING
+
+
+async def test_a_real_younger_loss_is_left_to_csync2(tmp_path: Path) -> None:
+    name = _dag(tmp_path, 1_700_000_000)
+    fake = TieRunner(name, 1_700_000_001)  # the peer's edit is a second younger: it wins, from its side
+    svc, _ = make(tmp_path, fake)
+    async with running(svc):
+        await asyncio.wait_for(svc.sync_now(), 5)
+        await asyncio.wait_for(svc.sync_now(), 5)
+    assert fake.forced == [] and fake.looks == 1  # decided once: not asked again while it is open
+    [c] = [x for x in svc.snapshot()["conflicts"] if x["file"] == name]
+    assert (c["winner"], c["resolved"], c["rule"]) == ("n2", False, None)
+
+
+async def test_in_a_tie_the_node_that_sorts_second_waits(tmp_path: Path) -> None:
+    name = _dag(tmp_path, 1_700_000_000)
+    fake = TieRunner(name, 1_700_000_000)
+    svc, _ = make(tmp_path, fake, host_map={"n1": "nodez", "n2": "nodeb", "n3": "nodec"})
+    async with running(svc):
+        await asyncio.wait_for(svc.sync_now(), 5)
+    assert fake.forced == []
+    [c] = [x for x in svc.snapshot()["conflicts"] if x["file"] == name]
+    assert (c["winner"], c["loser"], c["kept_on"], c["resolved"], c["rule"]) == ("n2", "n1", "n1", False, TIE_RULE)
+
+
+async def test_forcing_a_tie_that_keeps_losing_is_bounded(tmp_path: Path) -> None:
+    name = _dag(tmp_path, 1_700_000_000)
+    fake = TieRunner(name, 1_700_000_000, forced_update_settles=False)  # the peer re-marks it every time
+    svc, _ = make(tmp_path, fake)
+    svc.ties = TieBudget(backoff=0.0)
+    async with running(svc):
+        for _ in range(3 * TIE_MAX_ATTEMPTS):
+            await asyncio.wait_for(svc.sync_now(), 5)
+    assert len(fake.forced) == TIE_MAX_ATTEMPTS
+    [c] = [x for x in svc.snapshot()["conflicts"] if x["file"] == name]
+    assert c["resolved"] is False and c["rule"] == TIE_RULE  # left open, for the operator
+
+
+async def test_an_unreadable_peer_mtime_is_asked_again_a_bounded_number_of_times(tmp_path: Path) -> None:
+    name = _dag(tmp_path, 1_700_000_000)
+    fake = TieRunner(name, None)
+    svc, _ = make(tmp_path, fake)
+    svc.ties = TieBudget(backoff=0.0)
+    async with running(svc):
+        for _ in range(3 * TIE_MAX_ATTEMPTS):
+            await asyncio.wait_for(svc.sync_now(), 5)
+    assert fake.forced == [] and fake.looks == TIE_MAX_ATTEMPTS
