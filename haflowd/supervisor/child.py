@@ -386,10 +386,7 @@ class Child:
         return pid
 
     def _spawn_spec(self) -> dict[str, Any]:
-        env = dict(os.environ)
-        env.pop("NOTIFY_SOCKET", None)
-        env.pop("WATCHDOG_USEC", None)
-        env.pop("WATCHDOG_PID", None)
+        env = child_environment(os.environ)
         spec: dict[str, Any] = {"argv": list(self.cfg.command), "cwd": None, "uid": None, "gid": None}
         if self.cfg.user:
             try:
@@ -435,7 +432,7 @@ class Child:
         if self.guard is not None and self.guard.usable:
             return self.guard
         await self._retire_guard()
-        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+        env = child_environment(os.environ)
         env[MARKER_ENV] = self.marker
         env[COMPONENT_ENV] = self.name
         # our own pipes, not asyncio's: the child and its orphans share the guard's stdout and
@@ -808,6 +805,16 @@ def _under(pid: int, tops: frozenset[int], parents: Mapping[int, int]) -> bool:
         if pid <= 1:
             return False
     return False
+
+
+DAEMON_ONLY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")
+"""What addresses the daemon alone: systemd's notify socket and watchdog, and the journal
+stream naming the daemon's stdout (a child's stdout is a pipe to the daemon)."""
+
+
+def child_environment(base: Mapping[str, str]) -> dict[str, str]:
+    """The daemon's environment as a guard or a child gets it."""
+    return {k: v for k, v in base.items() if k not in DAEMON_ONLY_ENV}
 
 
 def _json_or_none(body: bytes) -> Any:

@@ -16,6 +16,7 @@ from haflowd.supervisor.child import (
     _json_verdict,
     _status_summary,
     _under,
+    child_environment,
 )
 from haflowd.supervisor.policy import ExitInfo
 from haflowd.supervisor.supervisor import parse_state
@@ -346,3 +347,12 @@ def test_under(pid: int, tops: set[int], under: bool) -> None:
 
 def test_under_survives_a_cycle() -> None:
     assert _under(5, frozenset({99}), {5: 6, 6: 5}) is False
+
+
+def test_what_addresses_the_daemon_alone_is_not_passed_to_children() -> None:
+    """systemd's notify socket and watchdog, and the journal stream that names the daemon's
+    stdout: a child that saw them could send READY=1 for us, or put journald priority
+    prefixes into its own output (its stdout is a pipe to the daemon, not the journal)."""
+    base = {"PATH": "/usr/bin", "NOTIFY_SOCKET": "/run/n", "WATCHDOG_USEC": "1", "WATCHDOG_PID": "2",
+            "JOURNAL_STREAM": "8:123", "AIRFLOW_HOME": "/opt/airflow"}
+    assert child_environment(base) == {"PATH": "/usr/bin", "AIRFLOW_HOME": "/opt/airflow"}
