@@ -10,11 +10,14 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from testbed.util import Wrap
+
+__all__ = ["PORT", "Wrap", "create_tables", "group_config", "listening", "make_key", "start_server", "tables"]
+
 PORT = 30865
-Wrap = Callable[[list[str]], list[str]]
 
 
 def group_config(hosts: Sequence[str], key: Path | str, include: str, backup: Path | str,
