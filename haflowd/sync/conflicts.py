@@ -33,6 +33,7 @@ from typing import Any
 
 MAX_LOG = 100  # conflicts remembered (the newest; open ones are kept before resolved ones)
 TIE_RULE = "tie: first name"  # the rule that settled (or will settle) a same-second tie
+REMOVAL_RULE = "change beats deletion"  # csync2: a deletion never wins a conflict
 TIE_MAX_ATTEMPTS = 4  # attempts per file and peer before haflowd leaves it to the operator
 TIE_BACKOFF_S = 2.0  # before the next look at a tie (doubling per attempt)
 TIE_MAX_PER_RUN = 20  # files looked at per peer and run (each costs one csync2 -T)
@@ -245,9 +246,12 @@ class ConflictLog:
         return c
 
     def observe(self, peer: str, peer_host: str, wall: float, *, won: Iterable[str] = (),
-                open_: Iterable[str] = (), reached: bool = False) -> tuple[list[Conflict], list[Conflict]]:
-        """One update to ``peer``: files it won, files still in conflict, and whether the
-        peer was reached at all. Returns (new conflicts, conflicts resolved now)."""
+                open_: Iterable[str] = (), reached: bool = False,
+                removals: Iterable[str] = ()) -> tuple[list[Conflict], list[Conflict]]:
+        """One update to ``peer``: files it won, files still in conflict (``removals``: of
+        those, deleted here and changed on the peer), and whether the peer was reached at
+        all. Returns (new conflicts, conflicts resolved now)."""
+        deleted = set(removals)
         new: list[Conflict] = []
         done: list[Conflict] = []
         for name in won:
@@ -262,6 +266,8 @@ class ConflictLog:
         for name in still - known:
             c = Conflict(name, self._path(name), peer, wall, winner=peer, loser=self.node, kept_on=self.node,
                          kept_at=self._kept(self.host, name, peer_host), resolved=False, rule=self._rule(peer_host))
+            if name in deleted:  # the losing "version" is the deletion: nothing to keep
+                c.kept_at, c.rule = None, REMOVAL_RULE
             self._add(c)
             new.append(c)
         if reached:

@@ -173,6 +173,7 @@ class RunOutput:
     # "auto younger/older" lost: the peer is newer (or older) ... or both have the same mtime
     # second, and then the peer loses too: a tie that csync2 never settles (see SyncService)
     _LOST_AGE = "Lost 'younger/older' test"
+    _REMOVAL = "This is a removal"  # deleted here, changed there: a deletion never wins
     # csync2 gave up on its database and exited without committing what it had begun
     _DB_ABORT = ("Database backend is exceedingly busy", "Database Error:")
     _NOISE = re.compile(r"^(Finished with \d+ errors\.|(Host|File) stays in dirty state\. Try again later\.\.\.)$")
@@ -184,6 +185,7 @@ class RunOutput:
         self.conflicts: list[str] = []
         self.resolved: list[str] = []
         self.lost_age: list[str] = []
+        self.removals: list[str] = []
         self.db_aborted = False
         self.last: deque[str] = deque(maxlen=3)
         self._file: str | None = None
@@ -207,9 +209,9 @@ class RunOutput:
         if any(c in s for c in self._CONFLICT):
             if len(self.conflicts) < MAX_CONFLICTS and self._file and self._file not in self.conflicts:
                 self.conflicts.append(self._file)
-            if self._LOST_AGE in s and self._file and self._file not in self.lost_age \
-                    and len(self.lost_age) < MAX_CONFLICTS:
-                self.lost_age.append(self._file)
+            for words, found in ((self._LOST_AGE, self.lost_age), (self._REMOVAL, self.removals)):
+                if words in s and self._file and self._file not in found and len(found) < MAX_CONFLICTS:
+                    found.append(self._file)
             self._peer_error = None
             return
         if self._peer_error is not None:
@@ -231,15 +233,17 @@ class RunOutput:
     def verdict(self, exit_code: int) -> PeerResult:
         conflicts, resolved = tuple(self.conflicts), tuple(self.resolved)
         lost_age = tuple(f for f in self.lost_age if f in conflicts)
+        removals = tuple(f for f in self.removals if f in conflicts)
         if self._peer_error is not None:
             self._error(self._peer_error)
         if exit_code == 0:
-            return PeerResult(Outcome.SYNCED, None, conflicts, resolved, lost_age)
+            return PeerResult(Outcome.SYNCED, None, conflicts, resolved, lost_age, removals)
         if conflicts and not self.errors:
             return PeerResult(Outcome.CONFLICT, f"{len(conflicts)} file(s) in conflict: " + ", ".join(conflicts[:5]),
-                              conflicts, resolved, lost_age)
+                              conflicts, resolved, lost_age, removals)
         words = "; ".join(self.errors) or (self.last[-1] if self.last else "no output")
-        return PeerResult(Outcome.ERROR, f"csync2 exited with {exit_code}: {words}", conflicts, resolved, lost_age)
+        return PeerResult(Outcome.ERROR, f"csync2 exited with {exit_code}: {words}", conflicts, resolved, lost_age,
+                          removals)
 
 
 _FETCHED = re.compile(r"^Fetched tuple from peer: (.+) \[(\S*)\]$")

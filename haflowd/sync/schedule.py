@@ -67,6 +67,7 @@ class PeerResult:
     conflicts: tuple[str, ...] = ()  # still in conflict: lost csync2's auto test, or dirty on both sides
     resolved: tuple[str, ...] = ()  # conflicts this update won: the peer's version was replaced
     lost_age: tuple[str, ...] = ()  # of ``conflicts``: lost csync2's younger/older test (maybe a tie)
+    removals: tuple[str, ...] = ()  # of ``conflicts``: deleted here, changed on the peer (the change wins)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from haflowd.clock import SYSTEM_CLOCK, Clock
 from haflowd.config import SyncConfig
 from haflowd.health import CheckRegistry, Status
 from haflowd.sync.conflicts import (
+    REMOVAL_RULE,
     TIE_MAX_PER_RUN,
     ConflictLog,
     Csync2Layout,
@@ -248,12 +249,15 @@ class SyncService:
 
     def _note_conflicts(self, peer: str, host: str, r: PeerResult) -> None:
         new, done = self.conflicts.observe(peer, host, self.clock.wall(), won=r.resolved, open_=r.conflicts,
-                                           reached=r.outcome in (Outcome.SYNCED, Outcome.CONFLICT))
+                                           reached=r.outcome in (Outcome.SYNCED, Outcome.CONFLICT),
+                                           removals=r.removals)
         for c in new:
             where = c.kept_at or ("unknown: csync2.cfg was not read" if self.conflicts.layout is None
                                   else "nowhere: csync2 keeps no backup (set backup-directory in csync2.cfg)")
+            if c.rule == REMOVAL_RULE:
+                where = "nothing to keep: deleted here, changed on the peer; the change comes back (delete it again)"
             log.warning("sync_conflict", file=c.path or c.file, peer=peer, winner=c.winner, loser=c.loser,
-                        kept_on=c.kept_on, kept_at=where, resolved=c.resolved)
+                        kept_on=c.kept_on, kept_at=where, resolved=c.resolved, rule=c.rule)
         for c in done:
             log.info("sync_conflict_resolved", file=c.path or c.file, peer=peer, winner=c.winner,
                      kept_on=c.kept_on, kept_at=c.kept_at, rule=c.rule)
@@ -316,7 +320,8 @@ class SyncService:
                           error=f"the forced update did not settle it: {again.detail}; settle it by hand "
                                 "(touch the version to keep)")
         self._note_conflicts(peer, host, again)
-        return PeerResult(again.outcome, again.detail, again.conflicts, r.resolved + again.resolved, again.lost_age)
+        return PeerResult(again.outcome, again.detail, again.conflicts, r.resolved + again.resolved, again.lost_age,
+                          again.removals)
 
     async def _read_csync2_cfg(self) -> None:
         """Where csync2 keeps the versions it overwrites (for the conflicts' ``kept_at``),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import time
 
 from tests.conftest import wait_until
@@ -131,3 +132,48 @@ def test_two_edits_in_the_same_mtime_second_settle_on_the_first_host_name(csync2
             (n, json.dumps(s["peers"]))
         assert all(x["resolved"] for x in s["conflicts"]), s["conflicts"]
         assert c.files(n)["tie.py"] == first, n
+
+
+def test_a_deletion_against_a_change_keeps_the_change_and_says_so(csync2_cluster: SyncCluster) -> None:
+    """One side deletes the DAG, the other edits it: csync2 never lets a deletion win a
+    conflict (``This is a removal``): the edit comes back on the deleting node, whatever the
+    mtimes. haflowd forces nothing here; the deleting node reports it with its rule. (n2's
+    haflowd is held while n1 meets the conflict, so that n1's side of it is seen.)"""
+    c = csync2_cluster
+    c.start_daemons()
+    base = "from airflow import DAG  # base\n"
+    c.write("n1", "del.py", base)
+    c.wait_files(ALL, {"del.py": base}, 10, "the base version everywhere")
+    c.quiet(for_s=0.5)
+
+    c.topo.link(1, up=False)
+    edit = "from airflow import DAG  # n2's edit\n"
+    (c["n1"].dags / "del.py").unlink()
+    _write_at(c["n2"].dags / "del.py", edit, int(time.time()) - 10)  # older than the deletion
+    c.wait_files(("n3",), {"del.py": edit}, 10, "n2's edit on n3 during the partition")
+    wait_until(lambda: (c.peer("n1", "n2")["pending_files"] or 0) >= 1, 10,
+               "n1's deletion checked in and waiting for n2 (csync2 -M)")
+
+    def n1_removal() -> list[dict[str, object]]:
+        return [x for x in c.sync("n1")["conflicts"] if str(x.get("file", "")).endswith("/del.py")]
+
+    c.quiet(("n2",), for_s=0.3)
+    c.daemon("n2").signal(signal.SIGSTOP)
+    try:
+        c.topo.link(1, up=True)
+        wait_until(lambda: bool(n1_removal()), 10, "n1's deletion meeting n2's edit, in n1's GET /sync")
+    finally:
+        c.daemon("n2").signal(signal.SIGCONT)
+    [entry] = n1_removal()
+    print(f"\nn1's GET /sync conflicts: {json.dumps(entry)}")
+    assert (entry["winner"], entry["loser"], entry["rule"], entry["kept_at"]) == \
+        ("n2", "n1", "change beats deletion", None), entry
+
+    c.wait_files(ALL, {"del.py": edit}, 15, "the edit everywhere, back on the deleting node")
+    wait_until(lambda: all(x["resolved"] for x in n1_removal()), 10, "n1's entry resolved")
+    c.quiet(for_s=0.5)
+    for n in ALL:
+        s = c.sync(n)
+        assert all(p["pending_files"] == 0 and not p["conflicts"] for p in s["peers"].values()), \
+            (n, json.dumps(s["peers"]))
+        assert not [e for e in c.daemon(n).log_events() if e.get("event") == "sync_conflict_tie_settled"], n

@@ -6,6 +6,7 @@ import pytest
 
 from haflowd.sync.conflicts import (
     MAX_LOG,
+    REMOVAL_RULE,
     TIE_RULE,
     ConflictLog,
     TieAction,
@@ -216,3 +217,9 @@ def test_the_rule_survives_a_restart() -> None:
     del old["rule"]  # a state file from before the field
     again.restore([old])
     assert again.items[-1].rule is None
+
+
+def test_a_deletion_that_lost_to_a_change_keeps_nothing() -> None:
+    log = ConflictLog("n1", "nodea", parse_csync2_cfg(FIXTURE_CFG))
+    [c], _ = log.observe("n2", "nodeb", 1.0, open_=["%dags%/x.py"], removals=["%dags%/x.py"], reached=True)
+    assert (c.winner, c.loser, c.kept_at, c.rule, c.resolved) == ("n2", "n1", None, REMOVAL_RULE, False)

@@ -197,6 +197,7 @@ def test_which_lost_conflicts_may_be_a_tie(text: str, code: int, conflicts: tupl
         out.feed(line)
     r = out.verdict(code)
     assert (r.conflicts, r.lost_age) == (conflicts, lost_age)
+    assert r.removals == (("%dags%/gone.py",) if text is REMOVAL else ())
 
 
 def test_the_peers_mtime_from_its_check_text() -> None:
