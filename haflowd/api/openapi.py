@@ -34,6 +34,8 @@ OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {"title": "haflowd read-only API", "version": "0"},
     "paths": {
+        "/": _get("The status page: what this node sees, as HTML (no script; reloads itself every 5 s)", {
+            "description": "the page", "content": {"text/html": {"schema": {"type": "string"}}}}),
         "/liveness": _get("Is the daemon's event loop turning", _json(
             {"type": "object", "required": ["status"], "properties": {
                 "status": {"type": "string"}, "loop_lag_s": {"type": "number"}}}, "turning"),

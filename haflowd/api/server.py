@@ -20,7 +20,7 @@ import structlog
 from aiohttp import web
 
 from haflowd import __version__
-from haflowd.api import limits, metrics
+from haflowd.api import limits, metrics, page
 from haflowd.api.openapi import OPENAPI
 from haflowd.api.state import PostgresView, Published, StateView, Verdict
 from haflowd.config import parse_size
@@ -88,6 +88,7 @@ class ReadApi:
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.inflight_middleware, errors_middleware])
         r = app.router
+        r.add_get("/", self.page)
         r.add_get("/liveness", self.liveness)
         r.add_get("/readiness", self.readiness)
         r.add_get("/health", self.health)
@@ -110,6 +111,11 @@ class ReadApi:
         if s.sync is not None:
             r.add_get("/sync", _snapshot_route(s.sync))
         return app
+
+    async def page(self, request: web.Request) -> web.Response:
+        """The status page (HTML), rendered from the same state as the JSON routes."""
+        return web.Response(text=page.render(self.state), content_type="text/html", charset="utf-8",
+                            headers=page.HEADERS)
 
     async def liveness(self, request: web.Request) -> web.Response:
         lag = self.state.loop_lag()
