@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
 import math
 import random
 from collections.abc import Callable, Iterable
@@ -41,9 +42,12 @@ class MemoryNetwork:
     it by ``latency`` plus up to ``jitter`` plus its own ``delay``, so messages overtake each other. A stalled node is a
     blocked event loop: what arrives queues up, and when the stall ends it is handled in order
     with the late timer before or after it (either can happen in asyncio), and ``note_lag``
-    as the transport calls it. A crashed node drops everything until ``restart`` puts a
-    new core in its place. ``on_event(name)`` runs after every event of a core.
-    Every run is bounded: ``run_for`` raises after ``max_events``.
+    as the transport calls it. A node's outbound link can be rate limited as ``tc tbf`` does
+    (``limit_rate``): its messages leave one after the other, each taking its size over the
+    rate, and one that would wait in the queue longer than the limit is dropped (so a burst,
+    say what a node sends on waking from a stall, is both late and lossy). A crashed node
+    drops everything until ``restart`` puts a new core in its place. ``on_event(name)`` runs
+    after every event of a core. Every run is bounded: ``run_for`` raises after ``max_events``.
     """
 
     def __init__(self, clock: FakeClock, rng: random.Random, latency: float = 0.001,
@@ -55,6 +59,7 @@ class MemoryNetwork:
         self.cores: dict[str, Membership] = {}
         self.loss: dict[tuple[str, str], float] = {}  # (from, to) -> probability
         self.delay: dict[tuple[str, str], float] = {}  # (from, to) -> seconds on top of the latency
+        self.rate: dict[str, tuple[float, float]] = {}  # node -> (bytes per second, longest wait in its queue)
         self.stalled_until: dict[str, float] = {}
         self.crashed: set[str] = set()
         self.on_event: Callable[[str], None] | None = None
@@ -64,6 +69,7 @@ class MemoryNetwork:
         self._wake_at: dict[str, float] = {}
         self._backlog: dict[str, list[Message]] = {}
         self._missed: dict[str, float] = {}  # the first wake-up that fell inside a stall
+        self._egress_free: dict[str, float] = {}  # a rate-limited node: when its link has sent its queue
         self._events: list[tuple[float, int, int, str, Message | None]] = []
         self._ids = itertools.count()
 
@@ -79,16 +85,32 @@ class MemoryNetwork:
             if dst is None or dst in self.crashed or self.rng.random() < self.loss.get((src, dst), 0.0):
                 self.dropped += 1
                 continue
-            when = self.clock.now + self.latency + self.rng.uniform(0, self.jitter) + self.delay.get((src, dst), 0.0)
+            leaves = self.clock.now
+            limited = self.rate.get(src)
+            if limited is not None:
+                bytes_per_s, longest_wait = limited
+                start = max(leaves, self._egress_free.get(src, -math.inf))
+                if start - leaves > longest_wait:  # tbf's latency: a packet that would wait longer is dropped
+                    self.dropped += 1
+                    continue
+                leaves = self._egress_free[src] = start + message_size(o.message) / bytes_per_s
+            when = leaves + self.latency + self.rng.uniform(0, self.jitter) + self.delay.get((src, dst), 0.0)
             heapq.heappush(self._events, (when, next(self._ids), _DELIVER, dst, o.message))
 
     def set_loss(self, a: str, b: str, p: float) -> None:
         """Both directions between ``a`` and ``b`` drop a message with probability ``p``."""
         self.loss[(a, b)] = self.loss[(b, a)] = p
 
+    def limit_rate(self, name: str, bytes_per_s: float, longest_wait: float) -> None:
+        """``name``'s outbound link sends ``bytes_per_s`` and queues at most ``longest_wait``
+        seconds of it (``tc qdisc add dev eth0 root tbf rate R latency L``)."""
+        self.rate[name] = (bytes_per_s, longest_wait)
+
     def heal(self) -> None:
         self.loss.clear()
         self.delay.clear()
+        self.rate.clear()
+        self._egress_free.clear()
 
     def stall(self, name: str, seconds: float) -> None:
         end = self.clock.now + seconds
@@ -165,6 +187,16 @@ class MemoryNetwork:
         if wake != self._wake_at.get(name):
             self._wake_at[name] = wake
             heapq.heappush(self._events, (wake, next(self._ids), _WAKE, name, None))
+
+
+HTTP_OVERHEAD = 400
+"""Bytes a message costs on the wire besides its JSON: the request line, the signature
+headers, the answer's status and headers (the transport sends each message as one POST)."""
+
+
+def message_size(msg: Message) -> int:
+    """Bytes ``msg`` takes on a link, as the transport sends it."""
+    return len(json.dumps(msg.to_json(), separators=(",", ":"))) + HTTP_OVERHEAD
 
 
 _WAKE, _DELIVER, _STALL_END = 0, 1, 2

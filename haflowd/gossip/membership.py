@@ -11,9 +11,10 @@ decided here:
 - **Lifeguard**: (1) a local health multiplier (LHM) that grows when this node misses
   acks without receiving the nacks it expected, has to refute a suspicion, or notices
   it was stalled (a timer seen long after it was due), and stretches this node's own
-  probe interval and timeout, so the slow node slows down instead of accusing healthy
-  ones; (2) suspicion timeouts that start long and shrink with independent
-  confirmations; (3) a probe of a suspect carries the suspicion, so it refutes at once.
+  probe interval and timeout and the suspicion timeouts it runs, so the slow node slows
+  down instead of accusing healthy ones; (2) suspicion timeouts that start long and
+  shrink with independent confirmations; (3) a probe of a suspect carries the suspicion,
+  so it refutes at once.
 - **Dissemination** piggybacks updates on every message, each retransmitted
   ``retransmit_mult * ceil(log10(n + 1))`` times; a **push-pull** full-state exchange
   runs at a longer interval; dead members and seeds are re-contacted periodically so a
@@ -64,9 +65,10 @@ class GossipSettings:
 # --------------------------------------------------------------------------- pure formulas
 
 
-def suspicion_min(mult: int, n: int, interval: float) -> float:
-    """memberlist's floor: the timeout grows with log10 of the cluster size."""
-    return mult * max(1.0, math.log10(max(1, n))) * interval
+def suspicion_min(mult: int, n: int, interval: float, lhm: int = 0) -> float:
+    """memberlist's floor: the timeout grows with log10 of the cluster size; a node whose
+    local health multiplier is ``lhm`` waits ``lhm + 1`` times as long (docs/gossip.md)."""
+    return mult * max(1.0, math.log10(max(1, n))) * interval * (1 + lhm)
 
 
 def suspicion_timeout(lo: float, hi: float, k: int, confirmations: int) -> float:
@@ -300,9 +302,13 @@ class Suspicion:
     accuser: str = ""  # who raised it first: named when we pass the suspicion on
     asked: int = 0  # last-chance pings we sent the suspect ourselves
     grace: float = 0.0  # our own stalls, and time for last chances the deadline came before
+    # our local health multiplier when it began, or the highest it reached since: the
+    # timeouts (and the last chances' spacing) are (lhm + 1) times as long; never lowered
+    lhm: int = 0
 
     def deadline(self) -> float:
-        return self.start + self.grace + suspicion_timeout(self.lo, self.hi, self.k, max(0, len(self.confirmers) - 1))
+        timeout = suspicion_timeout(self.lo, self.hi, self.k, max(0, len(self.confirmers) - 1))
+        return self.start + self.grace + timeout * (1 + self.lhm)
 
 
 @dataclass(slots=True, init=False)
@@ -431,7 +437,7 @@ class Membership:
         if self._suspicions:
             timeout = self.s.probe_timeout
             for s in self._suspicions.values():
-                d = s.deadline() - (LAST_CHANCES - s.asked) * timeout
+                d = s.deadline() - (LAST_CHANCES - s.asked) * timeout * (1 + s.lhm)
                 if d < t:
                     t = d
         return t
@@ -457,7 +463,7 @@ class Membership:
         suspicions get that much longer: while we stood still we could neither pass them on
         nor hear a refutation, so the time does not count against the suspects."""
         if seconds > self.s.probe_timeout:
-            self._lhm(+1)
+            self._lhm(+1, stretch=False)  # the stall's own time is given back exactly, below
             for s in self._suspicions.values():
                 s.grace += seconds
 
@@ -620,8 +626,8 @@ class Membership:
         if self._probe is None and now >= self._next_probe:
             out += self._start_probe(now)
         if self._suspicions:
-            timeout = self.s.probe_timeout
             for node, s in list(self._suspicions.items()):
+                timeout = self.s.probe_timeout * (1 + s.lhm)  # a last chance's wait, as our probes wait
                 deadline = s.deadline()
                 if now >= deadline and s.asked < LAST_CHANCES:
                     # the last chances were due while we were stalled (or confirmations moved
@@ -700,12 +706,22 @@ class Membership:
 
     def _probe_failed(self, p: Probe, now: float) -> list[Outgoing]:
         self._probe = None
-        # Lifeguard: missing nacks mean the problem may be ours, not the target's
-        self._lhm(+(p.expected_nacks - p.nacks) if p.expected_nacks else +1)
         m = p.member
+        if p.expected_nacks:
+            # Lifeguard: missing nacks mean the problem may be ours, not the target's; the
+            # suspicion this probe raises runs on that less healthy clock (not a longer one
+            # for failing again: a dead suspect would stretch its own timeout)
+            self._lhm(p.expected_nacks - p.nacks, spare=m.name)
         if m.status not in (ALIVE, SUSPECT):
+            if not p.expected_nacks:
+                self._lhm(+1, stretch=False)
             return []
         out = self._apply(Update(SUSPECT, m.name, m.incarnation, m.address, self.name), now, False)
+        if not p.expected_nacks:
+            # nobody to ask (memberlist counts that as +1 too), so nothing told us the fault is
+            # ours: raised after the suspicion began, as memberlist does, it slows our probes
+            # but stretches no suspicion (the survivor of two detects as fast as before)
+            self._lhm(+1, stretch=False)
         # Lifeguard's buddy system, at once rather than at our next probe of it: the suspect
         # hears of the suspicion now, while it may still refute before a stall of its own
         return out + self._last_chance(m.name)
@@ -851,7 +867,7 @@ class Membership:
                 accuser = u.sender or source or self.name  # a full state names none: its sender
                 self._suspicions[u.node] = Suspicion(
                     now, lo, lo * self.s.suspicion_max_mult,
-                    expected_confirmations(self.s.suspicion_mult, n), {accuser}, accuser)
+                    expected_confirmations(self.s.suspicion_mult, n), {accuser}, accuser, lhm=self.lhm)
                 self._changed(u.node, old, SUSPECT, u.incarnation, f"suspected by {accuser}")
         elif u.kind == DEAD:
             if m is None or u.incarnation < m.incarnation or m.status in (DEAD, LEFT):
@@ -1101,8 +1117,16 @@ class Membership:
         self._seq += 1
         return self._seq
 
-    def _lhm(self, delta: int) -> None:
-        self.lhm = max(0, min(MAX_LHM, self.lhm + delta))
+    def _lhm(self, delta: int, spare: str = "", stretch: bool = True) -> None:
+        """Our local health multiplier moves by ``delta``. Worse health also stretches every
+        pending suspicion (but ``spare``'s) to it: we may have missed their refutations, or
+        failed to pass the accusations on. Better health shortens none: it does not tell
+        us that the accusations got out."""
+        lhm = self.lhm = max(0, min(MAX_LHM, self.lhm + delta))
+        if delta > 0 and stretch and self._suspicions:
+            for node, s in self._suspicions.items():
+                if s.lhm < lhm and node != spare:
+                    s.lhm = lhm
 
     def _changed(self, node: str, old: str | None, new: str, inc: int, reason: str) -> None:
         self.changes.append(Change(node, old, new, inc, reason))

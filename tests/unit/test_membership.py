@@ -33,7 +33,7 @@ from haflowd.gossip.membership import (
     suspicion_min,
     suspicion_timeout,
 )
-from haflowd.testing import FakeClock
+from haflowd.testing import FakeClock, MemoryNetwork
 
 S = GossipSettings()
 PEERS = ("b", "c", "d", "e", "f")
@@ -543,6 +543,18 @@ def test_suspicion_min_grows_with_log10_of_the_cluster(n: int, expected: float) 
 
 
 @pytest.mark.parametrize(
+    ("n", "lhm", "expected"),
+    [(3, 0, 1.2), (3, 1, 2.4), (3, 3, 4.8), (3, MAX_LHM, 10.8), (100, 0, 2.4), (100, 2, 7.2), (1000, 1, 7.2)],
+)
+def test_suspicion_min_is_lhm_plus_one_times_longer(n: int, lhm: int, expected: float) -> None:
+    """Lifeguard's local health stretches the suspicion as it stretches the probes: a node
+    that knows it is unhealthy waits (lhm + 1) times as long before it condemns; at lhm 0
+    nothing changes."""
+    assert suspicion_min(4, n, 0.3, lhm) == pytest.approx(expected, rel=1e-5)
+    assert suspicion_min(4, n, 0.3, lhm) == pytest.approx((1 + lhm) * suspicion_min(4, n, 0.3))
+
+
+@pytest.mark.parametrize(
     ("k", "confirmations", "expected"),
     [(2, 0, 6.0), (2, 1, 6.0 - 5.0 * 0.6309298), (2, 2, 1.0), (2, 3, 1.0), (0, 0, 1.0), (4, 0, 6.0), (4, 4, 1.0),
      (4, 1, 6.0 - 5.0 * 0.4306766)],
@@ -663,6 +675,192 @@ def test_lhm_scales_the_probe_interval_and_timeout() -> None:
     assert len([p for p in pings if p.address != ping.address]) == 1  # the next round, 3 intervals after the last
     assert status(a, ping.message.target)[0] == SUSPECT
     assert a.lhm == 2  # every helper answered: the failure was not ours
+
+
+def suspicion_length(m: Membership, node: str) -> float:
+    """How long ``m``'s suspicion of ``node`` runs as things stand (no stall in it)."""
+    since = m.suspect_since(node)
+    assert since is not None
+    return m._suspicions[node].deadline() - since
+
+
+@pytest.mark.parametrize(("nacks", "lhm"), [(3, 0), (2, 1), (1, 2), (0, 3)])
+def test_a_suspicion_raised_with_nacks_missing_runs_lhm_plus_one_times_longer(nacks: int, lhm: int) -> None:
+    """The helpers' answers did not come back: the fault may be ours (our link), so the
+    suspicion our failed probe raises runs on our less healthy clock; every nack in, lhm 0,
+    the timeout is what it always was."""
+    clock = FakeClock()
+    a = core(clock=clock)
+    ping = first_probe(a, clock)
+    target = ping.message.target
+    clock.advance(S.probe_timeout + EPS)
+    reqs = of_type(a.tick(), "ping-req")
+    for r in reqs[:nacks]:
+        a.handle(Message("nack", name_of(r.address), r.address, seq=r.message.seq))
+    clock.advance(S.probe_interval - S.probe_timeout)
+    a.tick()
+    assert a.lhm == lhm
+    n = len(PEERS) + 1
+    lo = suspicion_min(S.suspicion_mult, n, S.probe_interval)
+    longest = suspicion_timeout(lo, lo * S.suspicion_max_mult, expected_confirmations(S.suspicion_mult, n), 0)
+    assert suspicion_length(a, target) == pytest.approx((1 + lhm) * longest)
+
+
+def test_with_nobody_to_ask_the_suspicion_runs_on_the_clock_it_always_had() -> None:
+    """Two nodes: a failed probe has no helper, so nothing said the fault is ours. LHM grows
+    (memberlist's penalty, it slows our probes) after the suspicion began, which keeps its
+    timeout: the survivor of two detects a crash as fast as before."""
+    clock = FakeClock()
+    a = core("a", ("b",), clock)
+    first_probe(a, clock)
+    clock.advance(S.probe_timeout + EPS)
+    assert of_type(a.tick(), "ping-req") == []
+    clock.advance(S.probe_interval - S.probe_timeout)
+    a.tick()
+    assert status(a, "b")[0] == SUSPECT and a.lhm == 1
+    assert suspicion_length(a, "b") == pytest.approx(suspicion_min(S.suspicion_mult, 2, S.probe_interval))
+    start = a.suspect_since("b")
+    assert start is not None
+    Peers(a, clock, down={"b"}).run(start + suspicion_length(a, "b") + 0.01 - clock.now)
+    assert status(a, "b") == (DEAD, 0)
+    assert a.members["b"].since - start == pytest.approx(suspicion_min(S.suspicion_mult, 2, S.probe_interval),
+                                                          abs=0.011)
+
+
+def test_worse_health_stretches_pending_suspicions_and_better_health_does_not_shorten_them() -> None:
+    clock = FakeClock()
+    a, _ = confirmed_suspicion(clock)
+    lo = suspicion_min(S.suspicion_mult, len(PEERS) + 1, S.probe_interval)
+    assert suspicion_length(a, "b") == pytest.approx(lo)
+    a.handle(gossip("c", Update(SUSPECT, "a", 0, addr("a"), "c")))  # we had to refute: lhm 1
+    a.handle(gossip("c", Update(SUSPECT, "a", 1, addr("a"), "c")))  # and again: lhm 2
+    assert a.lhm == 2
+    assert suspicion_length(a, "b") == pytest.approx(3 * lo)
+    a.handle(gossip("d", Update(SUSPECT, "x", 0, addr("x"), "d")))  # unknown: ignored
+    a.handle(gossip("d", Update(SUSPECT, "c", 0, addr("c"), "d")))  # raised now, on the clock we have now
+    assert suspicion_length(a, "c") == pytest.approx(3 * suspicion_timeout(
+        lo, lo * S.suspicion_max_mult, expected_confirmations(S.suspicion_mult, len(PEERS) + 1), 0))
+    Peers(a, clock, down={"b"}).run(3 * S.probe_interval * 3)  # good probes: lhm back toward 0
+    assert a.lhm < 2
+    assert suspicion_length(a, "b") == pytest.approx(3 * lo)  # the accusation's chances did not grow
+
+
+def test_an_unhealthy_node_spaces_its_last_chances_as_it_spaces_its_probes() -> None:
+    clock = FakeClock()
+    a, _ = confirmed_suspicion(clock)
+    a.handle(gossip("c", Update(SUSPECT, "a", 0, addr("a"), "c")))
+    assert a.lhm == 1
+    start = a.suspect_since("b")
+    assert start is not None
+    deadline = start + 2 * suspicion_min(S.suspicion_mult, len(PEERS) + 1, S.probe_interval)
+    peers = Peers(a, clock, down={"b"})
+    peers.run(deadline - clock.now + 0.01)
+    pings = {round(t, 6) for t, o in peers.sent_at if o.message.type == "ping" and o.address == addr("b")
+             and Update(SUSPECT, "b", 0, addr("b"), "a") in o.message.updates}
+    for k in range(1, LAST_CHANCES + 1):
+        assert round(deadline - k * 2 * S.probe_timeout, 6) in pings, f"no last chance {k} scaled timeouts before"
+    assert status(a, "b") == (DEAD, 0)
+    assert a.members["b"].since == pytest.approx(deadline, abs=0.011)
+
+
+# =========================================================================== Lifeguard: a slow accuser
+
+TRIO = ("n1", "n2", "n3")
+
+
+def slow_accuser(seed: int, rate: float, longest_wait: float, crash: str | None = None
+                 ) -> tuple[list[tuple[str, str, float]], dict[str, float]]:
+    """Three cores on a MemoryNetwork; n3's outbound link is a ``tc tbf`` (``rate`` bytes/s,
+    ``longest_wait`` s of queue, what waits longer is dropped), every node's summary is
+    about 1.5 KB and changes every second (as check outputs do), and n3 is stalled for 2 s
+    (SIGSTOP) after 3 s. On waking, n3 answers all that queued up while its link is busy.
+    With ``crash``, that node is killed 2 to 2.5 s after the stall ended.
+
+    Returns the dead verdicts about n1 or n2 while they run (observer, node, seconds since
+    that observer began to suspect it) and, per survivor, how long after the crash it
+    saw the crashed node dead."""
+    clock = FakeClock()
+    rng = random.Random(seed)
+    net = MemoryNetwork(clock, random.Random(rng.getrandbits(64)))
+    cores: dict[str, Membership] = {}
+    for x in TRIO:
+        cores[x] = Membership(x, addr(x), clock, S, rng=random.Random(rng.getrandbits(64)))
+        cores[x].assume([Update(ALIVE, y, 0, addr(y)) for y in TRIO])
+        net.add(cores[x])
+    net.limit_rate("n3", rate, longest_wait)
+    suspected: dict[tuple[str, str], float] = {}
+    false: list[tuple[str, str, float]] = []
+    seen: dict[str, float] = {}
+    crashed_at = [0.0]
+
+    def watch(name: str) -> None:
+        for c in cores[name].drain_changes():
+            if c.new == SUSPECT:
+                suspected[(name, c.node)] = clock.now
+            elif c.new == DEAD and c.node == crash and c.node in net.crashed:
+                seen.setdefault(name, clock.now - crashed_at[0])
+            elif c.new == DEAD and c.node != name:
+                false.append((name, c.node, round(clock.now - suspected.get((name, c.node), clock.now), 3)))
+
+    net.on_event = watch
+    pad = "x" * 1500
+    second = 0
+
+    def run_second() -> None:
+        nonlocal second
+        for x, m in cores.items():
+            if net.stalled_until.get(x, 0.0) <= clock.now and x not in net.crashed:
+                m.set_summary({"status": "passing", "second": second, "checks": pad})
+        second += 1
+        net.run_for(1.0)
+
+    for _ in range(3):
+        run_second()
+    net.run_for(rng.random() * S.probe_interval)
+    net.stall("n3", 2.0)
+    for _ in range(4):
+        run_second()
+    if crash is not None:
+        net.run_for(rng.random() * 0.5)
+        net.crash(crash)
+        crashed_at[0] = clock.now
+        for _ in range(30):
+            run_second()
+            if len(seen) == len(TRIO) - 1:
+                break
+    else:
+        for _ in range(4):
+            run_second()
+    # n3 is the faulty node (stalled, then its link too slow): its death is what SWIM is for
+    return [f for f in false if f[1] != "n3"], seen
+
+
+@pytest.mark.parametrize(("rate", "longest_wait", "seeds"), [(16_000, 0.1, 80), (8_000, 0.2, 20)],
+                         ids=["128kbit-100ms", "64kbit-200ms"])
+def test_an_accuser_on_a_slow_link_after_a_stall_does_not_condemn_a_healthy_peer(
+        rate: float, longest_wait: float, seeds: int) -> None:
+    """The fault campaign's false death (scripts/soak, seed 3): n3, behind a tbf of 128 kbit/s,
+    its link busy right after a 2 s SIGSTOP, suspected n2 and declared it dead 1.2 s later,
+    the suspicion's floor, while its accusation could not get out for n2 to refute it.
+    Its local health said it was the unhealthy one: its suspicions now run on that clock."""
+    false = []
+    for seed in range(seeds):
+        false += [(seed, *f) for f in slow_accuser(seed, rate, longest_wait)[0]]
+    assert false == [], "(seed, observer, declared dead, seconds after it suspected it)"
+
+
+def test_a_crash_is_still_detected_while_the_slow_accuser_is_unhealthy() -> None:
+    """The same slow n3, and n2 really crashes: both survivors see it dead, within the
+    longest a survivor's local health can stretch a probe round and a suspicion."""
+    bound = (1 + MAX_LHM) * (len(TRIO) * S.probe_interval + suspicion_min(S.suspicion_mult, 3, S.probe_interval))
+    worst = 0.0
+    for seed in range(20):
+        false, seen = slow_accuser(seed, 16_000, 0.1, crash="n2")
+        assert false == [], seed
+        assert set(seen) == {"n1", "n3"}, seed
+        assert max(seen.values()) <= bound, (seed, seen)
+        worst = max(worst, *seen.values())
+    print(f"crash of n2 seen dead by both survivors within {worst:.2f} s (bound {bound:.1f} s)")
 
 
 # =========================================================================== indirect probes (helper side)
