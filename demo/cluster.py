@@ -15,7 +15,9 @@ records in its job table and Celery names its worker after) and its own mount na
 where the node's DAG folder is bound on the same path as on every other node, as on real
 machines. csync2 keeps the three folders in step, driven by each node's haflowd.
 
-From the root namespace, nothing is routed to the bridge: ports on 127.0.0.1 forward to
+The namespaces, PostgreSQL, RabbitMQ and csync2 are set up by :mod:`testbed`, the builders
+the tests and the benchmarks use, with the demo's options. From the root namespace,
+nothing is routed to the bridge: ports on 127.0.0.1 forward to
 127.0.0.1 inside a namespace (each haflowd's API, n1's Airflow UI, Flower), through a
 socket made by a thread that entered that namespace. Everything is torn down by
 ``down()``: processes in our namespaces, the namespaces, /etc/netns entries, files.
@@ -39,10 +41,8 @@ which is how a node is killed and the whole cluster removed.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
-import pwd
 import re
 import secrets
 import shutil
@@ -57,17 +57,19 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psutil
+
+from testbed import csync2, netns, postgres, rabbitmq
+from testbed.netns import NsWorker
+from testbed.util import TestbedError, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_PY = ROOT / ".venv" / "bin" / "python"
 AIRFLOW_BIN = ROOT / ".venv-airflow" / "bin"
-RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 SUBNET = "198.18.7"
 DB_ADDR = f"{SUBNET}.10"
 NODES = ("n1", "n2", "n3")
@@ -78,14 +80,12 @@ FLOWER_PORT = 5555
 PG_PORTS = (5432, 5433)
 RMQ = ((5672, 15672), (5673, 15673), (5674, 15674))
 RMQ_USER = "haflowd"
-CLONE_NEWNET = 0x40000000
 NAME_RE = re.compile(r"^hfdemo(\d+)-")
 LOOP_NET = "127.0.1"
 LOOP_DB = f"{LOOP_NET}.10"
 LOG_PORTS = (8793, 8794)  # the worker's and the triggerer's log servers: + 10 per node in loopback
 CLUSTER_ENV = "HFDEMO_CLUSTER"  # every process the demo starts carries it
 NODE_ENV = "HFDEMO_NODE"
-T = TypeVar("T")
 
 DEMO_DAG = '''\
 """haflowd demo: runs on whichever node's Celery worker takes it."""
@@ -148,45 +148,6 @@ def wait_for(what: str, timeout: float, check: Callable[[], Any], every: float =
 # ---------------------------------------------------------------------------- namespaces
 
 
-class NsWorker:
-    """A thread inside a network namespace: sockets it makes live there."""
-
-    def __init__(self, ns: str) -> None:
-        self.ns = ns
-        self.pool = ThreadPoolExecutor(max_workers=4, initializer=self._enter, thread_name_prefix=f"ns-{ns}")
-
-    def _enter(self) -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(f"/run/netns/{self.ns}", os.O_RDONLY)
-        try:
-            if libc.setns(fd, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), f"setns {self.ns}")
-        finally:
-            os.close(fd)
-
-    def call(self, fn: Callable[..., T], *args: Any, timeout: float = 20) -> T:
-        return self.pool.submit(fn, *args).result(timeout)
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
-
-
-def ns_inode(ns: str) -> int | None:
-    with contextlib.suppress(OSError):
-        return os.stat(f"/run/netns/{ns}").st_ino
-    return None
-
-
-def pids_in(inodes: Iterable[int]) -> list[int]:
-    want = set(inodes)
-    out = []
-    for pid in psutil.pids():
-        with contextlib.suppress(OSError):
-            if os.stat(f"/proc/{pid}/ns/net").st_ino in want:
-                out.append(pid)
-    return out
-
-
 def kill_pids(pids: Iterable[int]) -> None:
     for pid in pids:
         with contextlib.suppress(OSError):
@@ -237,15 +198,7 @@ def sweep_stale() -> None:
     """What an earlier demo left when it was killed: its namespaces (kill what runs there,
     delete them) and, in the loopback layout, its marked processes, those working in the
     temp dirs the marked ones work in, and those dirs."""
-    r = _run(["ip", "netns", "list"], check=False) if shutil.which("ip") else None
-    stale = []
-    for line in (r.stdout if r else "").splitlines():
-        name = line.split()[0] if line.strip() else ""
-        m = NAME_RE.match(name)
-        if m and not psutil.pid_exists(int(m.group(1))):
-            stale.append(name)
-    if stale:
-        remove_namespaces(sorted(stale, key=lambda n: n.endswith("-br")))
+    if shutil.which("ip") and (stale := netns.sweep_stale(NAME_RE)):
         say(f"removed {len(stale)} namespaces left by an earlier demo that was killed")
 
     # the loopback layout's: marked ones, and any working in the temp dir of one of those
@@ -288,15 +241,6 @@ def namespaces_unavailable(prefix: str) -> str | None:
     finally:
         _run(["ip", "netns", "del", probe], timeout=20, check=False)
     return None
-
-
-def remove_namespaces(names: list[str]) -> None:
-    """Kill every process inside the namespaces, then delete them and their /etc/netns entries."""
-    inodes = [i for i in (ns_inode(ns) for ns in names) if i is not None]
-    kill_until_gone(lambda: pids_in(inodes), 3, 0.5)
-    for ns in names:
-        _run(["ip", "netns", "del", ns], check=False)
-        shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------- forwarding
@@ -377,11 +321,12 @@ class DemoCluster:
     tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="haflowd-demo-cluster-")))
     prefix: str = field(default_factory=lambda: f"hfdemo{os.getpid()}")
     nodes: dict[str, Node] = field(default_factory=dict)
-    made_ns: list[str] = field(default_factory=list)
+    topo: netns.Topology | None = None
     forwarders: list[Forwarder] = field(default_factory=list)
     db_worker: NsWorker | None = None
     pg_dirs: list[Path] = field(default_factory=list)
-    rmq_procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    pg: postgres.PgPair | None = None
+    rmq: rabbitmq.RabbitCluster | None = None
     ui_url: str | None = None
     flower_url: str | None = None
     started: float = field(default_factory=time.monotonic)
@@ -394,7 +339,6 @@ class DemoCluster:
         # where the nodes reach PostgreSQL and RabbitMQ, and where the demo itself does
         self.db_addr = LOOP_DB if self.loopback else DB_ADDR
         self.db_local = LOOP_DB if self.loopback else "127.0.0.1"
-        self.epmd_port = 4369
         for i, name in enumerate(NODES, start=1):
             self.nodes[name] = Node(name, i, f"{self.prefix}-{name}", f"{net}.{10 + i}", self.tmp / name)
 
@@ -434,32 +378,24 @@ class DemoCluster:
         return f"{self.prefix}-{name}"
 
     def create_network(self) -> None:
-        br = self._ns("br")
-        _run(["ip", "netns", "add", br])
-        self.made_ns.append(br)
-        _run(["ip", "-n", br, "link", "add", "br0", "type", "bridge"])
-        _run(["ip", "-n", br, "link", "set", "br0", "up"])
-        hosts = "127.0.0.1 localhost\n" + f"{DB_ADDR} db\n"
-        hosts += "".join(f"{n.addr} {n.name}\n" for n in self.nodes.values())
-        for i, (short, addr) in enumerate([("db", DB_ADDR)] + [(n.name, n.addr) for n in self.nodes.values()]):
-            ns = self._ns(short)
-            _run(["ip", "netns", "add", ns])
-            self.made_ns.append(ns)
-            etc = Path("/etc/netns") / ns
-            etc.mkdir(parents=True, exist_ok=True)
-            (etc / "hosts").write_text(hosts)
-            _run(["ip", "-n", ns, "link", "set", "lo", "up"])
-            _run(["ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", f"p{i}", "netns", br])
-            _run(["ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0"])
-            _run(["ip", "-n", ns, "link", "set", "eth0", "up"])
-            _run(["ip", "-n", br, "link", "set", f"p{i}", "master", "br0"])
-            _run(["ip", "-n", br, "link", "set", f"p{i}", "up"])
-        self.db_worker = NsWorker(self._ns("db"))
-        for n in self.nodes.values():
-            n.worker = NsWorker(n.ns)
+        """The bridge namespace and four on it (testbed.netns): db first (port p0), then the nodes."""
+        members = {"db": DB_ADDR, **{n.name: n.addr for n in self.nodes.values()}}
+        self.topo = netns.Topology(prefix=self.prefix, names=list(members), addresses=list(members.values()),
+                                   hosts=members, port_base=0)
+        try:
+            self.topo.create()
+            self.db_worker = NsWorker(self._ns("db"), workers=4, timeout=20)
+            for n in self.nodes.values():
+                n.worker = NsWorker(n.ns, workers=4, timeout=20)
+        except (netns.NetnsError, OSError) as e:
+            raise DemoError(f"the network namespaces could not be made: {e}") from None
 
     def link(self, name: str, up: bool) -> None:
-        _run(["ip", "-n", self.nodes[name].ns, "link", "set", "eth0", "up" if up else "down"])
+        assert self.topo is not None
+        try:
+            self.topo.link(self.topo.names.index(name) + 1, up)
+        except netns.NetnsError as e:
+            raise DemoError(str(e)) from None
 
     def db_argv(self, argv: list[str]) -> list[str]:
         """Run ``argv`` where PostgreSQL and RabbitMQ run."""
@@ -477,128 +413,48 @@ class DemoCluster:
     # ------------------------------------------------------------------ PostgreSQL
 
     def start_postgres(self) -> None:
-        bindir = Path(sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1])
-        pw = pwd.getpwnam("postgres")
-        root = Path(tempfile.mkdtemp(prefix="haflowd-demo-pg-"))
-        os.chown(root, pw.pw_uid, pw.pw_gid)
+        """A primary and a streaming standby on the db address (testbed.postgres); in
+        namespaces, also on the db namespace's 127.0.0.1, where the demo's own SQL goes."""
+        bindir = postgres.pg_bin()
+        if bindir is None:
+            raise DemoError("PostgreSQL is not installed (scripts/setup installs it)")
+        root = postgres._private_dir("haflowd-demo-pg-", shm=False)
         self.pg_dirs.append(root)
-
-        def as_pg(*argv: str) -> list[str]:
-            return self.db_argv(["runuser", "-u", "postgres", "--", *argv])
-
-        primary, standby = root / "pg1", root / "pg2"
-        _run(as_pg(str(bindir / "initdb"), "-A", "trust", "-U", "postgres", "--no-sync", "-D", str(primary)), 120)
-        with open(primary / "pg_hba.conf", "a") as f:
-            f.write(f"host all all {SUBNET}.0/24 trust\nhost all all 127.0.0.0/8 trust\n"
-                    "host replication all 127.0.0.0/8 trust\n")
         listen = LOOP_DB if self.loopback else f"127.0.0.1,{DB_ADDR}"
-        for d, port in ((primary, PG_PORTS[0]),):
-            with open(d / "postgresql.conf", "a") as f:
-                f.write(f"listen_addresses = '{listen}'\nport = {port}\nunix_socket_directories = '{root}'\n"
-                        "fsync = off\nsynchronous_commit = off\nwal_level = replica\nmax_connections = 300\n"
-                        "hot_standby = on\nwal_receiver_status_interval = 1s\nshared_buffers = 64MB\n")
-        _run(as_pg(str(bindir / "pg_ctl"), "-D", str(primary), "-w", "-l", str(root / "pg1.log"), "start"), 60,
-             env=self.env())
-        _run(as_pg(str(bindir / "pg_basebackup"), "-h", self.db_local, "-p", str(PG_PORTS[0]), "-U", "postgres",
-                   "-D", str(standby), "-R", "-C", "-S", "pg2", "-X", "stream",
-                   "-d", "application_name=pg2"), 120)
-        with open(standby / "postgresql.conf", "a") as f:
-            f.write(f"port = {PG_PORTS[1]}\n")
-        _run(as_pg(str(bindir / "pg_ctl"), "-D", str(standby), "-w", "-l", str(root / "pg2.log"), "start"), 60,
-             env=self.env())
-        _run(as_pg(str(bindir / "psql"), "-h", self.db_local, "-p", str(PG_PORTS[0]), "-U", "postgres",
-                   "-c", "CREATE DATABASE airflow"), 30)
-        self._pg_stop = [as_pg(str(bindir / "pg_ctl"), "-D", str(d), "-m", "immediate", "stop")
-                         for d in (standby, primary)]
+        try:
+            self.pg = postgres.make_pair(
+                None, bindir, root=root, ports=PG_PORTS, host=self.db_local, wrap=self.db_argv,
+                worker=None if self.loopback else self.db_worker, env=self.env(),
+                conf_extra=f"listen_addresses = '{listen}'\nmax_connections = 300\nshared_buffers = 64MB\n",
+                hba_extra=f"host all all {SUBNET}.0/24 trust\nhost all all 127.0.0.0/8 trust\n"
+                          "host replication all 127.0.0.0/8 trust\n")
+            self.pg.primary.sql("CREATE DATABASE airflow", timeout=30)
+        except (RuntimeError, AssertionError, OSError, subprocess.SubprocessError) as e:
+            raise DemoError(f"PostgreSQL did not start: {e}") from None
 
     def pg_sql(self, query: str) -> list[tuple[Any, ...]]:
-        import psycopg2
-
-        def q() -> list[tuple[Any, ...]]:
-            conn = psycopg2.connect(host=self.db_local, port=PG_PORTS[0], user="postgres", dbname="airflow",
-                                    connect_timeout=3)
-            try:
-                with conn.cursor() as cur:
-                    cur.execute(query)
-                    return cur.fetchall() if cur.description else []
-            finally:
-                conn.close()
-
-        if self.loopback:
-            return q()
-        assert self.db_worker is not None
-        return self.db_worker.call(q)
+        if self.pg is None:
+            raise DemoError("PostgreSQL is not running")
+        return self.pg.primary.sql(query, dbname="airflow")
 
     # ------------------------------------------------------------------ RabbitMQ
 
     def start_rabbitmq(self) -> None:
-        root = self.tmp / "rabbitmq"
-        home = root / "home"
-        home.mkdir(parents=True)
-        cookie = home / ".erlang.cookie"
-        cookie.write_text(secrets.token_hex(16).upper())
-        cookie.chmod(0o400)
-        (root / "enabled_plugins").write_text("[rabbitmq_management].\n")
-        quiet = "+sbwt none +sbwtdcpu none +sbwtdio none"
-        if self.loopback:  # a private epmd: the machine's own (or a test's) may run on 4369
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                self.epmd_port = sock.getsockname()[1]
-        base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(home),
-                CLUSTER_ENV: self.prefix, "ERL_EPMD_PORT": str(self.epmd_port), "ERL_EPMD_ADDRESS": "127.0.0.1",
-                "RABBITMQ_ENABLED_PLUGINS_FILE": str(root / "enabled_plugins"),
-                "RABBITMQ_CTL_ERL_ARGS": f"-kernel inet_dist_use_interface {{127,0,0,1}} {quiet}"}
-        self._rmq_env = base
-        _run(self.db_argv(["epmd", "-daemon", "-address", "127.0.0.1", "-port", str(self.epmd_port)]), env=base)
-        envs = []
-        for i, (amqp, mgmt) in enumerate(RMQ, start=1):
-            d = root / f"hf{i}"
-            d.mkdir()
-            listen = [f"listeners.tcp.1 = {self.db_addr}:{amqp}"]
-            if not self.loopback:
-                listen.append(f"listeners.tcp.2 = 127.0.0.1:{amqp}")
-            conf = [*listen, f"management.tcp.port = {mgmt}", f"management.tcp.ip = {self.db_addr}",
-                    "collect_statistics_interval = 2000", "log.console = false"]
-            if i > 1:
-                conf += ["cluster_formation.peer_discovery_backend = classic_config",
-                         "cluster_formation.classic_config.nodes.1 = hf1@localhost"]
-            (d / "rabbitmq.conf").write_text("\n".join(conf) + "\n")
-            env = {**base, "RABBITMQ_NODENAME": f"hf{i}@localhost", "RABBITMQ_NODE_PORT": str(amqp),
-                   "RABBITMQ_DIST_PORT": str(25672 + i), "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq.conf"),
-                   "RABBITMQ_ADVANCED_CONFIG_FILE": str(d / "advanced.config"),
-                   "RABBITMQ_CONF_ENV_FILE": str(d / "rabbitmq-env.conf"),
-                   "RABBITMQ_MNESIA_BASE": str(d / "mnesia"), "RABBITMQ_LOG_BASE": str(d / "log"),
-                   "RABBITMQ_PID_FILE": str(d / "rabbit.pid"),
-                   "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": f"-kernel inet_dist_use_interface {{127,0,0,1}} {quiet}"}
-            envs.append((env, d))
-            with open(d / "stdout.log", "wb") as out:
-                self.rmq_procs.append(subprocess.Popen(
-                    self.db_argv([str(RABBIT_BIN / "rabbitmq-server")]), env=env, stdout=out,
-                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True))
-
-        def ctl(i: int, *args: str, timeout: float = 120) -> None:
-            env, _ = envs[i - 1]
-            _run(self.db_argv([str(RABBIT_BIN / "rabbitmqctl"), "-n", f"hf{i}@localhost", *args]),
-                 timeout=timeout, env=env)
-
-        with ThreadPoolExecutor(3) as pool:
-            for f in [pool.submit(ctl, i, "wait", "--timeout", "120", str(envs[i - 1][1] / "rabbit.pid"),
-                                  timeout=150) for i in (1, 2, 3)]:
-                f.result()
-        # peer discovery at boot is a race when all three boot at once on a busy machine:
-        # a node that came up on its own joins hf1's cluster explicitly
-        for i in (2, 3):
-            env, _ = envs[i - 1]
-            r = _run(self.db_argv([str(RABBIT_BIN / "rabbitmqctl"), "-n", f"hf{i}@localhost",
-                                   "cluster_status", "--formatter", "json"]), timeout=60, env=env)
-            if "hf1@localhost" not in json.loads(r.stdout[r.stdout.find("{"):]).get("running_nodes", []):
-                ctl(i, "stop_app")
-                ctl(i, "reset")
-                ctl(i, "join_cluster", "hf1@localhost")
-                ctl(i, "start_app")
-        ctl(1, "add_user", RMQ_USER, self.password)
-        ctl(1, "set_user_tags", RMQ_USER, "administrator")
-        ctl(1, "set_permissions", "-p", "/", RMQ_USER, ".*", ".*", ".*")
+        """Three nodes on the db address (testbed.rabbitmq); in namespaces, AMQP on the db
+        namespace's 127.0.0.1 too and the checks made from a thread inside it."""
+        epmd_port = 4369  # in its own namespace, epmd's usual port; on loopback a private one: the
+        if self.loopback:  # machine's own (or a test's) may run on 4369
+            epmd_port = free_port()
+        try:
+            self.rmq = rabbitmq.start_cluster(
+                self.tmp / "rabbitmq", password=self.password, host=self.db_addr,
+                listen=[self.db_addr] if self.loopback else [self.db_addr, "127.0.0.1"],
+                ports=[(amqp, mgmt, 25672 + i) for i, (amqp, mgmt) in enumerate(RMQ, start=1)],
+                epmd_port=epmd_port, wrap=self.db_argv, worker=None if self.loopback else self.db_worker,
+                extra_env={CLUSTER_ENV: self.prefix},
+                settings=("collect_statistics_interval = 2000", "log.console = false"), start_timeout=120)
+        except (TestbedError, OSError, subprocess.SubprocessError) as e:
+            raise DemoError(f"RabbitMQ did not start: {e}") from None
 
     def amqp_url(self, i: int) -> str:
         return f"amqp://{RMQ_USER}:{self.password}@{self.db_addr}:{RMQ[i - 1][0]}/%2F"
@@ -608,36 +464,24 @@ class DemoCluster:
     def setup_csync2(self) -> None:
         key = self.tmp / "csync2.key"
         _run(["csync2", "-k", str(key)])
+        prefix: dict[str, Path] | None = None
         if self.loopback:
             # one machine, three csync2 nodes: each is known by its address (csync2 -N binds the
             # server to it and takes it as the node's name; a peer is checked by resolving its
             # name, so an address needs no hosts file), and a prefix maps the three DAG folders
             hosts = [n.addr for n in self.nodes.values()]
             include = "%dags%"
-            prefix = "prefix dags {\n" + "".join(f"    on {n.addr}: {n.dir / 'dags'};\n"
-                                                  for n in self.nodes.values()) + "}\n"
+            prefix = {n.addr: n.dir / "dags" for n in self.nodes.values()}
         else:
-            hosts, include, prefix = list(NODES), str(self.dags), ""
+            hosts, include = list(NODES), str(self.dags)
             self.dags.mkdir()
         for n in self.nodes.values():
             for sub in ("dags", "csync2", "csync2db", "state", "airflow", "backup"):
                 (n.dir / sub).mkdir(parents=True, exist_ok=True)
             # backup-directory: where csync2 keeps the version that lost a conflict (haflowd
             # reports it in /sync and warns without one); each node its own
-            cfg = textwrap.dedent(f"""\
-                nossl * *;
-                group dags {{
-                    host {' '.join(hosts)};
-                    key {key};
-                    include {include};
-                    exclude *~;
-                    exclude *.pyc;
-                    exclude */__pycache__;
-                    backup-directory {n.dir / 'backup'};
-                    backup-generations 3;
-                    auto younger;
-                }}
-            """) + prefix
+            cfg = csync2.group_config(hosts, key, include, n.dir / "backup", prefix,
+                                      exclude=("*~", "*.pyc", "*/__pycache__"))
             (n.dir / "csync2" / "csync2.cfg").write_text(cfg)
             self.start_csync2(n)
 
@@ -645,15 +489,15 @@ class DemoCluster:
         return n.addr if self.loopback else n.name
 
     def start_csync2(self, n: Node) -> None:
-        where = ["-N", self.csync2_name(n), "-D", str(n.dir / "csync2db")]
+        """Its database's tables first (see testbed.csync2.create_tables), then its server, as the node."""
         env = self.env(n, CSYNC2_SYSTEM_DIR=str(n.dir / "csync2"))
-        # its database's tables first (-L lists nothing but opens it): two server children
-        # creating them at once, for the first syncs from both peers, race and one fails
-        subprocess.run(self.node_argv(n, ["csync2", *where, "-L"]), env=env, cwd=n.dir, capture_output=True,
-                       timeout=30, check=False)
-        with open(n.dir / "csync2-server.log", "ab") as log:
-            n.csync2 = subprocess.Popen(self.node_argv(n, ["csync2", "-ii", "-v", *where]), stdout=log,
-                                        stderr=subprocess.STDOUT, env=env, cwd=n.dir, start_new_session=True)
+
+        def wrap(argv: list[str]) -> list[str]:
+            return self.node_argv(n, argv)
+
+        csync2.create_tables(wrap, self.csync2_name(n), n.dir / "csync2db", env, cwd=n.dir)
+        n.csync2 = csync2.start_server(wrap, self.csync2_name(n), n.dir / "csync2db", env,
+                                       n.dir / "csync2-server.log", cwd=n.dir)
 
     # ------------------------------------------------------------------ haflowd and Airflow
 
@@ -851,8 +695,7 @@ class DemoCluster:
     def memory(self) -> tuple[int, int]:
         """(processes, summed PSS) of everything the demo runs: PSS shares each page among
         the processes that map it, so the sum is the memory really in use."""
-        inodes = [i for i in (ns_inode(ns) for ns in self.made_ns) if i is not None]
-        pids = sorted(set(pids_in(inodes)) | set(self.leftovers()))
+        pids = sorted(set(netns.pids_in(self.topo.made if self.topo else [])) | set(self.leftovers()))
         pss = 0
         for pid in pids:
             with contextlib.suppress(psutil.Error):
@@ -938,8 +781,7 @@ class DemoCluster:
             kill_demo_pids(self._mine(name))
         else:
             self.link(name, False)
-            ino = ns_inode(n.ns)
-            kill_pids(pids_in([ino] if ino else []))
+            kill_pids(netns.pids_in([n.ns]))
         for p in (n.daemon, n.csync2):
             if p is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
@@ -966,17 +808,18 @@ class DemoCluster:
                 if all(n.daemon is None or n.daemon.poll() is not None for n in self.nodes.values()):
                     break
                 time.sleep(0.2)
-        for cmd in getattr(self, "_pg_stop", []):
-            _run(cmd, timeout=30, check=False)
+        if self.pg is not None:
+            self.pg.destroy()  # pg_ctl stop -m immediate in its namespace, then its files
         for w in [self.db_worker] + [n.worker for n in self.nodes.values()]:
             if w is not None:
                 w.close()
-        remove_namespaces(list(reversed(self.made_ns)))
-        self.made_ns.clear()
+        if self.topo is not None:
+            self.topo.destroy()  # what runs inside, SIGKILLed; the namespaces and hosts files deleted
         kill_demo_pids(self._mine())  # the loopback layout's processes (and epmd)
-        for p in self.rmq_procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(5)
+        for rn in self.rmq.nodes if self.rmq else []:
+            if rn.proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    rn.proc.wait(5)
         for d in self.pg_dirs:
             shutil.rmtree(d, ignore_errors=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
