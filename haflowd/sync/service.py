@@ -269,6 +269,8 @@ class SyncService:
         which forces its version and updates the peer again; the other node waits for it.
         A real younger/older loss is left to csync2 (the peer's update wins). Bounded per
         file by :class:`TieBudget`. Returns the result of the last update to ``peer``."""
+        if not self.runner.command.splittable:
+            return r  # a wrapper script: haflowd cannot ask csync2 for mtimes or force a file
         me, now = self.conflicts.host, self.clock.monotonic()
         forced: list[str] = []
         for name in r.lost_age[:TIE_MAX_PER_RUN]:

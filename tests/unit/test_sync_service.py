@@ -285,6 +285,8 @@ class TieRunner(FakeRunner):
         self.unforced: list[str] = []
         self.looks = 0
         self.settled = False
+        self.command = Csync2Command(("csync2", "-x"))  # csync2 itself ...
+        self.env = {"CSYNC2_SYSTEM_DIR": "/nonexistent"}  # type: ignore[assignment]  # ... without a config
 
     async def sync(self, host: str) -> tuple[PeerResult, float]:
         self.calls.append(host)
@@ -375,3 +377,13 @@ async def test_an_unreadable_peer_mtime_is_asked_again_a_bounded_number_of_times
         for _ in range(3 * TIE_MAX_ATTEMPTS):
             await asyncio.wait_for(svc.sync_now(), 5)
     assert fake.forced == [] and fake.looks == TIE_MAX_ATTEMPTS
+
+
+async def test_a_wrapper_command_is_never_forced(tmp_path: Path) -> None:
+    name = _dag(tmp_path, 1_700_000_000)
+    fake = TieRunner(name, 1_700_000_000)
+    fake.command = Csync2Command(("/usr/local/bin/dag-sync",))
+    svc, _ = make(tmp_path, fake)
+    async with running(svc):
+        await asyncio.wait_for(svc.sync_now(), 5)
+    assert fake.forced == [] and fake.looks == 0
