@@ -44,16 +44,19 @@ h1{font-size:20px;margin:0}
 h2{font-size:15px;margin:18px 0 6px}
 .meta,.note,.empty{color:var(--muted)}
 .meta{font-size:12px}
+p.meta,p.empty{margin:0 0 6px}
 table{border-collapse:collapse;width:100%;margin-bottom:4px}
-th,td{text-align:left;padding:3px 8px;border-bottom:1px solid var(--line);vertical-align:top}
+th,td{text-align:left;padding:3px 8px;border-bottom:1px solid var(--line);vertical-align:top;white-space:nowrap}
 th{background:var(--head);font-weight:600;font-size:12px;color:#424a53}
+th.num{text-align:right}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
+td .chip{display:inline-block;margin:1px 14px 1px 0}
 tr.sub td{border-top:2px solid var(--line)}
 .b{display:inline-block;min-width:58px;padding:0 6px;border-radius:10px;font-size:12px;font-weight:600;
 text-align:center;color:#fff;background:var(--muted)}
 .b.good{background:var(--good)}.b.warn{background:var(--warn)}.b.bad{background:var(--bad)}
 .big{font-size:14px;padding:1px 10px}
-.note{font-size:12px;word-break:break-word}
+.note{font-size:12px;white-space:normal;overflow-wrap:anywhere}
 code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace}
 footer{margin-top:18px;font-size:12px;color:var(--muted)}
 footer a{color:var(--muted)}
@@ -138,10 +141,11 @@ def num(value: Any, unit: str = "") -> str:
 
 
 def table(headers: Sequence[str], rows: Iterable[str], empty: str) -> str:
+    """A table; a header written ``">name"`` heads a column of numbers (aligned right)."""
     body = "".join(rows)
     if not body:
         return f'<p class="empty">{esc(empty)}</p>'
-    head = "".join(f"<th>{h}</th>" for h in headers)
+    head = "".join(f'<th class="num">{h[1:]}</th>' if h.startswith(">") else f"<th>{h}</th>" for h in headers)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -187,28 +191,36 @@ def nodes_section(cluster: dict[str, Any], peers: list[dict[str, Any]]) -> str:
         counts[str(p.get("status"))] = counts.get(str(p.get("status")), 0) + 1
     summary = '<span class="meta">' + esc(", ".join(f"{n} {s}" for s, n in sorted(counts.items()))) + "</span>"
     return section("nodes", "Nodes", summary, table(
-        ("node", "member", "health", "version", "incarnation", "last seen", "rtt", "address"), rows,
+        ("node", "member", "health", "version", ">incarnation", "last seen", ">rtt", "address"), rows,
         "no members"))
 
 
-def components_section(node: str, own: list[dict[str, Any]], cluster: dict[str, Any]) -> str:
-    """This node's components (the supervisor's view), then each peer's gossiped summary."""
+def components_section(node: str, own: list[dict[str, Any]]) -> str:
+    """This node's components, as the supervisor sees them (``/components``)."""
+    rows = [row(f"<b>{esc(node)}</b>", esc(c.get("name")), badge(c.get("state")), healthy_badge(c.get("healthy")),
+                duration(c.get("uptime_s")), f'<td class="num">{num(c.get("restarts"))}</td>',
+                f'<span class="note">{esc(c.get("note") or "")}</span>')
+            for c in own]
+    return section("components", "Components", "", table(
+        ("node", "component", "state", "health", "uptime", ">restarts", "note"), rows, "no components"))
+
+
+def peer_components_section(node: str, cluster: dict[str, Any]) -> str:
+    """Each peer's components as its gossiped summary says (name, state, healthy), one row a peer."""
     rows = []
-    for c in own:
-        rows.append(row(f"<b>{esc(node)}</b>", esc(c.get("name")), badge(c.get("state")),
-                        healthy_badge(c.get("healthy")), duration(c.get("uptime_s")),
-                        f'<td class="num">{num(c.get("restarts"))}</td>',
-                        f'<span class="note">{esc(c.get("note") or "")}</span>'))
     for n in cluster.get("nodes", []):
         if n.get("name") == node:
             continue
         stale = ' <span class="note">(last known)</span>' if n.get("stale") else ""
-        for i, c in enumerate(n.get("components", [])):
-            rows.append(row(f"<b>{esc(n.get('name'))}</b>{stale}", esc(c.get("name")), badge(c.get("state")),
-                            healthy_badge(c.get("healthy")), DASH, DASH,
-                            '<span class="note">gossiped summary</span>', cls="sub" if i == 0 else ""))
-    return section("components", "Components", "", table(
-        ("node", "component", "state", "health", "uptime", "restarts", "note"), rows, "no components"))
+        chips = "".join(
+            f'<span class="chip">{esc(c.get("name"))} {badge(c.get("state"))}'
+            + (f" {badge('unhealthy')}" if c.get("healthy") is False else "") + "</span>"
+            for c in n.get("components", []))
+        rows.append(row(f"<b>{esc(n.get('name'))}</b>{stale}", chips or '<span class="note">none</span>'))
+    if not rows:
+        return ""
+    return section("peer-components", "Peers' components", '<span class="meta">from their gossiped summaries</span>',
+                   table(("node", "components"), rows, ""))
 
 
 def checks_section(node: str, own: dict[str, Any], cluster: dict[str, Any], now: float) -> str:
@@ -236,8 +248,8 @@ def sync_section(snap: dict[str, Any], now: float) -> str:
         conflicts = list(p.get("conflicts") or [])
         shown = ", ".join(str(f) for f in conflicts[:MAX_CONFLICT_FILES])
         more = f" and {len(conflicts) - MAX_CONFLICT_FILES} more" if len(conflicts) > MAX_CONFLICT_FILES else ""
-        conflict_cell = (f'<td class="num">{len(conflicts)}</td>' if not conflicts else
-                         f'<td>{badge(str(len(conflicts)))} <span class="note">{esc(shown + more)}</span></td>')
+        conflict_cell = "none" if not conflicts else (
+            f'{badge(str(len(conflicts)), kind="bad")} <span class="note">{esc(shown + more)}</span>')
         rows.append(row(f"<b>{esc(name)}</b>", badge(p.get("state")), ago(p.get("last_success"), now),
                         f'<td class="num">{num(p.get("attempts"))}</td>', until(p.get("next_retry"), now),
                         f'<td class="num">{num(p.get("pending_files"))}</td>', conflict_cell,
@@ -246,7 +258,7 @@ def sync_section(snap: dict[str, Any], now: float) -> str:
     head = (f'<p class="meta">last run {ago(snap.get("last_run"), now)} ({esc(snap.get("last_result"))}), '
             f'last success {ago(snap.get("last_success"), now)}, next {until(snap.get("next_run"), now)}</p>')
     return section("sync", "DAG sync", badge(run) if run else "", head + table(
-        ("peer", "state", "last success", "attempts", "next retry", "pending files", "conflicts", "last error"),
+        ("peer", "state", "last success", ">attempts", "next retry", ">pending files", "conflicts", "last error"),
         rows, "no peers to sync with"))
 
 
@@ -259,10 +271,10 @@ def postgres_section(snap: dict[str, Any], now: float) -> str:
             for n in snap.get("nodes", [])]
     flags = (" " + badge("split brain")) if snap.get("split_brain") else ""
     flags += (" " + badge("stale")) if snap.get("stale") else ""
-    head = (f'<p class="meta">primary {esc(snap.get("primary"))}, checked {ago(snap.get("checked_at"), now)}: '
-            f'{esc(snap.get("output"))}</p>')
+    head = (f'<p class="meta">primary {esc(snap.get("primary") or "none")}, '
+            f'checked {ago(snap.get("checked_at"), now)}: {esc(snap.get("output"))}</p>')
     return section("postgres", "PostgreSQL", badge(snap.get("status")) + flags, head + table(
-        ("node", "up", "role", "lag", "lag time", "timeline", "error"), rows, "no nodes"))
+        ("node", "up", "role", ">lag", ">lag time", ">timeline", "error"), rows, "no nodes"))
 
 
 def rabbitmq_section(snap: dict[str, Any], now: float) -> str:
@@ -281,7 +293,7 @@ def rabbitmq_section(snap: dict[str, Any], now: float) -> str:
     head = (f'<p class="meta">AMQP round trip {trip}, checked {ago(snap.get("checked_at"), now)}: '
             f'{esc(snap.get("output"))}</p>')
     return section("rabbitmq", "RabbitMQ", badge(snap.get("status")) + flags, head + table(
-        ("node", "status", "running", "partitions", "alarms", "AMQP round trip", "error"), rows, "no nodes"))
+        ("node", "status", "running", "partitions", "alarms", ">AMQP round trip", "error"), rows, "no nodes"))
 
 
 # --------------------------------------------------------------------------- the page
@@ -295,7 +307,8 @@ def render(state: StateView) -> str:
     own_health = state.registry.to_json(node)  # as GET /health
     parts = [
         nodes_section(cluster, state.peers()),  # as GET /peers
-        components_section(node, [c.to_json() for c in state.components()], cluster),  # as GET /components
+        components_section(node, [c.to_json() for c in state.components()]),  # as GET /components
+        peer_components_section(node, cluster),
         checks_section(node, own_health, cluster, now),
     ]
     links = ["/health/cluster", "/peers", "/components", "/status"]

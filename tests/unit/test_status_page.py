@@ -188,7 +188,8 @@ def test_a_dead_peer_and_a_fatal_component_are_shown_as_such() -> None:
     flaky = p.row("components", "n1", "flaky")
     assert (flaky[2].text, flaky[2].kinds) == ("fatal", ["bad"])
     assert flaky[5].text == "3" and flaky[6].text == "crash loop: 3 exits in 60s"
-    assert "last known" in p.row("components", "n3")[0].text  # a dead peer's components: its last summary
+    n3_components = p.row("peer-components", "n3")  # a dead peer's components: its last summary
+    assert "last known" in n3_components[0].text and n3_components[1].text == "web running"
     sup = p.row("checks", "n1", "supervisor")
     assert (sup[2].text, sup[2].kinds) == ("critical", ["bad"])
 
@@ -213,8 +214,8 @@ def test_hostile_text_is_escaped_everywhere(where: str) -> None:
     else:
         peer = p.row("nodes", HOSTILE)
         assert peer[1].text == "alive" and peer[3].text == HOSTILE
-        comp = p.row("components", HOSTILE)
-        assert (comp[1].text, comp[2].text, comp[2].kinds) == (HOSTILE, HOSTILE, ["muted"])
+        comp = p.row("peer-components", HOSTILE)
+        assert (comp[1].text, comp[1].kinds) == (f"{HOSTILE} {HOSTILE}", ["muted"])
         assert p.row("checks", HOSTILE, HOSTILE)[4].text == HOSTILE
 
 
@@ -265,6 +266,7 @@ def test_sync_peers_show_state_retries_pending_and_conflicts() -> None:
                       "7 /dags/d0.py, /dags/d1.py, /dags/d2.py, /dags/d3.py, /dags/d4.py and 2 more"]
     assert n3[7] == HOSTILE and "<script" not in text
     assert p.row("sync", "n3")[1].kinds == ["bad"] and p.row("sync", "n2")[1].kinds == ["good"]
+    assert p.row("sync", "n3")[6].kinds == ["bad"] and p.row("sync", "n2")[6].text == "none"
 
 
 def test_rabbitmq_partitions_and_alarms_are_red() -> None:
