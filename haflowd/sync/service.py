@@ -279,11 +279,14 @@ class SyncService:
             if path is None or self.conflicts.open_entry(peer, name) is None or not self.ties.due(key, now):
                 continue
             local = await asyncio.to_thread(_mtime, path)
-            verdict = decide_tie(me, host, local, await self.runner.peer_mtime(me, host, name, path))
+            remote = await self.runner.peer_mtime(me, host, name, path)
+            verdict = decide_tie(me, host, local, remote)
             if verdict.action == TieAction.UNKNOWN:
                 if self.ties.failed(key, now):
                     log.error("sync_conflict_tie_gave_up", file=path, peer=peer,
                               error="could not read both mtimes; settle it by hand (touch the version to keep)")
+                if remote is None:
+                    break  # the peer did not answer for this file: not for the next ones either, this run
                 continue
             self.ties.decided(key, verdict.action)
             if verdict.action == TieAction.NOT_A_TIE:

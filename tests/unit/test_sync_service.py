@@ -387,3 +387,21 @@ async def test_a_wrapper_command_is_never_forced(tmp_path: Path) -> None:
     async with running(svc):
         await asyncio.wait_for(svc.sync_now(), 5)
     assert fake.forced == [] and fake.looks == 0
+
+
+async def test_a_peer_that_cannot_say_its_mtime_is_asked_once_per_run(tmp_path: Path) -> None:
+    """A hung peer would cost a csync2 -T timeout per file: one look per run is enough."""
+    names = [_dag(tmp_path, 1_700_000_000), str(tmp_path / "dags" / "other.py")]
+    fake = TieRunner(names[0], None)
+
+    async def sync(host: str) -> tuple[PeerResult, float]:
+        fake.calls.append(host)
+        if host == "nodeb":
+            return PeerResult(Outcome.CONFLICT, "2 file(s) in conflict", tuple(names), (), tuple(names)), 0.01
+        return PeerResult(Outcome.SYNCED), 0.01
+
+    fake.sync = sync  # type: ignore[method-assign]
+    svc, _ = make(tmp_path, fake)
+    async with running(svc):
+        await asyncio.wait_for(svc.sync_now(), 5)
+    assert fake.looks >= 1 and fake.looks == svc.core.runs["conflict"] and fake.forced == []
