@@ -358,8 +358,8 @@ def summary_md(r: dict[str, Any]) -> str:
         f"Detection (failure -> dead, per observer): {det['summary']}; failures shorter than "
         f"{det['detect_bound_s']} s (probe turn + probe + suspicion timeout {r['timing']['suspicion_timeout_s']} s "
         f"+ 1 s; {det['isolated_bound_s']} s for an observer cut off from the majority, whose Lifeguard "
-        "multiplier stretches its probes) need not be detected, and a dead verdict counts as false unless a "
-        "fault cut the pair off "
+        "multiplier stretches its probes and suspicions) need not be detected, and a dead verdict counts as false "
+        "unless a fault cut the pair off "
         f"(partition, one-way partition, kill, a SIGSTOP over the suspicion timeout) within "
         f"{r['timing']['excuse_after_s']} s before it.",
         "",

@@ -34,10 +34,10 @@ class Timing:
     def isolated_bound(self) -> float:
         """The same for an observer cut off from the majority: Lifeguard's local health multiplier
         (up to 1 + MAX_LHM) stretches its probe interval and timeouts, on purpose (it may be the
-        one at fault), though not the suspicion timeout."""
+        one at fault), and its suspicion timeout alike (docs/gossip.md)."""
         scale = 1 + MAX_LHM
         return (scale * ((self.n - 1) * self.probe_interval + self.probe_interval + LAST_CHANCES * self.probe_timeout)
-                + self.suspicion_lo + 1.0)
+                + scale * self.suspicion_lo + 1.0)
 
     @property
     def detect_bound(self) -> float:
