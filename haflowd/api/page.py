@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import math
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -101,8 +102,12 @@ def healthy_badge(healthy: Any) -> str:
     return '<span class="note">not probed</span>'
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def duration(seconds: Any) -> str:
-    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+    if not _number(seconds):
         return DASH
     s = max(0, int(seconds))
     if s < 120:
@@ -118,24 +123,27 @@ def duration(seconds: Any) -> str:
 
 
 def utc(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+    except (OverflowError, OSError, ValueError):  # a time no calendar holds: the page still renders
+        return "?"
 
 
 def ago(ts: Any, now: float, never: str = "never") -> str:
     """A wall timestamp (UNIX seconds) as "12 s ago", its UTC time on hover."""
-    if not isinstance(ts, (int, float)) or isinstance(ts, bool):
+    if not _number(ts):
         return never
     return f'<span title="{utc(ts)}">{duration(now - ts)} ago</span>'
 
 
 def until(ts: Any, now: float) -> str:
-    if not isinstance(ts, (int, float)) or isinstance(ts, bool):
+    if not _number(ts):
         return DASH
     return f'<span title="{utc(ts)}">in {duration(ts - now)}</span>' if ts > now else "now"
 
 
 def num(value: Any, unit: str = "") -> str:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
+    if not _number(value):
         return DASH
     return f"{value:g}{unit}" if isinstance(value, float) else f"{value}{unit}"
 

@@ -315,3 +315,10 @@ def test_rendering_three_nodes_is_fast() -> None:
         runs.append(time.perf_counter() - t0)
     median = statistics.median(runs)
     assert median < 0.005, f"median render {median * 1000:.2f} ms"  # measured about 0.2 ms
+
+
+def test_odd_numbers_and_times_render_as_dashes() -> None:
+    for value in (None, float("nan"), float("inf"), -float("inf"), True, "12", [1]):
+        assert page.duration(value) == page.num(value) == page.until(value, 0.0) == page.DASH
+        assert page.ago(value, 0.0) == "never"
+    assert page.utc(1e20) == "?" and page.ago(1e20, 0.0).endswith("ago</span>")
