@@ -175,3 +175,28 @@ def test_faults_never_kill_a_clean_node_and_clean_traffic_converges(
         waited += step
     net.run_for(2 * S.push_pull_interval)
     assert converged(cores, net.crashed)
+
+
+@PROPS
+@given(st.integers(3, 6), st.integers(12_000, 64_000), st.sampled_from([0.05, 0.1, 0.2, 0.3]),
+       st.floats(0.0, 3.0), st.sampled_from([0, 500, 1500]), st.integers(0, 2**32 - 1))
+def test_a_node_on_a_slow_link_never_condemns_a_healthy_one(
+        n: int, rate: int, longest_wait: float, stall: float, summary: int, seed: int) -> None:
+    """One node's outbound link is a ``tc tbf`` (``rate`` bytes/s, ``longest_wait`` of queue,
+    what waits longer is dropped), it may be stalled first, and every node's summary changes
+    every second: the slow node's local health stretches its suspicions, so it gives none of
+    the healthy nodes, all clean, a false death (scripts/soak, seed 3). Its own death is fair."""
+    net, cores, clock = cluster(n, seed)
+    names = list(cores)
+    slow = names[seed % n]
+    watch = Watch(cores, clock, set(names) - {slow})
+    net.on_event = watch
+    net.limit_rate(slow, rate, longest_wait)
+    pad = "x" * summary
+    for second in range(12):
+        for x, c in cores.items():
+            if net.stalled_until.get(x, 0.0) <= clock.now:
+                c.set_summary({"status": "passing", "second": second, "checks": pad})
+        if second == 2 and stall:
+            net.stall(slow, stall)
+        net.run_for(1.0)
