@@ -51,6 +51,7 @@ th,td{text-align:left;padding:3px 8px;border-bottom:1px solid var(--line);vertic
 th{background:var(--head);font-weight:600;font-size:12px;color:#424a53}
 th.num{text-align:right}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
+td b{white-space:normal;overflow-wrap:anywhere}
 td .chip{display:inline-block;margin:1px 14px 1px 0}
 tr.sub td{border-top:2px solid var(--line)}
 .b{display:inline-block;min-width:58px;padding:0 6px;border-radius:10px;font-size:12px;font-weight:600;
