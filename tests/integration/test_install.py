@@ -78,11 +78,18 @@ def test_the_wheelhouse_holds_every_pin_and_only_wheels(wheelhouse):  # noqa: F8
     assert (wheelhouse / "constraints.txt").read_text() == (ROOT / "constraints.txt").read_text()
 
 
-def test_offline_install_resolves_every_dependency_from_the_pins(tmp_path, wheelhouse):  # noqa: F811
+def test_offline_install_upgrade_uninstall_purge(tmp_path, wheelhouse):  # noqa: F811
     """Installed with --no-index from the wheelhouse, the venv holds exactly the pinned
-    versions: nothing unpinned slipped in (pip freeze, minus haflowd, pip, setuptools)."""
-    prefix, dest = tmp_path / "opt", tmp_path / "root"
-    ok(install("--wheelhouse", wheelhouse, "--prefix", prefix, "--destdir", dest))
+    versions: nothing unpinned slipped in (pip freeze, minus haflowd, pip, setuptools).
+    The paths come from the environment (HAFLOWD_*) this time, --destdir in the test above."""
+    prefix, etc, data, units = tmp_path / "p", tmp_path / "e", tmp_path / "d", tmp_path / "u"
+    completions = tmp_path / "c"
+    env = {"HAFLOWD_PREFIX": str(prefix), "HAFLOWD_ETC_DIR": str(etc), "HAFLOWD_DATA_DIR": str(data),
+           "HAFLOWD_UNIT_DIR": str(units)}
+    ok(install("--no-systemd", "--wheelhouse", wheelhouse, env=env))
+    assert (prefix / "bin/haflowd").exists() and (etc / "haflowd.toml").exists() and data.is_dir()
+    unit = units / "haflowd.service"
+    assert f"ExecStart={prefix}/bin/haflowd" in unit.read_text()
     r = subprocess.run([str(prefix / "bin" / "python"), "-m", "pip", "freeze", "--all"], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
@@ -92,61 +99,40 @@ def test_offline_install_resolves_every_dependency_from_the_pins(tmp_path, wheel
     assert frozen == pinned((ROOT / "constraints.txt").read_text())
     assert "haflowd @ file://" in r.stdout or "haflowd==" in r.stdout
 
-    # an upgrade in place: the operator's config and both keys byte-identical, data kept,
-    # haflowd's files put back from the wheel even at the same version
-    etc, data = dest / "etc/haflowd", dest / "var/lib/haflowd"
+    # an upgrade in place: the operator's config and both keys byte-identical (and their
+    # modes), data kept, haflowd's files put back from the wheel even at the same version
     config, key = etc / "haflowd.toml", etc / "gossip.key"
-    config.write_bytes(config.read_bytes() + b"\n[node]\n# edited by the operator\n")
+    config.write_bytes(config.read_bytes() + b"\n# edited by the operator\n")
     (etc / "csync2.key").write_bytes(b"not touched\n")
+    (etc / "csync2.key").chmod(0o600)
     (data / "incarnation").write_text("7\n")
     before = {p: p.read_bytes() for p in (config, key, etc / "csync2.key", data / "incarnation")}
     modes = {p: p.stat().st_mode for p in before}
     (init,) = prefix.glob("lib/python3*/site-packages/haflowd/__init__.py")
     pristine = init.read_bytes()
     init.write_bytes(pristine + b"\n# changed in place\n")
-    r = ok(install("--wheelhouse", wheelhouse, "--prefix", prefix, "--destdir", dest))
+    r = ok(install("--no-systemd", "--wheelhouse", wheelhouse, env=env))
     assert "(exists, left as it is)" in r.stdout
     assert {p: p.read_bytes() for p in before} == before
     assert {p: p.stat().st_mode for p in before} == modes
     assert init.read_bytes() == pristine
 
-    # --uninstall: venv and unit gone, config and data kept
-    unit = dest / "etc/systemd/system/haflowd.service"
-    completion = dest / "usr/share/bash-completion/completions/haflowctl"
-    completion.parent.mkdir(parents=True)
+    # --uninstall: venv, unit and completion gone, config and data kept
+    completion = completions / "haflowctl"
+    completions.mkdir()
     completion.write_text("complete -F _haflowctl haflowctl\n")
-    assert unit.exists()
-    r = ok(install("--uninstall", "--prefix", prefix, "--destdir", dest))
+    r = ok(install("--no-systemd", "--uninstall", "--completion-dir", completions, env=env))
     assert not prefix.exists() and not unit.exists() and not completion.exists()
     assert {p: p.read_bytes() for p in before} == before
     # and again: nothing left to remove is not an error
-    ok(install("--uninstall", "--prefix", prefix, "--destdir", dest))
+    ok(install("--no-systemd", "--uninstall", env=env))
 
     # --uninstall --purge: config, keys and data gone too
-    ok(install("--uninstall", "--purge", "--prefix", prefix, "--destdir", dest))
+    ok(install("--no-systemd", "--uninstall", "--purge", env=env))
     assert not etc.exists() and not data.exists()
 
 
-def test_paths_come_from_options_or_the_environment(tmp_path, wheelhouse):  # noqa: F811
-    """--etc-dir/--data-dir/--unit-dir (or HAFLOWD_* in the environment) place each part;
-    --uninstall refuses to remove a prefix that is not a venv."""
-    etc, data, units, prefix = tmp_path / "e", tmp_path / "d", tmp_path / "u", tmp_path / "p"
-    env = {"HAFLOWD_PREFIX": str(prefix), "HAFLOWD_ETC_DIR": str(etc), "HAFLOWD_DATA_DIR": str(data),
-           "HAFLOWD_UNIT_DIR": str(units)}
-    ok(install("--no-systemd", "--wheelhouse", wheelhouse, env=env))
-    assert (prefix / "bin/haflowd").exists() and (etc / "haflowd.toml").exists() and (etc / "gossip.key").exists()
-    assert data.is_dir() and f"ExecStart={prefix}/bin/haflowd" in (units / "haflowd.service").read_text()
-    ok(install("--no-systemd", "--uninstall", "--purge", env=env))
-    assert not any(p.exists() for p in (prefix, etc, data, units / "haflowd.service"))
-
-    notvenv = tmp_path / "notvenv"
-    notvenv.mkdir()
-    (notvenv / "precious").write_text("x")
-    r = install("--uninstall", "--prefix", notvenv, "--destdir", tmp_path / "root")
-    assert r.returncode != 0 and "not a venv" in r.stderr and (notvenv / "precious").exists()
-
-
-def test_every_option_is_in_the_help():
+def test_every_option_is_in_the_help(tmp_path):
     text = (ROOT / "scripts" / "install").read_text()
     options = set(re.findall(r"^\s+(--[a-z-]+)\)", text, re.M))
     assert {"--wheelhouse", "--make-wheelhouse", "--uninstall", "--purge", "--prefix"} <= options
@@ -156,5 +142,13 @@ def test_every_option_is_in_the_help():
     assert options <= documented, f"undocumented in --help: {sorted(options - documented)}"
     r = install("--purge")
     assert r.returncode != 0 and "--purge goes with --uninstall" in r.stderr
+    r = install("--no-such-option")
+    assert r.returncode != 0 and "unknown argument" in r.stderr
+
+    notvenv = tmp_path / "notvenv"
+    notvenv.mkdir()
+    (notvenv / "precious").write_text("x")
+    r = install("--uninstall", "--prefix", notvenv, "--destdir", tmp_path / "root")
+    assert r.returncode != 0 and "not a venv" in r.stderr and (notvenv / "precious").exists()
     r = install("--no-such-option")
     assert r.returncode != 0 and "unknown argument" in r.stderr
