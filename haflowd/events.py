@@ -167,3 +167,12 @@ class EventBus:
 def matches(patterns: Iterable[str], type_: str) -> bool:
     """A hook's `on` list: exact event types or "*"."""
     return any(p == "*" or p == type_ for p in patterns)
+
+
+BUS = EventBus()
+"""The daemon's bus (like logs.REDACTOR: one per process). The daemon sets `BUS.node`; other
+code emits with `events.emit("member-dead", name, {...})` or gets a bus injected."""
+
+
+def emit(type_: str, subject: str = "", detail: dict[str, Any] | None = None) -> Event | None:
+    return BUS.emit(type_, subject, detail)
