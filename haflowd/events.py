@@ -176,3 +176,121 @@ code emits with `events.emit("member-dead", name, {...})` or gets a bus injected
 
 def emit(type_: str, subject: str = "", detail: dict[str, Any] | None = None) -> Event | None:
     return BUS.emit(type_, subject, detail)
+
+
+LOG_LINES = 1000
+LOG_BYTES = 1 << 20
+LOG_LINE_MAX = 4096
+LOG_FOLLOWER_QUEUE = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputLine:
+    time: float
+    stream: str
+    line: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"time": self.time, "stream": self.stream, "line": self.line}
+
+
+class OutputRing:
+    """A component's last output lines (kept by the Child across its restarts, so a fatal
+    component still shows what it printed before it died): at most `max_lines` and
+    `max_bytes`, each line cut at `line_max`, masked by `scrub` before it is kept. Followers
+    are bounded like the event bus's: a slow one loses lines, counted."""
+
+    def __init__(self, clock: Clock = SYSTEM_CLOCK, max_lines: int = LOG_LINES, max_bytes: int = LOG_BYTES,
+                 line_max: int = LOG_LINE_MAX, scrub: Callable[[str], str] | None = None,
+                 max_followers: int = MAX_FOLLOWERS) -> None:
+        self._clock = clock
+        self._max_lines = max(1, max_lines)
+        self._max_bytes = max(1, max_bytes)
+        self._line_max = max(1, line_max)
+        self._scrub = scrub
+        self._lines: collections.deque[OutputLine] = collections.deque()
+        self._bytes = 0
+        self._followers: list[LineFollower] = []
+        self._max_followers = max_followers
+        self._lock = threading.Lock()
+
+    def append(self, stream: str, text: str) -> None:
+        try:
+            text = text[: self._line_max]
+            if self._scrub is not None:
+                text = self._scrub(text)[: self._line_max]
+            item = OutputLine(self._clock.wall(), stream, text)
+            with self._lock:
+                self._lines.append(item)
+                self._bytes += len(text)
+                while len(self._lines) > self._max_lines or (self._bytes > self._max_bytes and len(self._lines) > 1):
+                    self._bytes -= len(self._lines.popleft().line)
+                followers = list(self._followers)
+            for f in followers:
+                if f.closed:
+                    self.unsubscribe(f)
+                else:
+                    f.push(item)
+        except Exception:  # never the supervisor's problem
+            return
+
+    def tail(self, n: int | None = None, stream: str | None = None) -> list[OutputLine]:
+        with self._lock:
+            lines = list(self._lines)
+        if stream is not None:
+            lines = [x for x in lines if x.stream == stream]
+        if n is not None:
+            lines = lines[-n:] if n > 0 else []
+        return lines
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def subscribe(self, limit: int = LOG_FOLLOWER_QUEUE,
+                  wake: Callable[[], None] | None = None) -> LineFollower | None:
+        with self._lock:
+            self._followers = [f for f in self._followers if not f.closed]
+            if len(self._followers) >= self._max_followers:
+                return None
+            f = LineFollower(self, limit, wake)
+            self._followers.append(f)
+            return f
+
+    def unsubscribe(self, follower: LineFollower) -> None:
+        with self._lock:
+            self._followers = [f for f in self._followers if f is not follower]
+
+
+class LineFollower:
+    def __init__(self, ring: OutputRing, limit: int, wake: Callable[[], None] | None) -> None:
+        self._ring = ring
+        self._limit = max(1, limit)
+        self._queue: collections.deque[OutputLine] = collections.deque()
+        self._lost = 0
+        self._lock = threading.Lock()
+        self.wake = wake
+        self.closed = False
+
+    def push(self, item: OutputLine) -> None:
+        with self._lock:
+            if len(self._queue) >= self._limit:
+                self._queue.popleft()
+                self._lost += 1
+            self._queue.append(item)
+        if self.wake is not None:
+            try:
+                self.wake()
+            except Exception:
+                self.closed = True
+
+    def drain(self) -> tuple[list[OutputLine], int]:
+        with self._lock:
+            items = list(self._queue)
+            self._queue.clear()
+            lost, self._lost = self._lost, 0
+        return items, lost
+
+    def close(self) -> None:
+        self.closed = True
+        self._ring.unsubscribe(self)

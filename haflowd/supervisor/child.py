@@ -21,12 +21,13 @@ from typing import Any
 import aiohttp
 import structlog
 
-from haflowd import workers
+from haflowd import events, workers
 from haflowd.airflow import jobs as airflow_jobs
 from haflowd.clock import SYSTEM_CLOCK, Clock
 from haflowd.config import ComponentConfig, HealthConfig, user_ids
 from haflowd.errors import SpawnError
 from haflowd.health import CheckRegistry, Status
+from haflowd.logs import REDACTOR
 from haflowd.supervisor.policy import Action, ExitInfo, PolicySettings, RestartPolicy
 
 GUARD = Path(__file__).with_name("guard.py")
@@ -177,6 +178,7 @@ class Child:
         self._exited: asyncio.Future[dict[str, Any]] | None = None
         self._unhealthy = False
         self._probe_seq = 0
+        self.output = events.OutputRing(clock, scrub=REDACTOR.scrub)  # outlives the runs: `haflowctl logs`
         self._publish()
 
     # ------------------------------------------------------------------ public
@@ -310,14 +312,20 @@ class Child:
                 uptime_s=round(info.uptime, 3), unhealthy=info.unhealthy,
                 decision=decision.action.value, delay_s=round(decision.delay, 3), reason=decision.reason,
             )
+            events.emit("component-exited", self.name, {
+                "code": info.code, "signal": _signame(info.signal), "uptime_s": round(info.uptime, 3),
+                "unhealthy": info.unhealthy, "decision": decision.action.value, "reason": decision.reason})
             if decision.action is Action.STOP:
                 self.completed = self.cfg.oneshot and info.code == 0 and info.signal is None
                 what = "completed" if self.completed else decision.reason
                 self._set("stopped", f"exited: {_describe_exit(info)}; {what}")
+                if self.completed:
+                    events.emit("component-completed", self.name, {"uptime_s": round(info.uptime, 3)})
                 return
             if decision.action is Action.FATAL:
                 self._set("fatal", f"{decision.reason}; last: {_describe_exit(info)}")
                 self.log.error("child_fatal", reason=decision.reason)
+                events.emit("component-fatal", self.name, {"reason": decision.reason, "last": _describe_exit(info)})
                 return
             if decision.delay > 0:
                 self.next_start_at = self.clock.monotonic() + decision.delay
@@ -382,6 +390,7 @@ class Child:
         self.started_mono = self.clock.monotonic()
         self.started_wall = self.clock.wall()
         self.log.info("child_started", pid=pid, restarts=self.restarts)
+        events.emit("component-started", self.name, {"pid": pid, "restarts": self.restarts})
         self.on_spawn(self)
         return pid
 
@@ -530,6 +539,7 @@ class Child:
                 line = await stream.read(2**16)
             if not line:
                 return
+            self.output.append(name, line.decode(errors="replace").rstrip("\n"))
             ok, dropped = limiter.allow()
             if dropped:
                 self.log.warning("output_suppressed", stream=name, lines=dropped,
@@ -590,6 +600,7 @@ class Child:
                 if failures >= h.failures:
                     self._unhealthy = True
                     self.log.error("child_unhealthy", detail="restarting", output=output)
+                    events.emit("component-unhealthy", self.name, {"output": output, "failures": failures})
                     await self._terminate(self.cfg.stop_timeout)
                     return
             elif self.state == "starting":
