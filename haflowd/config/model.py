@@ -114,6 +114,7 @@ class ComponentConfig:
     log_rate_limit: int = _int("component.log_rate_limit")
     health: HealthConfig | None = None
     oneshot: bool = _default("component.oneshot")
+    on_drain: str = _default("component.on_drain")
 
     def __hash__(self) -> int:
         return hash((self.name, self.command))

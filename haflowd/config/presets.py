@@ -118,6 +118,7 @@ def _component(d: ComponentDraft, pre: presets.Defaults | None, errors: Errors, 
         stop_signal=int(_given_or(d, "stop_signal", fill["stop_signal"])),
         crash_loop_failures=int(_given_or(d, "crash_loop_failures", fill["crash_loop_failures"])),
         log_rate_limit=int(_given_or(d, "log_rate_limit", fill["log_rate_limit"])),
+        on_drain=str(_given_or(d, "on_drain", default_of("component.on_drain"))),
         **{k: float(_given_or(d, k, fill[k])) for k in keys},
     )
 

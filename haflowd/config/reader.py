@@ -537,6 +537,7 @@ def _component(t: Table, index: int, check_system: bool) -> ComponentDraft:
     v["stop_signal"] = t.get("stop_signal", "one of " + ", ".join(_SIGNALS), _as_signal, None)
     v["stop_timeout"] = t.duration("stop_timeout", None)
     v["log_rate_limit"] = t.integer("log_rate_limit", None)
+    v["on_drain"] = t.choice("on_drain", ("stop", "keep"), None)
     e.at(COMPONENT, index, HEALTH)
     h = t.table("health")
     health = _health(h, index) if h is not None else None

@@ -93,6 +93,8 @@ SCHEMA: tuple[Key, ...] = (
     Key("component.start_after", "list of names", "components that must be running (and healthy) first", []),
     Key("component.stop_signal", "signal", "TERM, INT, QUIT, HUP, KILL, USR1, USR2 or WINCH", "TERM"),
     _d("component.stop_timeout", 30.0, 100 * _MS, 1 * _D, "then SIGKILL to the whole process group"),
+    Key("component.on_drain", "stop | keep", "on `haflowctl drain`: stop it (warmly, in reverse start order) or keep it",
+        "stop"),
     _i("component.log_rate_limit", 200, 0, 1_000_000, "output lines per second logged (a token bucket); 0: no limit"),
     Key("component.health", "table", "the probe; not for a oneshot component"),
     Key("component.health.http", "URL", "healthy on a 2xx answer", shown="one of http, command, airflow_job"),
