@@ -87,6 +87,101 @@ class Client:
             return resp.status, {"ok": False, "error": f"HTTP {resp.status}"}
 
 
+def stream_lines(c: Client, path: str, follow: bool) -> tuple[int, Any]:
+    """GET over the control socket: (status, an iterator of parsed JSON lines) or, for an
+    error, (status, its body). A follow waits for lines with no timeout (Ctrl-C ends it)."""
+    conn = UnixHTTPConnection(c.sock, c.timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+    except PermissionError:
+        raise Unreachable(f"permission denied on {c.sock}: run as root or as haflowd's user") from None
+    except FileNotFoundError:
+        raise Unreachable(f"cannot reach haflowd: no control socket at {c.sock}") from None
+    except (OSError, http.client.HTTPException) as e:
+        raise Unreachable(f"cannot reach haflowd at {c.sock}: {e}") from None
+    if resp.status != 200:
+        body = resp.read()
+        conn.close()
+        try:
+            return resp.status, json.loads(body)
+        except ValueError:
+            return resp.status, {"ok": False, "error": f"HTTP {resp.status}"}
+    if follow and conn.sock is not None:
+        conn.sock.settimeout(None)
+
+    def lines() -> Any:
+        try:
+            for raw in resp:
+                with_text = raw.strip()
+                if with_text:
+                    yield json.loads(with_text)
+        except (OSError, http.client.HTTPException, ValueError):
+            return  # the daemon went away mid-stream
+        finally:
+            conn.close()
+
+    return 200, lines()
+
+
+def parse_duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    t = text.strip().lower()
+    mult = units.get(t[-1:], 0)
+    value = float(t[:-1] if mult else t)
+    if value < 0 or value != value:
+        raise ValueError(text)
+    return value * (mult or 1)
+
+
+def cmd_logs(c: Client, a: argparse.Namespace) -> int:
+    q = {"lines": str(a.lines)} | ({"follow": "1"} if a.follow else {}) | ({"stream": a.stream} if a.stream else {})
+    status, body = stream_lines(c, f"/components/{urllib.parse.quote(a.name, safe='')}/logs?"
+                                   + urllib.parse.urlencode(q), a.follow)
+    if status != 200:
+        _fail(a, body, body.get("error", f"HTTP {status}") if isinstance(body, dict) else f"HTTP {status}")
+        return 1
+    try:
+        for x in body:
+            if a.json:
+                print(json.dumps(x), flush=True)
+            elif "lost" in x:
+                print(f"-- {x.get('note', '')} --", flush=True)
+            else:
+                err = " [stderr]" if x.get("stream") == "stderr" else ""
+                print(f"{_ts(x.get('time'))}{err} {x.get('line', '')}", flush=True)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_events(c: Client, a: argparse.Namespace) -> int:
+    q: dict[str, str] = {"follow": "1"} if a.follow else {}
+    if a.since:
+        try:
+            q["since"] = str(parse_duration(a.since))
+        except ValueError:
+            print(f"haflowctl: --since {a.since!r}: say e.g. 30s, 10m, 2h", file=sys.stderr)
+            return 2
+    status, body = stream_lines(c, "/events" + ("?" + urllib.parse.urlencode(q) if q else ""), a.follow)
+    if status != 200:
+        _fail(a, body, body.get("error", f"HTTP {status}") if isinstance(body, dict) else f"HTTP {status}")
+        return 1
+    try:
+        for e in body:
+            if a.json:
+                print(json.dumps(e), flush=True)
+            elif "lost" in e:
+                print(f"-- {e.get('note', '')} --", flush=True)
+            else:
+                detail = " ".join(f"{k}={v}" for k, v in (e.get("detail") or {}).items())
+                print(f"{_ts(e.get('time'))} {e.get('node', '')} {e.get('type', '')} {e.get('subject', '')}"
+                      + (f" {detail}" if detail else ""), flush=True)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def _from_config(path: str | None) -> dict[str, str]:
     """api.listen and api.control_socket, read leniently: haflowctl must work even
     where the full config (with its secret files) is not readable."""
@@ -349,6 +444,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("reload", parents=[common], help="re-read the config")
     sub.add_parser("leave", parents=[common], help="leave the cluster gracefully")
     sub.add_parser("doctor", parents=[common], help="preflight this node (works without a daemon)")
+    lg = sub.add_parser("logs", parents=[common], help="a component's last output lines")
+    lg.add_argument("name")
+    lg.add_argument("-n", "--lines", type=int, default=100, help="how many lines (default 100, at most 1000)")
+    lg.add_argument("-f", "--follow", action="store_true", help="then follow new lines until Ctrl-C")
+    lg.add_argument("--stream", choices=("stdout", "stderr"), help="only this stream")
+    ev = sub.add_parser("events", parents=[common], help="what happened on this node (the last 1000 events)")
+    ev.add_argument("-f", "--follow", action="store_true", help="then follow new events until Ctrl-C")
+    ev.add_argument("--since", help="only the last DURATION (e.g. 30s, 10m, 2h)")
     return p
 
 
@@ -356,6 +459,7 @@ COMMANDS = {
     "peers": cmd_peers, "status": cmd_status, "health": cmd_health, "components": cmd_components,
     "restart": cmd_action, "stop": cmd_action, "start": cmd_action, "sync": cmd_sync,
     "reload": cmd_reload, "leave": cmd_leave, "doctor": cmd_doctor,
+    "logs": cmd_logs, "events": cmd_events,
 }
 
 

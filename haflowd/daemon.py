@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 from aiohttp import web
 
-from haflowd import __version__, secrets, tls
+from haflowd import __version__, events, secrets, tls
 from haflowd import config as configmod
 from haflowd.api import limits
 from haflowd.api.control import ControlApi, bind_unix
@@ -117,6 +117,8 @@ class Daemon:
         self.operations_lock = asyncio.Lock()
         self._boot_config = cfg  # what the checkers, sync and gossip were built from
         REDACTOR.set(secrets_of(cfg))
+        self.events = events.BUS
+        self.events.node = self.node
 
     # ------------------------------------------------------------------ views (api.state.StateView, Controls)
 

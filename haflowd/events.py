@@ -60,7 +60,7 @@ class Follower:
     are dropped and counted, and the next `drain` starts with that count."""
 
     def __init__(self, bus: EventBus, limit: int = FOLLOWER_QUEUE,
-                 wake: Callable[[], None] | None = None) -> None:
+                 wake: Callable[[], object] | None = None) -> None:
         self._bus = bus
         self._limit = max(1, limit)
         self._queue: collections.deque[Event] = collections.deque()
@@ -144,7 +144,7 @@ class EventBus:
                 if (since is None or e.time >= since) and (wanted is None or e.type in wanted)]
 
     def subscribe(self, limit: int = FOLLOWER_QUEUE,
-                  wake: Callable[[], None] | None = None) -> Follower | None:
+                  wake: Callable[[], object] | None = None) -> Follower | None:
         """A new follower, or None when `max_followers` are already following."""
         with self._lock:
             self._followers = [f for f in self._followers if not f.closed]
@@ -248,7 +248,7 @@ class OutputRing:
         return self._bytes
 
     def subscribe(self, limit: int = LOG_FOLLOWER_QUEUE,
-                  wake: Callable[[], None] | None = None) -> LineFollower | None:
+                  wake: Callable[[], object] | None = None) -> LineFollower | None:
         with self._lock:
             self._followers = [f for f in self._followers if not f.closed]
             if len(self._followers) >= self._max_followers:
@@ -263,7 +263,7 @@ class OutputRing:
 
 
 class LineFollower:
-    def __init__(self, ring: OutputRing, limit: int, wake: Callable[[], None] | None) -> None:
+    def __init__(self, ring: OutputRing, limit: int, wake: Callable[[], object] | None) -> None:
         self._ring = ring
         self._limit = max(1, limit)
         self._queue: collections.deque[OutputLine] = collections.deque()

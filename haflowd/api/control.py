@@ -6,16 +6,21 @@ stop, start or reload; the TCP API stays read-only.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
 
 from haflowd.api.server import errors_middleware, json_response
 from haflowd.api.state import Controls
+from haflowd.events import LOG_LINES
 
 log = structlog.get_logger()
 
@@ -32,6 +37,8 @@ class ControlApi:
         r.add_post("/leave", self.leave)
         r.add_post("/sync", self.sync)
         r.add_get("/components", self.components)
+        r.add_get("/components/{name}/logs", self.logs)
+        r.add_get("/events", self.events)
         return app
 
     async def components(self, request: web.Request) -> web.Response:
@@ -63,6 +70,97 @@ class ControlApi:
         log.info("control", action=action, component=name, result=result)
         return json_response({"ok": True, "result": result, "component": child.to_json()})
 
+    async def logs(self, request: web.Request) -> web.StreamResponse:
+        """The component's last lines (JSON lines), then, with follow=1, new ones until the
+        client goes away. Works in any state: the ring outlives the component's runs."""
+        name = request.match_info["name"]
+        child = self.controls.component(name)
+        if child is None:
+            return json_response({"ok": False, "error": f"no component named {name!r}"}, 404)
+        q = request.query
+        stream = q.get("stream") or None
+        if stream not in (None, "stdout", "stderr"):
+            return json_response({"ok": False, "error": "stream must be stdout or stderr"}, 400)
+        try:
+            n = max(0, min(int(q.get("lines", "100")), LOG_LINES))
+        except ValueError:
+            return json_response({"ok": False, "error": "lines must be an integer"}, 400)
+        ring = child.output
+        follow = q.get("follow") in ("1", "true", "yes")
+        wake = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        follower = ring.subscribe(wake=lambda: loop.call_soon_threadsafe(wake.set)) if follow else None
+        if follow and follower is None:
+            return json_response({"ok": False, "error": "too many followers"}, 503)
+        try:
+            resp = await self._open_stream(request)
+            for x in ring.tail(n, stream):
+                await resp.write(_line(x.as_dict()))
+            if follower is not None:
+                await self._pump(request, resp, wake, follower.drain,
+                                 lambda x: stream is None or x.stream == stream, "lines")
+            await resp.write_eof()
+            return resp
+        except ConnectionError:  # the client went away: nothing to answer
+            return web.Response(status=499)
+        finally:
+            if follower is not None:
+                follower.close()
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """The event ring (JSON lines), the last ``since`` seconds of it if given; with
+        follow=1, new events until the client goes away."""
+        bus = self.controls.events
+        try:
+            since_s = float(request.query["since"]) if "since" in request.query else None
+        except ValueError:
+            return json_response({"ok": False, "error": "since must be a number of seconds"}, 400)
+        follow = request.query.get("follow") in ("1", "true", "yes")
+        wake = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        follower = bus.subscribe(wake=lambda: loop.call_soon_threadsafe(wake.set)) if follow else None
+        if follow and follower is None:
+            return json_response({"ok": False, "error": "too many followers"}, 503)
+        try:
+            resp = await self._open_stream(request)
+            since = None if since_s is None else self.controls.clock.wall() - since_s
+            for e in bus.recent(since):
+                await resp.write(_line(e.as_dict()))
+            if follower is not None:
+                await self._pump(request, resp, wake, follower.drain, lambda _e: True, "events")
+            await resp.write_eof()
+            return resp
+        except ConnectionError:
+            return web.Response(status=499)
+        finally:
+            if follower is not None:
+                follower.close()
+
+    @staticmethod
+    async def _open_stream(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await resp.prepare(request)
+        return resp
+
+    @staticmethod
+    async def _pump(request: web.Request, resp: web.StreamResponse, wake: asyncio.Event,
+                    drain: Callable[[], tuple[list[Any], int]], keep: Callable[[Any], bool], what: str) -> None:
+        """Until the client goes away (or the daemon stops): each wake, write what came, and a
+        marker for what this slow follower lost."""
+        while True:
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), 1.0)
+            wake.clear()
+            items, lost = drain()
+            if lost:
+                await resp.write(_line({"lost": lost, "note": f"{lost} {what} dropped: this follower was too slow"}))
+            for x in items:
+                if keep(x):
+                    await resp.write(_line(x.as_dict()))
+
     async def reload(self, request: web.Request) -> web.Response:
         ok, detail = await self.controls.reload()
         return json_response({"ok": ok, **detail}, 200 if ok else 422)
@@ -81,6 +179,10 @@ class ControlApi:
         body = await svc.sync_now()
         log.info("control", action="sync", result=body.get("result"))
         return json_response(body, 200 if "peers" in body else 503)
+
+
+def _line(obj: dict[str, Any]) -> bytes:
+    return (json.dumps(obj, default=str) + "\n").encode()
 
 
 def bind_unix(path: Path) -> socket.socket:

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from prometheus_client.core import Metric
 
 from haflowd.clock import Clock
+from haflowd.events import EventBus, OutputRing
 from haflowd.health import CheckRegistry
 
 
@@ -107,6 +108,11 @@ class ComponentControl(ComponentView, Protocol):
 
     async def restart(self) -> None: ...
 
+    @property
+    def output(self) -> OutputRing:
+        """The component's last output lines (``haflowctl logs``)."""
+        ...
+
 
 @dataclass(frozen=True)
 class GossipMetrics:
@@ -178,3 +184,11 @@ class Controls(Protocol):
 
     @property
     def sync(self) -> SyncView | None: ...
+
+    @property
+    def events(self) -> EventBus:
+        """The node's event ring (``haflowctl events``)."""
+        ...
+
+    @property
+    def clock(self) -> Clock: ...
