@@ -14,6 +14,7 @@ from haflowd.config.model import (
     Config,
     GossipConfig,
     HealthConfig,
+    HookConfig,
     HostPort,
     NodeConfig,
     PostgresConfig,
@@ -87,12 +88,12 @@ def loads(text: str, path: Path, check_system: bool = True, check_commands: bool
     if errors.lines:
         raise ConfigError(errors.lines)
     return Config(path=path, node=parsed.node, api=parsed.api, components=tuple(comps), gossip=parsed.gossip,
-                  sync=parsed.sync, postgres=parsed.postgres, rabbitmq=parsed.rabbitmq)
+                  sync=parsed.sync, postgres=parsed.postgres, rabbitmq=parsed.rabbitmq, hooks=parsed.hooks)
 
 
 __all__ = [
     "DEFAULT_API", "DEFAULT_CONFIG_PATH", "DURATIONS", "SCHEMA", "SIZES", "_NAME",
-    "ApiConfig", "ComponentConfig", "Config", "ConfigError", "GossipConfig", "HealthConfig",
+    "ApiConfig", "ComponentConfig", "Config", "ConfigError", "GossipConfig", "HealthConfig", "HookConfig",
     "HostPort", "NodeConfig", "PostgresConfig", "PostgresNode", "RabbitConfig", "RabbitNode", "Secret",
     "SyncConfig", "command_problem", "default_of", "describe", "directory_problem", "format_duration",
     "human_duration", "human_size", "load", "loads", "parse_duration", "parse_hostport", "parse_size",

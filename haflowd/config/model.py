@@ -190,6 +190,17 @@ class RabbitConfig:
 
 
 @dataclass(frozen=True)
+class HookConfig:
+    """``[[hook]]``: ``command`` run on each event whose type is in ``on`` ("*": every one)."""
+
+    name: str
+    on: tuple[str, ...]
+    command: tuple[str, ...]
+    timeout: float = _dur("hook.timeout")
+    user: str | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     node: NodeConfig
@@ -199,6 +210,7 @@ class Config:
     sync: SyncConfig | None = None
     postgres: PostgresConfig | None = None
     rabbitmq: RabbitConfig | None = None
+    hooks: tuple[HookConfig, ...] = ()
 
     def component(self, name: str) -> ComponentConfig | None:
         for c in self.components:

@@ -26,6 +26,7 @@ from haflowd.config.model import (
     ApiConfig,
     ComponentConfig,
     GossipConfig,
+    HookConfig,
     HostPort,
     NodeConfig,
     PostgresConfig,
@@ -734,6 +735,40 @@ def _rabbitmq(t: Table, base: Path) -> RabbitConfig:
     )
 
 
+def _hooks(root: Table, check_system: bool) -> tuple[HookConfig, ...]:
+    """``[[hook]]`` tables: an unknown event type is an error with a suggestion."""
+    import difflib
+
+    from haflowd.events import EVENT_TYPES
+
+    hooks: list[HookConfig] = []
+    seen: dict[str, int] = {}
+    for i, t in enumerate(root.tables("hook")):
+        name = t.get("name", _NAME_WHAT, _as_name)
+        on = t.strings("on", None, nonempty=True)
+        if on is None and not t.has("on"):
+            t.fail("on", 'a non-empty list of event types or "*"', _MISSING)
+        for ev in on or ():
+            if ev != "*" and ev not in EVENT_TYPES:
+                close = difflib.get_close_matches(ev, sorted(EVENT_TYPES), n=1, cutoff=0.6)
+                hint = f' (did you mean "{close[0]}"?)' if close else ' (see `haflowctl events`; "*" is every type)'
+                t.errors.add(t.key("on"), f"unknown event type {json.dumps(ev)}{hint}")
+        command = t.strings("command", None, nonempty=True)
+        if command is None and not t.has("command"):
+            t.fail("command", "a non-empty list of strings", _MISSING)
+        _no_nul(t, "command", command, "an argument")
+        timeout = t.duration("timeout")
+        user = _user(t, check_system)
+        t.finish()
+        if isinstance(name, str):
+            if name in seen:
+                t.errors.add(t.key("name"), f"duplicate name {json.dumps(name)} (also hook[{seen[name]}])")
+            seen[name] = i
+        if name and on and command and timeout is not None:
+            hooks.append(HookConfig(name, tuple(on), tuple(command), timeout, user))
+    return tuple(hooks)
+
+
 # --------------------------------------------------------------------------- the file
 
 
@@ -752,6 +787,7 @@ class Parsed:
     sync: SyncConfig | None
     postgres: PostgresConfig | None
     rabbitmq: RabbitConfig | None
+    hooks: tuple[HookConfig, ...] = ()
 
 
 def parse(text: str, path: Path, check_system: bool = True) -> Parsed:
@@ -775,9 +811,11 @@ def parse(text: str, path: Path, check_system: bool = True) -> Parsed:
     sync = _section(root, SYNC, "sync", _sync)
     postgres = _section(root, POSTGRES, "postgres", lambda t: _postgres(t, base))
     rabbitmq = _section(root, RABBITMQ, "rabbitmq", lambda t: _rabbitmq(t, base))
+    errors.at(RABBITMQ, INT_MAX)  # after [rabbitmq], before the root's unknown keys
+    hooks = _hooks(root, check_system)
     errors.at(ROOT)
     root.finish()
-    return Parsed(path, base, errors, node, api, comps, gossip, sync, postgres, rabbitmq)
+    return Parsed(path, base, errors, node, api, comps, gossip, sync, postgres, rabbitmq, hooks)
 
 
 def _section(root: Table, pos: int, name: str, read: Callable[[Table], T]) -> T | None:

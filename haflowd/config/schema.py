@@ -54,6 +54,7 @@ SECTIONS: dict[str, str] = {
     "postgres.node": "`[[postgres.node]]`",
     "rabbitmq": "`[rabbitmq]`: RabbitMQ checks (optional)",
     "rabbitmq.node": "`[[rabbitmq.node]]`",
+    "hook": "`[[hook]]`: a command run on events (optional; docs/reference.md, Events)",
 }
 
 # The bounds keep typos (1e23 s, 1 ms) out, not tuning.
@@ -147,6 +148,12 @@ SCHEMA: tuple[Key, ...] = (
     Key("rabbitmq.node.username", "string", "for the management API", "guest"),
     Key("rabbitmq.node.password", "secret", "for the management API"),
     Key("rabbitmq.node.amqp_url", "secret", "this node's own listener, for a per-node round trip"),
+    Key("hook.name", "name", "unique among hooks; the metric's `hook` label", shown="required"),
+    Key("hook.on", "list of event types", 'event types (`haflowctl events`), or "*" for every one', shown="required"),
+    Key("hook.command", "list of strings", "argv; the event as JSON on stdin, HAFLOWD_EVENT_* in the environment",
+        shown="required"),
+    _d("hook.timeout", 30.0, 100 * _MS, 1 * _H, "then SIGKILL to its process group and what it forked"),
+    Key("hook.user", "string", "drop privileges to this user", shown="haflowd's user"),
 )
 
 KEYS: dict[str, Key] = {k.path: k for k in SCHEMA}

@@ -25,6 +25,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from haflowd import events
 from haflowd.api import limits
 from haflowd.clock import SYSTEM_CLOCK, Clock
 from haflowd.config import GossipConfig
@@ -174,6 +175,9 @@ class GossipNode:
             level = "warning" if c.new in (SUSPECT, DEAD) else "info"
             getattr(log, level)("peer_status", peer=c.node, old=c.old, new=c.new, incarnation=c.incarnation,
                                 reason=c.reason)
+            if f"member-{c.new}" in events.EVENT_TYPES and c.old != c.new:
+                events.emit(f"member-{c.new}", c.node, {"old": c.old, "incarnation": c.incarnation,
+                                                        "reason": c.reason})
         self._save_incarnation()
 
     def _dispatch(self, out: list[Outgoing]) -> list[asyncio.Task[None]]:
@@ -309,8 +313,19 @@ class GossipNode:
                 "rtt_ms": round(m.rtt * 1000, 2) if m.rtt is not None else None,
                 "suspect_since": round(since + wall_offset, 3) if since is not None else None,
                 "self": me,
+                "maintenance": self._maintenance(m.name),
             })
         return out
+
+    def _maintenance(self, name: str) -> bool:
+        """Whether the node gossips that it is drained (this node: its own summary)."""
+        if name == self.node:
+            try:
+                return self.summary is not None and self.summary().get("maintenance") is True
+            except Exception:
+                return False
+        s = self.core.summaries.get(name)
+        return summary.normalize(s.data if s is not None else None).maintenance
 
     def cluster(self, own: dict[str, Any]) -> list[dict[str, Any]]:
         """Every node's last known summary; a dead node's is marked stale."""
@@ -324,7 +339,7 @@ class GossipNode:
             alive = m.status in (ALIVE, SUSPECT)
             node = {"name": m.name, "member_status": m.status, "status": data.status if alive else "critical",
                     "stale": not alive, "checks": data.checks, "components": data.components,
-                    "version": data.version}
+                    "version": data.version, "maintenance": data.maintenance}
             if data.reported_status is not None:
                 node["reported_status"] = data.reported_status
             nodes.append(node)

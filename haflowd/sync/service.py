@@ -26,6 +26,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
+from haflowd import events
 from haflowd.clock import SYSTEM_CLOCK, Clock
 from haflowd.config import SyncConfig
 from haflowd.health import CheckRegistry, Status
@@ -383,6 +384,9 @@ class SyncService:
                 level = log.info if p.state == OK else log.warning
                 level("sync_peer_state", peer=name, old=before.get(name), new=p.state, attempts=p.attempts,
                       error=p.last_error, next_retry=p.to_json(self.clock)["next_retry"])
+                if p.state == "failing" or (p.state == OK and before.get(name) == "failing"):
+                    events.emit(f"sync-peer-{p.state}", name, {"old": before.get(name), "attempts": p.attempts,
+                                                               "error": p.last_error})
 
     def _observe(self, duration: float) -> None:
         self._hist_sum += duration
