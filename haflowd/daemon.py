@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 from aiohttp import web
 
-from haflowd import __version__, events, secrets, tls
+from haflowd import __version__, events, maintenance, secrets, tls
 from haflowd import config as configmod
 from haflowd.api import limits
 from haflowd.api.control import ControlApi, bind_unix
@@ -119,6 +119,13 @@ class Daemon:
         REDACTOR.set(secrets_of(cfg))
         self.events = events.BUS
         self.events.node = self.node
+        self.maintenance, why = maintenance.load(cfg.node.data_dir)
+        if why is not None:
+            self.log.warning("maintenance_file_damaged", path=str(cfg.node.data_dir / maintenance.STATE_FILE),
+                             reason=why)
+        self.supervisor.drained = self.maintenance.on
+        self._maintenance_check()
+        self._drain_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ views (api.state.StateView, Controls)
 
@@ -149,7 +156,8 @@ class Daemon:
         if self.gossip is not None:
             return self.gossip.peers()
         return [{"name": self.node, "address": str(self.config.api.listen), "status": "alive", "incarnation": 0,
-                 "last_seen_s": 0.0, "rtt_ms": None, "suspect_since": None, "self": True}]
+                 "last_seen_s": 0.0, "rtt_ms": None, "suspect_since": None, "self": True,
+                 "maintenance": self.maintenance.on}]
 
     def summary(self) -> dict[str, Any]:
         """What this node tells the others about itself (no timestamps: it changes only on news)."""
@@ -160,6 +168,7 @@ class Daemon:
             "checks": [{k: c[k] for k in ("name", "status", "output")} for c in health["checks"]],
             "components": [{"name": c.name, "state": c.state, "healthy": c.healthy}
                            for c in self.supervisor.children.values()],
+            "maintenance": self.maintenance.on,
         }
 
     def cluster_health(self) -> dict[str, Any]:
@@ -169,7 +178,8 @@ class Daemon:
             nodes = self.gossip.cluster(own)
         else:
             nodes = [{"name": self.node, "member_status": "alive", "status": own["status"], "stale": False,
-                      "checks": own["checks"], "components": own["components"], "version": own["version"]}]
+                      "checks": own["checks"], "components": own["components"], "version": own["version"],
+                      "maintenance": own["maintenance"]}]
         ok = all(n["status"] != "critical" for n in nodes)
         rank = {"passing": 0, "warning": 1, "critical": 2}  # peers' statuses arrive normalized (gossip/summary.py)
         worst = max((n["status"] for n in nodes), key=lambda s: rank.get(s, 1), default="passing")
@@ -183,6 +193,75 @@ class Daemon:
         await self.gossip.leave()
         return {"ok": True, "result": f"left the cluster (incarnation {self.gossip.core.incarnation}); "
                                       "peers now show this node as left"}
+
+    # ------------------------------------------------------------------ drain (maintenance)
+
+    def maintenance_view(self) -> dict[str, Any]:
+        """The drain state and, while drained, what is still to stop."""
+        out = self.maintenance.to_json()
+        if self.maintenance.on:
+            out["to_stop"] = [c.name for c in self.supervisor.to_drain()]
+            out["still_running"] = [c.name for c in self.supervisor.to_drain()
+                                    if c.active or c.state not in ("stopped", "fatal")]
+        return out
+
+    def may_run(self, name: str) -> bool:
+        child = self.supervisor.get(name)
+        return child is None or self.supervisor.runs(child)
+
+    def _maintenance_check(self) -> None:
+        if self.maintenance.on:
+            status, output = self.maintenance.check()
+            self.registry.set(maintenance.CHECK_NAME, status, output)
+        else:
+            self.registry.remove(maintenance.CHECK_NAME)
+
+    async def drain(self) -> dict[str, Any]:
+        """Record the drain (a file in data_dir: it survives a restart), then stop the
+        on_drain = "stop" components in reverse start order, in the background."""
+        new = self.maintenance.drain(self.clock.wall())
+        if new is not self.maintenance:
+            try:
+                await asyncio.to_thread(maintenance.save, self.config.node.data_dir, new)
+            except OSError as e:
+                return {"ok": False, "error": f"cannot record the drain in {self.config.node.data_dir}: "
+                                              f"{e.strerror or e}; nothing changed"}
+            self.maintenance = new
+            self.supervisor.drained = True
+            self._maintenance_check()
+            self.log.warning("maintenance_on", since=new.since, detail="draining: components stop, "
+                             "/readiness answers 503")
+            events.emit("maintenance-on", self.node, {"since": new.since})
+            result = "draining"
+        else:
+            result = "already drained"
+        if self._drain_task is None or self._drain_task.done():
+            self._drain_task = asyncio.create_task(self._drain(), name="drain")
+        return {"ok": True, "result": result, **self.maintenance_view()}
+
+    async def _drain(self) -> None:
+        for child in self.supervisor.to_drain():
+            async with self.operations_lock:  # one at a time with control actions and reloads
+                if not self.maintenance.on:
+                    return
+                if await self.supervisor.drain_one(child):
+                    self.log.info("drained", component=child.name)
+
+    async def undrain(self) -> dict[str, Any]:
+        if not self.maintenance.on:
+            return {"ok": True, "result": "not drained", **self.maintenance_view()}
+        try:
+            await asyncio.to_thread(maintenance.save, self.config.node.data_dir, self.maintenance.undrain())
+        except OSError as e:
+            return {"ok": False, "error": f"cannot remove the drain record in {self.config.node.data_dir}: "
+                                          f"{e.strerror or e}; still drained"}
+        self.maintenance = self.maintenance.undrain()
+        async with self.operations_lock:
+            started = self.supervisor.undrain()
+        self._maintenance_check()
+        self.log.info("maintenance_off", started=started)
+        events.emit("maintenance-off", self.node, {"started": started})
+        return {"ok": True, "result": "undrained", "started": started, **self.maintenance_view()}
 
     def _gossip_check(self) -> None:
         g = self.gossip
@@ -211,6 +290,7 @@ class Daemon:
             "checks": health["checks"],
             "components": self.supervisor.snapshot(),
             "peers": self.peers(),
+            "maintenance": self.maintenance_view(),
             "sync": {"enabled": False} if self.config.sync is None else {"enabled": self.config.sync.enabled},
             **{c.name: c.snapshot() for c in self.services},
         }

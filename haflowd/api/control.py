@@ -35,6 +35,8 @@ class ControlApi:
         r.add_post("/components/{name}/{action:restart|stop|start}", self.component)
         r.add_post("/reload", self.reload)
         r.add_post("/leave", self.leave)
+        r.add_post("/drain", self.drain)
+        r.add_post("/undrain", self.undrain)
         r.add_post("/sync", self.sync)
         r.add_get("/components", self.components)
         r.add_get("/components/{name}/logs", self.logs)
@@ -57,6 +59,11 @@ class ControlApi:
                     return json_response({"ok": True, "result": "already stopped", "component": child.to_json()})
                 await child.stop("stopped by request")
                 result = "stopped"
+            elif not self.controls.may_run(name):
+                # a start (or a restart, which starts) would undo the drain behind its back
+                return json_response({"ok": False, "error": f"this node is drained for maintenance: {name} "
+                                      "stays stopped until `haflowctl undrain` (or give it on_drain = \"keep\")",
+                                      "component": child.to_json()}, 409)
             elif action == "start":
                 if child.active:
                     return json_response({"ok": True, "result": f"already {child.state}",
@@ -168,6 +175,18 @@ class ControlApi:
     async def leave(self, request: web.Request) -> web.Response:
         result = await self.controls.leave()
         return json_response(result, 200 if result["ok"] else 409)
+
+    async def drain(self, request: web.Request) -> web.Response:
+        """Answers at once; the components stop in the background (``GET /status``'s
+        ``maintenance.still_running`` says which are left)."""
+        result = await self.controls.drain()
+        log.info("control", action="drain", result=result.get("result", result.get("error")))
+        return json_response(result, 200 if result["ok"] else 500)
+
+    async def undrain(self, request: web.Request) -> web.Response:
+        result = await self.controls.undrain()
+        log.info("control", action="undrain", result=result.get("result", result.get("error")))
+        return json_response(result, 200 if result["ok"] else 500)
 
     async def sync(self, request: web.Request) -> web.Response:
         """Run a sync now; answer when it is done, with what each peer got."""

@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 
 from haflowd import __version__, logs, workers
 from haflowd.api.state import StateView
+from haflowd.maintenance import CHECK_NAME as MAINTENANCE_CHECK
 from haflowd.supervisor.child import STATES
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -31,6 +32,10 @@ class DaemonCollector(Collector):
         info = GaugeMetricFamily("haflowd_build_info", "haflowd version", labels=["version"])
         info.add_metric([__version__], 1)
         yield info
+
+        drained = GaugeMetricFamily("haflowd_node_maintenance", "1 while this node is drained (haflowctl drain)")
+        drained.add_metric([], 1 if any(r.name == MAINTENANCE_CHECK for r in d.registry.results()) else 0)
+        yield drained
 
         peers = d.peers()
         up = GaugeMetricFamily("haflowd_peer_up", "1 when the peer is alive", labels=["peer"])

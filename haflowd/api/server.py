@@ -24,6 +24,7 @@ from haflowd.api import limits, metrics, page
 from haflowd.api.openapi import OPENAPI
 from haflowd.api.state import PostgresView, Published, StateView, Verdict
 from haflowd.config import parse_size
+from haflowd.maintenance import CHECK_NAME as MAINTENANCE_CHECK
 
 log = structlog.get_logger()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -129,8 +130,11 @@ class ReadApi:
         return self.state.registry.to_json(self.state.node)
 
     async def readiness(self, request: web.Request) -> web.Response:
+        """503 when critical, and while drained (the "maintenance" check is on): load
+        balancers take the node out; /health stays a warning, so nobody is paged."""
         body = self._health_body()
-        return json_response(body, 503 if body["status"] == "critical" else 200)
+        drained = any(c["name"] == MAINTENANCE_CHECK and c["status"] != "passing" for c in body["checks"])
+        return json_response(body, 503 if body["status"] == "critical" or drained else 200)
 
     async def health(self, request: web.Request) -> web.Response:
         body = self._health_body()

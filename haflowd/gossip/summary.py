@@ -34,6 +34,7 @@ class NodeSummary:
     components: list[dict[str, Any]] = field(default_factory=list)
     version: str | None = None
     reported_status: str | None = None  # set only when ``status`` was not one we know
+    maintenance: bool = False  # drained (``haflowctl drain``); an older peer sends nothing: False
 
 
 def normalize(data: Any) -> NodeSummary:
@@ -47,6 +48,7 @@ def normalize(data: Any) -> NodeSummary:
         components=[c for c in map(_component, _items(data.get("components"), MAX_COMPONENTS)) if c is not None],
         version=_text(data.get("version"), MAX_VERSION_CHARS),
         reported_status=reported,
+        maintenance=data.get("maintenance") is True,
     )
 
 

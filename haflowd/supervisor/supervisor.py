@@ -30,6 +30,7 @@ START_TIME_SLACK_S = 0.05  # create_time comes from clock ticks since boot: equa
 SAMPLE_INTERVAL_S = 5.0
 LEFTOVER_WAIT_S = 3.0
 KICK_DELAY_S = 0.5
+DRAINED_NOTE = "drained for maintenance"
 
 log = structlog.get_logger()
 
@@ -62,6 +63,7 @@ class Supervisor:
         self._cpu_prev: dict[str, tuple[float, float]] = {}
         self._state_write_failing = False
         self._boot_id = boot_id()
+        self.drained = False  # maintenance: only on_drain = "keep" components run (haflowd/maintenance.py)
         for cfg in start_order(self.configs):  # visible in the API before they start
             self.children[cfg.name] = self._make(cfg)
 
@@ -81,8 +83,44 @@ class Supervisor:
         if killed:
             log.warning("leftovers_from_earlier_run_killed", count=killed)
         for child in self.children.values():
-            child.start()
+            if self.runs(child):
+                child.start()
+            else:
+                await child.stop(DRAINED_NOTE)  # never started: only its state and note change
         self._sampler = asyncio.create_task(self._sample_loop(), name="resource-sampler")
+
+    # ------------------------------------------------------------------ drain (maintenance)
+
+    def runs(self, child: Child) -> bool:
+        """Whether ``child`` may run now: always, unless the node is drained and it is to stop."""
+        return not self.drained or child.cfg.on_drain == "keep"
+
+    def to_drain(self) -> list[Child]:
+        """The components a drain stops, in the order it stops them (reverse start order)."""
+        return [c for c in reversed(list(self.children.values())) if c.cfg.on_drain == "stop"]
+
+    async def drain_one(self, child: Child) -> bool:
+        """Stop one component for a drain, warmly (its stop_signal, its stop_timeout). False when
+        the drain was called off meanwhile or the component is already stopped."""
+        if not self.drained or self.children.get(child.name) is not child:
+            return False
+        if child.state == "stopped" and not child.active:
+            if child.note != DRAINED_NOTE:
+                await child.stop(DRAINED_NOTE)
+            return False
+        await child.stop(DRAINED_NOTE)
+        return True
+
+    def undrain(self) -> list[str]:
+        """Start again, in start order, what a drain stopped (not what an operator stopped
+        before); their start_after still applies."""
+        self.drained = False
+        started = []
+        for child in self.children.values():
+            if not child.active and child.state == "stopped" and child.note == DRAINED_NOTE:
+                child.start()
+                started.append(child.name)
+        return started
 
     async def stop_all(self) -> None:
         """Stop every component in reverse start order, each completely."""
@@ -110,7 +148,7 @@ class Supervisor:
         for name, cfg in new.items():
             old = self.children.get(name)
             if old is not None and old.cfg == cfg:
-                if old.state == "fatal":
+                if old.state == "fatal" and self.runs(old):
                     old.start()
                     result["restarted"].append(name)
                 else:
@@ -126,7 +164,11 @@ class Supervisor:
         self.children = {name: self.children[name] for name in new}
         self.configs = list(new.values())
         for name in result["restarted"] + result["started"]:
-            self.children[name].start()
+            child = self.children[name]
+            if self.runs(child):
+                child.start()
+            else:
+                await child.stop(DRAINED_NOTE)
         return result
 
     def _make(self, cfg: ComponentConfig) -> Child:
