@@ -29,6 +29,7 @@ from haflowd.clock import SYSTEM_CLOCK, Clock
 from haflowd.config import Config
 from haflowd.errors import ConfigError, HaflowdError
 from haflowd.health import CheckRegistry, Status
+from haflowd.hooks import HookRunner
 from haflowd.logs import REDACTOR
 from haflowd.notify import SystemdNotifier
 from haflowd.supervisor.supervisor import Supervisor
@@ -119,6 +120,9 @@ class Daemon:
         REDACTOR.set(secrets_of(cfg))
         self.events = events.BUS
         self.events.node = self.node
+        self.hooks = HookRunner(cfg.hooks, self.events, f"{self.supervisor.marker}:hooks", clock)
+        self._check_statuses: dict[str, str] = {}
+        self._split_brain = False
         self.maintenance, why = maintenance.load(cfg.node.data_dir)
         if why is not None:
             self.log.warning("maintenance_file_damaged", path=str(cfg.node.data_dir / maintenance.STATE_FILE),
@@ -142,8 +146,8 @@ class Daemon:
     def component(self, name: str) -> Child | None:
         return self.supervisor.get(name)
 
-    def published(self) -> Sequence[Service]:
-        return self.services
+    def published(self) -> Sequence[Service | HookRunner]:
+        return [*self.services, self.hooks]
 
     def gossip_metrics(self) -> GossipMetrics | None:
         g = self.gossip
@@ -308,6 +312,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        await self.hooks.start()  # before the components: their first events reach the hooks
         self._tasks.append(asyncio.create_task(self._ticker(), name="ticker"))
         if self.gossip is not None:
             try:
@@ -338,6 +343,7 @@ class Daemon:
                 await t
         for service in self.services:
             await service.close()
+        await self.hooks.close()
         await self._close_servers()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
@@ -393,6 +399,7 @@ class Daemon:
             now = self.clock.monotonic()
             self._tick = now
             self._gossip_check()
+            self._check_events()
             if self.sync is not None and self.gossip is not None:
                 self.sync.set_members({p["name"]: p["status"] for p in self.gossip.peers() if not p["self"]})
             if wd and now >= next_wd:
@@ -403,6 +410,21 @@ class Daemon:
                 self.notifier.status(line)
                 last_status = line
             await asyncio.sleep(TICK_S)
+
+    def _check_events(self) -> None:
+        """check-changed when a check's status moves (staleness included); split-brain when
+        the PostgreSQL check starts seeing more than one primary."""
+        now = {r.name: r.status.label for r in self.registry.results()}
+        for name, status in now.items():
+            old = self._check_statuses.get(name)
+            if old is not None and old != status:
+                self.events.emit("check-changed", name, {"from": old, "to": status})
+        self._check_statuses = now
+        if self.postgres is not None:
+            split = bool(self.postgres.snapshot().get("split_brain"))
+            if split and not self._split_brain:
+                self.events.emit("split-brain", "postgres", {"output": self.postgres.snapshot().get("output")})
+            self._split_brain = split
 
     def _status_line(self) -> str:
         kids = self.supervisor.children.values()
@@ -449,11 +471,13 @@ class Daemon:
             if notes:
                 new = dataclasses.replace(new, node=self.config.node, api=self.config.api)
             result = await self.supervisor.reload(new.components)
+            self.hooks.set_hooks(new.hooks)
             # every secret a live part still uses stays masked: the checkers, sync and gossip keep
             # their boot-time sections until restart; a child being replaced may still print
             REDACTOR.set(secrets_of(self._boot_config) + secrets_of(self.config) + secrets_of(new))
             self.config = new
             self.log.info("reloaded", **result)
+            self.events.emit("config-reloaded", str(new.path), {"components": result, "notes": notes})
             self.notifier.ready(self._status_line())
             return True, {"components": result, "notes": notes}
 
