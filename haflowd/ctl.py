@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 import tomllib
 import urllib.error
@@ -23,7 +24,44 @@ from typing import Any
 from haflowd import __version__, config
 
 EXIT_UNREACHABLE = 3
+EXIT_USAGE = 64  # sysexits.h EX_USAGE: argparse's own 2 would read as "critical"
+EXIT_INTERRUPTED = 130
 STATUS_EXIT = {"passing": 0, "warning": 1, "critical": 2}
+_STATUS_CODES = ((0, "passing"), (1, "warning"), (2, "critical"))
+_DONE_OR_REFUSED = ((0, "done"), (1, "refused or failed, with the reason"))
+# Each command's own exit codes: its --help epilog comes from this one table, and
+# docs/reference.md's haflowctl table is tested against it (tests/unit/test_ctl_exit_codes.py)
+EXIT_CODES: dict[str, tuple[tuple[int, str], ...]] = {
+    "peers": ((0, "every member alive"), (1, "a member is not alive")),
+    "status": _STATUS_CODES,
+    "health": _STATUS_CODES,
+    "components": ((0, "listed"),),
+    "restart": ((0, "done"), (1, "refused or failed, with the reason (drained: refused)")),
+    "stop": _DONE_OR_REFUSED,
+    "start": ((0, "done"), (1, "refused or failed, with the reason (drained: refused)")),
+    "sync": ((0, "every peer in sync"), (1, "a peer failing, or sync not configured")),
+    "reload": ((0, "reloaded"), (1, "config rejected; nothing changed")),
+    "leave": ((0, "left"), (1, "refused (no [gossip])")),
+    "doctor": ((0, "all ok"), (1, "warnings"), (2, "failures")),
+    "logs": ((0, "printed"), (1, "unknown component or refused")),
+    "events": ((0, "printed"), (1, "refused")),
+    "drain": ((0, "drained (--wait: every component to stop has stopped)"),
+              (1, "refused, or --wait gave up (timeout, undrained meanwhile)")),
+    "undrain": _DONE_OR_REFUSED,
+}
+COMMON_EXIT_CODES = ((EXIT_UNREACHABLE, "haflowd cannot be reached"), (EXIT_USAGE, "usage error"),
+                     (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"))
+
+
+def exit_summary(command: str) -> str:
+    """``0 passing, 1 warning, 2 critical``: the command's own codes on one line."""
+    return ", ".join(f"{code} {what}" for code, what in EXIT_CODES[command])
+
+
+def exit_epilog(command: str) -> str:
+    common = [c for c in COMMON_EXIT_CODES if command != "doctor" or c[0] != EXIT_UNREACHABLE]
+    rows = [*EXIT_CODES[command], *common]
+    return "exit codes:\n" + "\n".join(f"  {code:<4}{what}" for code, what in rows)
 DEFAULT_SOCKET: str = config.default_of("api.control_socket")
 
 
@@ -162,7 +200,7 @@ def cmd_events(c: Client, a: argparse.Namespace) -> int:
             q["since"] = str(parse_duration(a.since))
         except ValueError:
             print(f"haflowctl: --since {a.since!r}: say e.g. 30s, 10m, 2h", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
     status, body = stream_lines(c, "/events" + ("?" + urllib.parse.urlencode(q) if q else ""), a.follow)
     if status != 200:
         _fail(a, body, body.get("error", f"HTTP {status}") if isinstance(body, dict) else f"HTTP {status}")
@@ -180,6 +218,71 @@ def cmd_events(c: Client, a: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+class Progress:
+    """A line on stderr that says what we wait for and for how long ("waiting for X (12 s)"),
+    redrawn while a blocking call runs; only when stderr is a terminal, else nothing."""
+
+    FRAMES = "|/-\\"
+
+    def __init__(self, what: str, stream: Any = None) -> None:
+        self.what = what
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = _isatty(self.stream)
+        self._start = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._frame = 0
+
+    def __enter__(self) -> Progress:
+        if self.enabled:
+            self.draw()
+            self._thread = threading.Thread(target=self._run, name="haflowctl-progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+        self.clear()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            self.draw()
+
+    def draw(self) -> None:
+        if not self.enabled:
+            return
+        with self._lock:
+            self._frame += 1
+            spin = self.FRAMES[self._frame % len(self.FRAMES)]
+            text = f"{spin} waiting for {self.what} ({int(time.monotonic() - self._start)} s)"
+            self.stream.write("\r\x1b[K" + text)
+            self.stream.flush()
+
+    def clear(self) -> None:
+        if self.enabled:
+            with self._lock:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+
+    def say(self, line: str) -> None:
+        """A line that stays (one per component stopped), above the redrawn one."""
+        with self._lock:
+            if self.enabled:
+                self.stream.write("\r\x1b[K")
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 def _from_config(path: str | None) -> dict[str, str]:
@@ -264,7 +367,8 @@ def checks_table(checks: list[dict[str, Any]]) -> str:
 
 
 def peers_table(peers: list[dict[str, Any]]) -> str:
-    rows = [[p["name"] + (" (self)" if p.get("self") else ""), p["address"], p["status"],
+    rows = [[p["name"] + (" (self)" if p.get("self") else ""), p["address"],
+             p["status"] + (" (maintenance)" if p.get("maintenance") is True else ""),
              p["incarnation"], human_age(p.get("last_seen_s")),
              f"{p['rtt_ms']:.1f}ms" if isinstance(p.get("rtt_ms"), int | float) else "-"] for p in peers]
     return table(rows, ["NAME", "ADDRESS", "STATUS", "INCARNATION", "LAST SEEN", "RTT"])
@@ -331,7 +435,12 @@ def _summary(part: dict[str, Any] | None) -> str:
 
 
 def cmd_action(c: Client, a: argparse.Namespace) -> int:
-    code, body = c.post(f"/components/{urllib.parse.quote(a.name, safe='')}/{a.command}", timeout=a.timeout)
+    path = f"/components/{urllib.parse.quote(a.name, safe='')}/{a.command}"
+    if a.command in ("stop", "restart"):
+        with Progress(f"{a.name} to {'stop' if a.command == 'stop' else 'restart'}"):
+            code, body = c.post(path, timeout=a.timeout)
+    else:
+        code, body = c.post(path, timeout=a.timeout)
     if code == 404:
         _fail(a, body, f"no component named {a.name!r}")
         return 1
@@ -375,7 +484,8 @@ def cmd_leave(c: Client, a: argparse.Namespace) -> int:
 
 def cmd_sync(c: Client, a: argparse.Namespace) -> int:
     if a.now:
-        code, body = c.post("/sync", timeout=a.timeout)
+        with Progress("the sync run"):
+            code, body = c.post("/sync", timeout=a.timeout)
         if not body.get("ok", True) and "peers" not in body:
             _fail(a, body, body.get("error", f"HTTP {code}"))
             return 1
@@ -390,6 +500,59 @@ def cmd_sync(c: Client, a: argparse.Namespace) -> int:
 
     _out(a, body, render)
     return 1 if any(p.get("state") == "failing" for p in peers.values()) else 0
+
+
+def cmd_drain(c: Client, a: argparse.Namespace) -> int:
+    code, body = c.post("/drain", timeout=a.timeout)
+    if not body.get("ok"):
+        _fail(a, body, body.get("error", f"HTTP {code}"))
+        return 1
+    if not a.wait:
+        _out(a, body, lambda: f"{body.get('result')}; to stop: {', '.join(body.get('to_stop') or []) or 'nothing'}"
+             "\n(haflowctl drain --wait waits for them)")
+        return 0
+    return _wait_drained(c, a, body)
+
+
+def _wait_drained(c: Client, a: argparse.Namespace, body: dict[str, Any]) -> int:
+    """Poll /status until every component to stop has stopped: one line per component stopped
+    on stderr (always), a "waiting for X (N s)" line when stderr is a terminal."""
+    to_stop: list[str] = list(body.get("to_stop") or [])
+    left = list(body.get("still_running") or [])
+    done = [n for n in to_stop if n not in left]
+    deadline = time.monotonic() + a.timeout
+    with Progress(", ".join(left) or "nothing") as progress:
+        while True:
+            for n in to_stop:
+                if n not in left and n not in done:
+                    done.append(n)
+                    progress.say(f"stopped {n} ({len(done)}/{len(to_stop)})")
+            if not left:
+                break
+            progress.what = left[-1] if len(left) == 1 else f"{left[0]} (+{len(left) - 1} more)"
+            if time.monotonic() >= deadline:
+                progress.clear()
+                print(f"haflowctl: gave up after {a.timeout:g} s; still running: {', '.join(left)}", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+            _, st = c.get("/status")
+            m = st.get("maintenance") or {}
+            if not m.get("maintenance"):
+                progress.clear()
+                print("haflowctl: the node was undrained meanwhile", file=sys.stderr)
+                return 1
+            left = list(m.get("still_running") or [])
+    _out(a, {**body, "still_running": []}, lambda: f"drained; stopped: {', '.join(to_stop) or 'nothing'}")
+    return 0
+
+
+def cmd_undrain(c: Client, a: argparse.Namespace) -> int:
+    code, body = c.post("/undrain", timeout=a.timeout)
+    if not body.get("ok"):
+        _fail(a, body, body.get("error", f"HTTP {code}"))
+        return 1
+    _out(a, body, lambda: f"{body.get('result')}; started: {', '.join(body.get('started') or []) or 'nothing'}")
+    return 0
 
 
 def cmd_doctor(c: Client, a: argparse.Namespace) -> int:
@@ -452,6 +615,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("events", parents=[common], help="what happened on this node (the last 1000 events)")
     ev.add_argument("-f", "--follow", action="store_true", help="then follow new events until Ctrl-C")
     ev.add_argument("--since", help="only the last DURATION (e.g. 30s, 10m, 2h)")
+    dr = sub.add_parser("drain", parents=[common], help="maintenance: stop components, /readiness 503")
+    dr.add_argument("--wait", action="store_true", help="return when every component to stop has stopped")
+    sub.add_parser("undrain", parents=[common], help="end maintenance: start the drained components again")
+    for name, sp in sub.choices.items():
+        sp.epilog = exit_epilog(name)
+        sp.formatter_class = argparse.RawDescriptionHelpFormatter
     return p
 
 
@@ -459,12 +628,15 @@ COMMANDS = {
     "peers": cmd_peers, "status": cmd_status, "health": cmd_health, "components": cmd_components,
     "restart": cmd_action, "stop": cmd_action, "start": cmd_action, "sync": cmd_sync,
     "reload": cmd_reload, "leave": cmd_leave, "doctor": cmd_doctor,
-    "logs": cmd_logs, "events": cmd_events,
+    "logs": cmd_logs, "events": cmd_events, "drain": cmd_drain, "undrain": cmd_undrain,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = build_parser().parse_args(argv)
+    try:
+        a = build_parser().parse_args(argv)
+    except SystemExit as e:  # argparse: 0 for --help/--version, 2 for a usage error
+        return EXIT_USAGE if e.code == 2 else (e.code if isinstance(e.code, int) else 1)
     if a.command == "status" and a.cluster:
         a.command, a.cluster = "health", True
     found = _from_config(a.config)
@@ -472,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
     sock = a.socket or os.environ.get("HAFLOWD_CONTROL_SOCKET") or found.get("socket") or DEFAULT_SOCKET
     if a.timeout is None:
         # a stop may wait out a long stop_timeout; the daemon bounds it
-        a.timeout = 900.0 if a.command in ("restart", "stop", "reload", "leave", "sync") else 10.0
+        a.timeout = 900.0 if a.command in ("restart", "stop", "reload", "leave", "sync", "drain", "undrain") else 10.0
     client = Client(api, sock, a.timeout)
     try:
         return COMMANDS[a.command](client, a)
@@ -480,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"haflowctl: {e}", file=sys.stderr)
         return EXIT_UNREACHABLE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as e:
         print(f"haflowctl: unexpected answer from haflowd: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
