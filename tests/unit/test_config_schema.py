@@ -43,6 +43,10 @@ dsn = "host=pg1"
 [[rabbitmq.node]]
 name = "rabbit@n1"
 management_url = "http://n1:15672"
+[[hook]]
+name = "h"
+on = ["*"]
+command = ["true"]
 """
 
 
