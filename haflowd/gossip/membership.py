@@ -19,6 +19,12 @@ decided here:
   ``retransmit_mult * ceil(log10(n + 1))`` times; a **push-pull** full-state exchange
   runs at a longer interval; dead members and seeds are re-contacted periodically so a
   healed partition always heals the membership.
+- **Lifecycle**: a member dead for ``reap_after`` or left for ``tombstone`` is forgotten
+  (*reaped*), each node on its own clock. No claim but ``alive`` ever creates a record, so
+  a slower node's stale dead or left gossip about a reaped member cannot bring it back;
+  the member itself, restarted, comes back with a join (docs/gossip.md). An operator's
+  **force-leave** turns a dead or suspect member ``left`` with a leave claim at its
+  incarnation: a live member refutes it as it refutes a suspicion.
 """
 
 from __future__ import annotations
@@ -39,6 +45,11 @@ MAX_LHM = 8
 MAX_PIGGYBACK = 24
 NACK_FRACTION = 0.8  # a helper nacks within this share of the probe timeout, so the nack is in time
 LAST_CHANCES = 2  # pings to a suspect, a probe timeout apart, that end just before it is declared dead
+REAPED = "reaped"  # a Change's ``new`` when a member is forgotten; never a member's status
+PROTOCOL_VERSION = 1
+"""Sent as ``"pv"`` in every message. Version 0 (no ``pv``) is haflowd before it. A node reads
+the fields it knows of a message of any version and skips update kinds it does not know."""
+REAP_CHECK_INTERVAL = 1.0
 
 
 # --------------------------------------------------------------------------- settings
@@ -60,6 +71,8 @@ class GossipSettings:
     push_pull_interval: float = 30.0
     reconnect_interval: float = 5.0
     join_retry: float = 1.0
+    reap_after: float = 72 * 3600.0  # a member dead this long is forgotten
+    tombstone: float = 24 * 3600.0  # a member left this long is forgotten
 
 
 # --------------------------------------------------------------------------- pure formulas
@@ -139,12 +152,18 @@ class Update:
         if not isinstance(d, dict):
             raise ValueError("update is not an object")
         kind, node, inc = d.get("kind"), d.get("node"), d.get("inc")
+        if isinstance(kind, str) and kind not in STATUSES and 0 < len(kind) <= 32:
+            raise UnknownKind(kind)
         addr, sender = d.get("addr", ""), d.get("from", "")
         if kind not in STATUSES or not _is_name(node) or not isinstance(inc, int) or not _is_inc(inc):
             raise ValueError("bad update")
         if not isinstance(addr, str) or not isinstance(sender, str) or len(addr) > 300 or len(sender) > 128:
             raise ValueError("bad update")
         return Update(str(kind), str(node), int(inc), addr, sender)
+
+
+class UnknownKind(ValueError):
+    """An update of a kind a newer version added: skipped, the rest of its message is read."""
 
 
 @dataclass(slots=True)
@@ -191,7 +210,8 @@ class Message:
         self.reply = reply
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": self.type, "from": self.source, "addr": self.source_addr}
+        out: dict[str, Any] = {"pv": PROTOCOL_VERSION, "type": self.type, "from": self.source,
+                               "addr": self.source_addr}
         if self.seq:
             out["seq"] = self.seq
         if self.target:
@@ -207,11 +227,19 @@ class Message:
 
     @staticmethod
     def from_json(d: Any) -> Message:
-        """Strict: anything malformed raises ValueError (the transport answers 400)."""
+        """Strict: anything malformed raises ValueError (the transport answers 400). What a
+        newer protocol version (``pv``) may add is not malformed: unknown keys are ignored
+        (from any version), and from a higher ``pv`` an update of an unknown kind is skipped
+        and a message of an unknown type raises :class:`UnknownType` (the transport answers
+        it with nothing). From our version or an older one, those are malformed."""
         if not isinstance(d, dict):
             raise ValueError("message is not an object")
+        pv = d.get("pv", 0)
+        newer = _is_inc(pv) and pv > PROTOCOL_VERSION
         t = d.get("type")
         if t not in MESSAGE_TYPES:
+            if newer and isinstance(t, str) and 0 < len(t) <= 32 and _is_name(d.get("from")):
+                raise UnknownType(t)
             raise ValueError(f"unknown message type {t!r}")
         source, addr = d.get("from"), d.get("addr", "")
         if not _is_name(source) or not isinstance(addr, str) or len(addr) > 300:
@@ -229,13 +257,26 @@ class Message:
             raise ValueError("bad updates")
         return Message(
             type=str(t), source=str(source), source_addr=addr, seq=int(seq), target=target or "", target_addr=taddr,
-            updates=tuple(Update.from_json(u) for u in ups),
+            updates=tuple(_known_updates(ups)) if newer else tuple(Update.from_json(u) for u in ups),
             summaries=tuple(Summary.from_json(s) for s in sums),
             reply=reply,
         )
 
 
 MESSAGE_TYPES = ("ping", "ack", "nack", "ping-req", "gossip", "push-pull")
+
+
+class UnknownType(ValueError):
+    """A well-formed message of a type a newer version added: nothing this node can act on."""
+
+
+def _known_updates(items: list[Any]) -> Iterable[Update]:
+    for u in items:
+        try:
+            yield Update.from_json(u)
+        except UnknownKind:
+            continue
+
 _NOBODY = Update(ALIVE, "-", 0)  # a placeholder, never sent
 _IN_KEYS = {t: f"in:{t}" for t in MESSAGE_TYPES}
 _OUT_KEYS = {t: f"out:{t}" for t in MESSAGE_TYPES}
@@ -313,7 +354,7 @@ class Suspicion:
 
 @dataclass(slots=True, init=False)
 class Probe:
-    member: Member  # the target's record (a name's record is never replaced nor removed)
+    member: Member  # the target's record (never replaced; removed only long after it stopped being probed)
     seq: int
     sent: float
     direct_deadline: float
@@ -346,10 +387,11 @@ class _Broadcast:
 
 class Membership:
     # slots: the simulator's 1,000 cores are cold in the CPU's cache; a slot array misses less than a dict
-    __slots__ = ("_dead", "_left", "_live", "_live_addrs", "_live_at", "_next_gossip", "_next_probe",
-                 "_next_push_pull", "_next_reconnect", "_order", "_probe", "_queue", "_relays", "_replaced", "_seq",
-                 "_stale", "_state", "_summary_counter", "_suspicions", "_tiers", "address", "changes", "clock",
-                 "counters", "leaving", "lhm", "members", "name", "name_conflict", "rng", "s", "seeds", "summaries")
+    __slots__ = ("_dead", "_gone", "_left", "_live", "_live_addrs", "_live_at", "_next_gossip", "_next_probe",
+                 "_next_push_pull", "_next_reap", "_next_reconnect", "_order", "_probe", "_queue", "_relays",
+                 "_replaced", "_seq", "_stale", "_state", "_summary_counter", "_suspicions", "_tiers", "address",
+                 "changes", "clock", "counters", "leaving", "lhm", "members", "name", "name_conflict", "rng", "s",
+                 "seeds", "summaries")
 
     def __init__(
         self,
@@ -374,6 +416,7 @@ class Membership:
         self._live_at: dict[str, int] = {}  # name → its position in _live
         self._dead: dict[str, None] = {}  # dead members, oldest death first
         self._left = 0  # members that left, us included
+        self._gone: dict[str, None] = {}  # members other than us that left, oldest first
         self._live_addrs: dict[str, int] = {}  # address → alive or suspect members there, us included
         self._state: dict[str, Update] = {}  # each member as our push-pull state tells it
         self._stale: set[str] = set()  # members changed since _state last told them
@@ -399,6 +442,7 @@ class Membership:
         self._next_gossip = now
         self._next_push_pull = now + self.s.push_pull_interval
         self._next_reconnect = now + self.s.join_retry
+        self._next_reap = now + REAP_CHECK_INTERVAL
         self.counters: dict[str, int] = dict.fromkeys((*_IN_KEYS.values(), *_OUT_KEYS.values()), 0)
 
     # ------------------------------------------------------------------ views
@@ -503,6 +547,29 @@ class Membership:
         others = [self.members[n] for n in self._live]
         targets = others if len(others) <= 10 else self.rng.sample(others, 10)
         return [Outgoing(m.address, self._msg("gossip", updates=(u,))) for m in targets]
+
+    def force_leave(self, node: str) -> tuple[str, list[Outgoing]]:
+        """An operator's verdict that a dead or suspect ``node`` is gone for good: it becomes
+        ``left`` here, and the claim is gossiped like a leave at its incarnation, so a node
+        that is in fact alive refutes it. Refused (ValueError, the reason) for us, for an
+        unknown node, and for one we see alive. Returns (what was done, messages)."""
+        m = self.members.get(node)
+        if node == self.name:
+            raise ValueError(f"{node} is this node: use `haflowctl leave`")
+        if m is None:
+            raise LookupError(f"no member named {node!r}")
+        if m.status == LEFT:
+            return "already left", []
+        if m.status == ALIVE:
+            raise ValueError(f"{node} is alive here (incarnation {m.incarnation}): "
+                             "only a dead or suspect member can be forced to leave")
+        was = m.status
+        u = Update(LEFT, node, m.incarnation, m.address, self.name)
+        self._apply(u, self.clock.monotonic(), False)
+        self._enqueue(u, urgent=True)
+        targets = [self.members[n] for n in self._live]
+        targets = targets if len(targets) <= 10 else self.rng.sample(targets, 10)
+        return f"left (was {was})", [Outgoing(t.address, self._msg("gossip", updates=(u,))) for t in targets]
 
     # ------------------------------------------------------------------ messages in
 
@@ -649,7 +716,30 @@ class Membership:
                 out.append(self._push_pull_to(peers[0].address))
         if now >= self._next_reconnect:
             out += self._reconnect()
+        if now >= self._next_reap:
+            self._next_reap = now + REAP_CHECK_INTERVAL
+            self._reap(now)
         return out
+
+    def _reap(self, now: float) -> None:
+        """Forget members dead for ``reap_after`` or left for ``tombstone`` (oldest first:
+        both indices are in the order of the status change, so the first young one ends it)."""
+        for index, keep in ((self._dead, self.s.reap_after), (self._gone, self.s.tombstone)):
+            for _ in range(len(index)):
+                name = next(iter(index))
+                m = self.members[name]
+                if now - m.since < keep:
+                    break
+                self._forget(m, f"{m.status} for {now - m.since:.0f} s")
+
+    def _forget(self, m: Member, reason: str) -> None:
+        self._unindex(m)
+        del self.members[m.name]
+        self._state.pop(m.name, None)
+        self._stale.discard(m.name)
+        self._suspicions.pop(m.name, None)
+        self.summaries.pop(m.name, None)
+        self._changed(m.name, m.status, REAPED, m.incarnation, reason)
 
     def _abandon_probe(self) -> None:
         """Our own stall made this probe meaningless: no suspicion, but we are less healthy."""
@@ -892,7 +982,8 @@ class Membership:
             m.status, m.incarnation, m.since = LEFT, u.incarnation, now
             self._index(m)
             self._suspicions.pop(u.node, None)
-            self._changed(u.node, old, LEFT, u.incarnation, "left gracefully")
+            self._changed(u.node, old, LEFT, u.incarnation, "left gracefully" if u.sender in ("", u.node)
+                          else f"forced to leave by {u.sender}")
         self._enqueue(u)
         return out
 
@@ -1091,6 +1182,8 @@ class Membership:
             self._dead[m.name] = None
         else:
             self._left += 1
+            if m.name != self.name:
+                self._gone[m.name] = None
 
     def _unindex(self, m: Member) -> None:
         """Take ``m`` out of the indices before its status, incarnation or address changes."""
@@ -1110,6 +1203,7 @@ class Membership:
             del self._dead[m.name]
         else:
             self._left -= 1
+            self._gone.pop(m.name, None)
 
     # ------------------------------------------------------------------ helpers
 

@@ -19,12 +19,16 @@ from haflowd.gossip.membership import (
     LEFT,
     MAX_LHM,
     NACK_FRACTION,
+    PROTOCOL_VERSION,
+    REAP_CHECK_INTERVAL,
+    REAPED,
     SUSPECT,
     GossipSettings,
     Membership,
     Message,
     Outgoing,
     Summary,
+    UnknownType,
     Update,
     expected_confirmations,
     push_pull_scale,
@@ -1088,3 +1092,199 @@ def test_messages_round_trip_through_json() -> None:
     assert Message.from_json(msg.to_json()) == msg
     minimal = Message.from_json({"type": "ack", "from": "b"})
     assert (minimal.seq, minimal.target, minimal.updates, minimal.reply) == (0, "", (), False)
+
+
+# --------------------------------------------------------------------------- lifecycle: reap, force-leave
+
+
+HOUR = 3600.0
+
+REAP_CASES = [  # (status, hours since the change, forgotten?) with the defaults: reap_after 72 h, tombstone 24 h
+    (DEAD, 1.0, False),
+    (DEAD, 24.5, False),
+    (DEAD, 71.9, False),
+    (DEAD, 72.1, True),
+    (LEFT, 23.9, False),
+    (LEFT, 24.1, True),
+]
+
+
+@pytest.mark.parametrize(("current", "hours", "forgotten"), REAP_CASES,
+                         ids=[f"{c}-{h}h" for c, h, _ in REAP_CASES])
+def test_a_member_dead_for_reap_after_or_left_for_tombstone_is_forgotten(current: str, hours: float,
+                                                                         forgotten: bool) -> None:
+    a = with_x(current)
+    a.handle(gossip("c", summaries=(Summary("x", (5, 1), {"status": "passing"}),)))
+    assert "x" in a.summaries
+    a.clock.advance(hours * HOUR)  # type: ignore[attr-defined]
+    a.tick()
+    a.clock.advance(REAP_CHECK_INTERVAL)  # type: ignore[attr-defined]
+    a.tick()
+    assert ("x" not in a.members) == forgotten
+    changes = [(c.node, c.old, c.new) for c in a.drain_changes() if c.node == "x"]
+    assert changes == ([("x", current, REAPED)] if forgotten else [])
+    if forgotten:
+        assert "x" not in a.summaries
+        assert "x" not in [u.node for u in a._state_msg(reply=True).updates]
+        assert a.cluster_size() == 3 and a.live_count() == 3
+
+
+def reaped_x() -> Membership:
+    a = with_x(DEAD)
+    a.clock.advance(72 * HOUR + 2 * REAP_CHECK_INTERVAL)  # type: ignore[attr-defined]
+    a.tick()
+    assert "x" not in a.members
+    a.drain_changes()
+    return a
+
+
+@pytest.mark.parametrize("kind", [DEAD, SUSPECT, LEFT])
+def test_a_slower_nodes_stale_claims_never_bring_a_reaped_member_back(kind: str) -> None:
+    """c reaps later on its own clock (or is an older haflowd that never reaps): its gossip and
+    its full state still hold x dead. No claim but alive creates a record, so x stays forgotten."""
+    a = reaped_x()
+    for _ in range(3):
+        a.handle(gossip("c", Update(kind, "x", 5, addr("x"), "c")))
+        a.handle(Message("push-pull", "c", addr("c"), updates=(Update(kind, "x", 5, addr("x")),), reply=True))
+        a.clock.advance(24 * HOUR)  # type: ignore[attr-defined]
+        a.tick()
+    assert "x" not in a.members
+    assert [c for c in a.drain_changes() if c.node == "x"] == []
+
+
+@pytest.mark.parametrize(("source", "inc"), [("x", 6), ("x", 0), ("c", 6)],
+                         ids=["restarted", "fresh-data-dir", "told-by-a-peer"])
+def test_a_reaped_member_that_comes_back_joins_normally(source: str, inc: int) -> None:
+    a = reaped_x()
+    a.handle(gossip(source, Update(ALIVE, "x", inc, addr("x"))))
+    assert status(a, "x") == (ALIVE, inc)
+    assert [(c.node, c.new, c.reason) for c in a.drain_changes()] == [("x", ALIVE, "joined")]
+
+
+def test_reaping_spans_hours_of_ticks_and_only_the_dead_go() -> None:
+    """72 h of ticks, one every 10 minutes: x (dead) goes after 72 h, the live stay."""
+    a = with_x(DEAD)
+    clock = a.clock
+    gone_at = None
+    for i in range(1, 80 * 6):
+        clock.advance(600)  # type: ignore[attr-defined]
+        for p in ("c", "d"):
+            a.handle(Message("ack", p, addr(p), a._probe.seq if a._probe else 0))
+            a.members[p].last_seen = clock.monotonic()
+        a.tick()
+        if gone_at is None and "x" not in a.members:
+            gone_at = i / 6
+    assert gone_at is not None and 72 <= gone_at <= 72.2, gone_at
+    assert set(a.members) == {"a", "c", "d"}
+
+
+def test_short_reap_settings_forget_in_seconds() -> None:
+    clock = FakeClock()
+    a = core("a", ("c", "d", "x", "y"), clock, settings=GossipSettings(reap_after=3.0, tombstone=2.0))
+    clock.advance(QUIET)
+    a.handle(gossip("c", Update(DEAD, "x", 0, addr("x"), "c"), Update(LEFT, "y", 0, addr("y"), "y")))
+    assert (status(a, "x"), status(a, "y")) == ((DEAD, 0), (LEFT, 0))
+    clock.advance(2.5)
+    a.tick()
+    assert "y" not in a.members and "x" in a.members
+    clock.advance(1.0)
+    a.tick()
+    assert "x" not in a.members
+
+
+FORCE_CASES = [  # (x's status here, result or the error)
+    (SUSPECT, "left (was suspect)"),
+    (DEAD, "left (was dead)"),
+    (LEFT, "already left"),
+    (ALIVE, ValueError),
+]
+
+
+@pytest.mark.parametrize(("current", "expected"), FORCE_CASES, ids=[c for c, _ in FORCE_CASES])
+def test_force_leave(current: str, expected: Any) -> None:
+    a = with_x(current)
+    if isinstance(expected, type):
+        with pytest.raises(expected, match="alive here"):
+            a.force_leave("x")
+        assert status(a, "x") == (current, 5)
+        return
+    result, out = a.force_leave("x")
+    assert result == expected
+    assert status(a, "x") == (LEFT, 5)
+    if current == LEFT:
+        assert out == [] and a.drain_changes() == []
+        return
+    assert {name_of(o.address) for o in out} == {"c", "d"}
+    for o in out:
+        assert [(u.kind, u.node, u.incarnation, u.sender) for u in o.message.updates] == [(LEFT, "x", 5, "a")]
+    assert [(c.old, c.new, c.reason) for c in a.drain_changes()] == [(current, LEFT, "forced to leave by a")]
+    assert a.live_count() == 3 and a.cluster_size() == 3
+
+
+def test_force_leave_refuses_an_unknown_member_and_this_node() -> None:
+    a = core("a", ("c",))
+    with pytest.raises(LookupError):
+        a.force_leave("nobody")
+    with pytest.raises(ValueError, match="haflowctl leave"):
+        a.force_leave("a")
+
+
+def test_a_forced_leave_spreads_as_left_and_a_live_member_refutes_it() -> None:
+    clock = FakeClock()
+    a = with_x(DEAD)
+    b = core("b", ("a", "x"), clock)
+    b.handle(gossip("a", Update(ALIVE, "x", 5, addr("x"))))
+    _, out = a.force_leave("x")
+    msg = next(o.message for o in out if name_of(o.address) == "c")
+    b.handle(Message("gossip", "a", addr("a"), updates=msg.updates))
+    assert status(b, "x") == (LEFT, 5)
+    assert [c.reason for c in b.drain_changes() if c.node == "x"] == ["forced to leave by a"]
+    # x was alive after all (a partition): it hears the claim and refutes, and that wins everywhere
+    x = core("x", ("a", "b"), FakeClock(), incarnation=5)
+    refutation = x.handle(Message("gossip", "b", addr("b"), updates=msg.updates))
+    assert x.incarnation == 6 and x.members["x"].status == ALIVE
+    b.handle(Message("gossip", "x", addr("x"), updates=tuple(u for o in refutation for u in o.message.updates)
+                     or (Update(ALIVE, "x", 6, addr("x")),)))
+    assert status(b, "x") == (ALIVE, 6)
+
+
+def test_a_left_member_forgotten_after_its_tombstone_rejoins_with_a_fresh_join() -> None:
+    a = with_x(DEAD)
+    a.force_leave("x")
+    a.clock.advance(24 * HOUR + 2 * REAP_CHECK_INTERVAL)  # type: ignore[attr-defined]
+    a.tick()
+    assert "x" not in a.members
+    a.handle(gossip("x", Update(ALIVE, "x", 1, addr("x"))))
+    assert status(a, "x") == (ALIVE, 1)
+
+
+# --------------------------------------------------------------------------- protocol versions
+
+
+def test_every_message_carries_the_protocol_version() -> None:
+    assert Message("ping", "a", addr("a")).to_json()["pv"] == PROTOCOL_VERSION == 1
+    assert Message.from_json(Message("ping", "a", addr("a")).to_json()).type == "ping"
+
+
+def test_a_newer_message_is_read_for_what_this_version_knows() -> None:
+    newer = {"pv": PROTOCOL_VERSION + 1, "type": "gossip", "from": "b", "addr": addr("b"), "hops": 3,
+             "updates": [{"kind": "zombie", "node": "x", "inc": 1}, {"kind": ALIVE, "node": "y", "inc": 2,
+                                                                    "addr": addr("y"), "zone": "eu"}],
+             "summaries": [{"node": "y", "version": [2, 1], "data": {"status": "degraded"}, "sig": "?"}]}
+    msg = Message.from_json(newer)
+    assert [(u.kind, u.node) for u in msg.updates] == [(ALIVE, "y")]
+    a = core("a", ("b",))
+    a.handle(msg)
+    assert status(a, "y") == (ALIVE, 2) and a.summaries["y"].data == {"status": "degraded"}
+    with pytest.raises(UnknownType):
+        Message.from_json({**newer, "type": "rumour"})
+
+
+def test_our_own_version_with_an_unknown_kind_or_type_is_still_malformed() -> None:
+    for pv in (0, PROTOCOL_VERSION):
+        with pytest.raises(ValueError) as e:
+            Message.from_json({"pv": pv, "type": "rumour", "from": "b", "addr": addr("b")})
+        assert not isinstance(e.value, UnknownType)
+        with pytest.raises(ValueError):
+            Message.from_json({"pv": pv, "type": "gossip", "from": "b", "updates": [{"kind": "zombie",
+                                                                                    "node": "x", "inc": 1}]})
