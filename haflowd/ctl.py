@@ -28,7 +28,7 @@ EXIT_USAGE = 64  # sysexits.h EX_USAGE: argparse's own 2 would read as "critical
 EXIT_INTERRUPTED = 130
 STATUS_EXIT = {"passing": 0, "warning": 1, "critical": 2}
 _STATUS_CODES = ((0, "passing"), (1, "warning"), (2, "critical"))
-_DONE_OR_REFUSED = ((0, "done"), (1, "refused or failed, with the reason"))
+_COMPONENT_ACTION = ((0, "done"), (1, "refused or failed, with the reason (drained: a start or restart is refused)"))
 # Each command's own exit codes: its --help epilog comes from this one table, and
 # docs/reference.md's haflowctl table is tested against it (tests/unit/test_ctl_exit_codes.py)
 EXIT_CODES: dict[str, tuple[tuple[int, str], ...]] = {
@@ -36,18 +36,18 @@ EXIT_CODES: dict[str, tuple[tuple[int, str], ...]] = {
     "status": _STATUS_CODES,
     "health": _STATUS_CODES,
     "components": ((0, "listed"),),
-    "restart": ((0, "done"), (1, "refused or failed, with the reason (drained: refused)")),
-    "stop": _DONE_OR_REFUSED,
-    "start": ((0, "done"), (1, "refused or failed, with the reason (drained: refused)")),
+    "restart": _COMPONENT_ACTION,
+    "stop": _COMPONENT_ACTION,
+    "start": _COMPONENT_ACTION,
     "sync": ((0, "every peer in sync"), (1, "a peer failing, or sync not configured")),
     "reload": ((0, "reloaded"), (1, "config rejected; nothing changed")),
     "leave": ((0, "left"), (1, "refused (no [gossip])")),
     "doctor": ((0, "all ok"), (1, "warnings"), (2, "failures")),
-    "logs": ((0, "printed"), (1, "unknown component or refused")),
-    "events": ((0, "printed"), (1, "refused")),
+    "logs": ((0, "printed"), (1, "unknown component, or refused (too many followers)")),
+    "events": ((0, "printed"), (1, "refused (too many followers)")),
     "drain": ((0, "drained (--wait: every component to stop has stopped)"),
               (1, "refused, or --wait gave up (timeout, undrained meanwhile)")),
-    "undrain": _DONE_OR_REFUSED,
+    "undrain": ((0, "undrained (or was not drained)"), (1, "refused, with the reason")),
 }
 COMMON_EXIT_CODES = ((EXIT_UNREACHABLE, "haflowd cannot be reached"), (EXIT_USAGE, "usage error"),
                      (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"))
