@@ -67,6 +67,8 @@ class GossipConfig:
     indirect_checks: int
     suspicion_mult: int
     leave_on_terminate: bool
+    reap_after: float = 72 * 3600.0
+    tombstone: float = 24 * 3600.0
 
 
 @dataclass(frozen=True)

@@ -364,6 +364,8 @@ def _gossip(t: Table, base: Path) -> GossipConfig:
         indirect_checks=t.integer("indirect_checks") or 0,
         suspicion_mult=t.filled("suspicion_mult", t.integer("suspicion_mult")),
         leave_on_terminate=bool(t.boolean("leave_on_terminate", default_of("gossip.leave_on_terminate"))),
+        reap_after=t.filled("reap_after", t.duration("reap_after")),
+        tombstone=t.filled("tombstone", t.duration("tombstone")),
     )
     if cfg.advertise.host in ("0.0.0.0", "::") and cfg.seeds:
         if t.has("advertise"):

@@ -53,6 +53,8 @@ def settings_from(cfg: GossipConfig) -> GossipSettings:
         probe_timeout=cfg.probe_timeout,
         indirect_checks=cfg.indirect_checks,
         suspicion_mult=cfg.suspicion_mult,
+        reap_after=cfg.reap_after,
+        tombstone=cfg.tombstone,
     )
 
 
