@@ -90,3 +90,11 @@ def test_progress_on_a_terminal_redraws_one_line_and_clears_it() -> None:
     assert "waiting for web to stop (0 s)" in shown
     assert "stopped web (1/1)\n" in shown
     assert shown.endswith("\r\x1b[K")  # the waiting line is gone at the end
+
+
+def test_bash_completion_knows_every_command() -> None:
+    text = (REFERENCE.parents[1] / "contrib" / "bash-completion" / "haflowctl").read_text()
+    m = re.search(r'local commands="([^"]+)"', text)
+    assert m is not None
+    assert set(m.group(1).split()) == set(ctl.COMMANDS)
+    assert "complete -F _haflowctl haflowctl" in text
