@@ -42,6 +42,8 @@ EXIT_CODES: dict[str, tuple[tuple[int, str], ...]] = {
     "sync": ((0, "every peer in sync"), (1, "a peer failing, or sync not configured")),
     "reload": ((0, "reloaded"), (1, "config rejected; nothing changed")),
     "leave": ((0, "left"), (1, "refused (no [gossip])")),
+    "force-leave": ((0, "left everywhere soon (or already left)"),
+                    (1, "refused, with the reason: unknown node, alive here, this node, no [gossip]")),
     "doctor": ((0, "all ok"), (1, "warnings"), (2, "failures")),
     "logs": ((0, "printed"), (1, "unknown component, or refused (too many followers)")),
     "events": ((0, "printed"), (1, "refused (too many followers)")),
@@ -370,8 +372,9 @@ def peers_table(peers: list[dict[str, Any]]) -> str:
     rows = [[p["name"] + (" (self)" if p.get("self") else ""), p["address"],
              p["status"] + (" (maintenance)" if p.get("maintenance") is True else ""),
              p["incarnation"], human_age(p.get("last_seen_s")),
-             f"{p['rtt_ms']:.1f}ms" if isinstance(p.get("rtt_ms"), int | float) else "-"] for p in peers]
-    return table(rows, ["NAME", "ADDRESS", "STATUS", "INCARNATION", "LAST SEEN", "RTT"])
+             f"{p['rtt_ms']:.1f}ms" if isinstance(p.get("rtt_ms"), int | float) else "-",
+             p.get("version") or "-"] for p in peers]
+    return table(rows, ["NAME", "ADDRESS", "STATUS", "INCARNATION", "LAST SEEN", "RTT", "VERSION"])
 
 
 # --------------------------------------------------------------------------- commands
@@ -479,6 +482,15 @@ def cmd_leave(c: Client, a: argparse.Namespace) -> int:
         _fail(a, body, body.get("error", "leave failed"))
         return 1
     _out(a, body, lambda: body.get("result", "left the cluster"))
+    return 0
+
+
+def cmd_force_leave(c: Client, a: argparse.Namespace) -> int:
+    code, body = c.post(f"/peers/{urllib.parse.quote(a.name, safe='')}/force-leave", timeout=a.timeout)
+    if not body.get("ok"):
+        _fail(a, body, body.get("error", f"HTTP {code}"))
+        return 1
+    _out(a, body, lambda: f"{a.name}: {body.get('result', 'left')}; the other nodes hear it by gossip")
     return 0
 
 
@@ -606,6 +618,8 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--now", action="store_true", help="run a sync now and wait for it")
     sub.add_parser("reload", parents=[common], help="re-read the config")
     sub.add_parser("leave", parents=[common], help="leave the cluster gracefully")
+    fl = sub.add_parser("force-leave", parents=[common], help="mark a dead or suspect node left on every node")
+    fl.add_argument("name")
     sub.add_parser("doctor", parents=[common], help="preflight this node (works without a daemon)")
     lg = sub.add_parser("logs", parents=[common], help="a component's last output lines")
     lg.add_argument("name")
@@ -627,7 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {
     "peers": cmd_peers, "status": cmd_status, "health": cmd_health, "components": cmd_components,
     "restart": cmd_action, "stop": cmd_action, "start": cmd_action, "sync": cmd_sync,
-    "reload": cmd_reload, "leave": cmd_leave, "doctor": cmd_doctor,
+    "reload": cmd_reload, "leave": cmd_leave, "force-leave": cmd_force_leave, "doctor": cmd_doctor,
     "logs": cmd_logs, "events": cmd_events, "drain": cmd_drain, "undrain": cmd_undrain,
 }
 

@@ -161,7 +161,7 @@ class Daemon:
             return self.gossip.peers()
         return [{"name": self.node, "address": str(self.config.api.listen), "status": "alive", "incarnation": 0,
                  "last_seen_s": 0.0, "rtt_ms": None, "suspect_since": None, "self": True,
-                 "maintenance": self.maintenance.on}]
+                 "maintenance": self.maintenance.on, "version": __version__}]
 
     def summary(self) -> dict[str, Any]:
         """What this node tells the others about itself (no timestamps: it changes only on news)."""
@@ -197,6 +197,11 @@ class Daemon:
         await self.gossip.leave()
         return {"ok": True, "result": f"left the cluster (incarnation {self.gossip.core.incarnation}); "
                                       "peers now show this node as left"}
+
+    async def force_leave(self, name: str) -> dict[str, Any]:
+        if self.gossip is None:
+            return {"ok": False, "status": 409, "error": "this node has no [gossip] section: it is a cluster of one"}
+        return self.gossip.force_leave(name)
 
     # ------------------------------------------------------------------ drain (maintenance)
 

@@ -35,6 +35,7 @@ class ControlApi:
         r.add_post("/components/{name}/{action:restart|stop|start}", self.component)
         r.add_post("/reload", self.reload)
         r.add_post("/leave", self.leave)
+        r.add_post("/peers/{name}/force-leave", self.force_leave)
         r.add_post("/drain", self.drain)
         r.add_post("/undrain", self.undrain)
         r.add_post("/sync", self.sync)
@@ -175,6 +176,13 @@ class ControlApi:
     async def leave(self, request: web.Request) -> web.Response:
         result = await self.controls.leave()
         return json_response(result, 200 if result["ok"] else 409)
+
+    async def force_leave(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        result = await self.controls.force_leave(name)
+        status = result.pop("status", 200 if result.get("ok") else 409)
+        log.info("control", action="force-leave", peer=name, result=result.get("result", result.get("error")))
+        return json_response(result, status)
 
     async def drain(self, request: web.Request) -> web.Response:
         """Answers at once; the components stop in the background (``GET /status``'s

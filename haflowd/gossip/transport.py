@@ -30,7 +30,17 @@ from haflowd.api import limits
 from haflowd.clock import SYSTEM_CLOCK, Clock
 from haflowd.config import GossipConfig
 from haflowd.gossip import signing, summary
-from haflowd.gossip.membership import ALIVE, DEAD, LEFT, SUSPECT, GossipSettings, Membership, Message, Outgoing
+from haflowd.gossip.membership import (
+    ALIVE,
+    DEAD,
+    LEFT,
+    SUSPECT,
+    GossipSettings,
+    Membership,
+    Message,
+    Outgoing,
+    UnknownType,
+)
 
 PATH = "/gossip"
 MAX_BODY = 1024 * 1024
@@ -252,6 +262,9 @@ class GossipNode:
             msg = Message.from_json(json.loads(body))
             if msg.source != verdict.sender:
                 raise ValueError("sender header and body disagree")
+        except UnknownType as e:  # a newer peer's message type: nothing here to act on, no error
+            log.debug("gossip_unknown_type", type=str(e), peer=verdict.sender)
+            return self._signed(request, b"[]")
         except (ValueError, RecursionError):
             return self._refuse("malformed", 400, remote)
         out = self.core.handle(msg)
@@ -259,7 +272,9 @@ class GossipNode:
         self._dispatch([o for o in out if o.address != msg.source_addr])
         self._after_core()
         self._wake.set()
-        payload = json.dumps([m.to_json() for m in replies], separators=(",", ":")).encode()
+        return self._signed(request, json.dumps([m.to_json() for m in replies], separators=(",", ":")).encode())
+
+    def _signed(self, request: web.Request, payload: bytes) -> web.Response:
         headers = self.signer.sign_response(PATH, request.headers[signing.NONCE], payload)
         headers["Content-Type"] = "application/json"
         return web.Response(body=payload, headers=headers)
@@ -316,8 +331,38 @@ class GossipNode:
                 "suspect_since": round(since + wall_offset, 3) if since is not None else None,
                 "self": me,
                 "maintenance": self._maintenance(m.name),
+                "version": self._version(m.name),
             })
         return out
+
+    def _own_summary(self) -> dict[str, Any] | None:
+        try:
+            return self.summary() if self.summary is not None else None
+        except Exception:
+            return None
+
+    def _version(self, name: str) -> str | None:
+        """The haflowd version the node gossips in its summary (None: not heard yet)."""
+        if name == self.node:
+            return summary.normalize(self._own_summary()).version
+        s = self.core.summaries.get(name)
+        return summary.normalize(s.data if s is not None else None).version
+
+    def force_leave(self, name: str) -> dict[str, Any]:
+        """``haflowctl force-leave``: a dead or suspect member becomes ``left`` here and, by
+        gossip, everywhere. ``ok`` False with ``error`` and ``status`` (404 unknown, 409
+        refused: alive here, or this node) otherwise."""
+        try:
+            result, out = self.core.force_leave(name)
+        except LookupError as e:
+            return {"ok": False, "status": 404, "error": str(e)}
+        except ValueError as e:
+            return {"ok": False, "status": 409, "error": str(e)}
+        self._dispatch(out)
+        self._after_core()
+        self._wake.set()
+        log.warning("gossip_force_leave", peer=name, result=result)
+        return {"ok": True, "status": 200, "result": result, "peer": name}
 
     def _maintenance(self, name: str) -> bool:
         """Whether the node gossips that it is drained (this node: its own summary)."""
@@ -375,4 +420,10 @@ def _parse_messages(data: bytes) -> list[Message]:
     items = json.loads(data) if data else []
     if not isinstance(items, list):
         raise ValueError("answer is not a list")
-    return [Message.from_json(x) for x in items]
+    out = []
+    for x in items:
+        try:
+            out.append(Message.from_json(x))
+        except UnknownType:  # a newer peer's reply of a type we do not know: the rest still count
+            continue
+    return out

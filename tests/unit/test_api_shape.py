@@ -202,7 +202,7 @@ def test_the_read_apis_refusals_are_exported_by_reason() -> None:
 def test_the_control_api_has_the_documented_routes() -> None:
     app = ControlApi(FakeState()).app()
     assert routes(app) == {"/components/{name}/{action}", "/reload", "/leave", "/sync", "/components",
-                           "/components/{name}/logs", "/events"}
+                           "/components/{name}/logs", "/events", "/peers/{name}/force-leave"}
 
 
 def test_metrics_read_components_through_the_state() -> None:

@@ -190,7 +190,7 @@ def test_components_table_empty() -> None:
     assert components_table([]) == "  ".join(COMPONENT_HEADERS)
 
 
-PEER_HEADERS = ["NAME", "ADDRESS", "STATUS", "INCARNATION", "LAST SEEN", "RTT"]
+PEER_HEADERS = ["NAME", "ADDRESS", "STATUS", "INCARNATION", "LAST SEEN", "RTT", "VERSION"]
 
 
 @pytest.mark.parametrize(
@@ -199,22 +199,22 @@ PEER_HEADERS = ["NAME", "ADDRESS", "STATUS", "INCARNATION", "LAST SEEN", "RTT"]
         (
             {"name": "node1", "address": "10.0.0.1:7946", "status": "alive", "incarnation": 3,
              "last_seen_s": 0.0, "self": True, "rtt_ms": None},
-            ["node1 (self)", "10.0.0.1:7946", "alive", "3", "0.0s", "-"],
+            ["node1 (self)", "10.0.0.1:7946", "alive", "3", "0.0s", "-", "-"],
         ),
         (
             {"name": "node2", "address": "10.0.0.2:7946", "status": "suspect", "incarnation": 7,
-             "last_seen_s": 4.5, "self": False, "rtt_ms": 1.234},
-            ["node2", "10.0.0.2:7946", "suspect", "7", "4.5s", "1.2ms"],
+             "last_seen_s": 4.5, "self": False, "rtt_ms": 1.234, "version": "0.2.0"},
+            ["node2", "10.0.0.2:7946", "suspect", "7", "4.5s", "1.2ms", "0.2.0"],
         ),
         (
             {"name": "node3", "address": "[fd00::3]:7946", "status": "dead", "incarnation": 0,
              "last_seen_s": 3700.0, "rtt_ms": 12},
-            ["node3", "[fd00::3]:7946", "dead", "0", "61m40s", "12.0ms"],
+            ["node3", "[fd00::3]:7946", "dead", "0", "61m40s", "12.0ms", "-"],
         ),
         (
             {"name": "node4", "address": "node4.example:7946", "status": "left", "incarnation": 2,
              "last_seen_s": None},
-            ["node4", "node4.example:7946", "left", "2", "-", "-"],
+            ["node4", "node4.example:7946", "left", "2", "-", "-", "-"],
         ),
     ],
 )
@@ -301,7 +301,7 @@ def test_every_parser_command_has_a_handler() -> None:
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) == set(ctl.COMMANDS)
     assert set(ctl.COMMANDS) == {"peers", "status", "health", "components", "restart", "stop", "start", "sync",
-                                 "reload", "leave", "doctor", "logs", "events"}
+                                 "reload", "leave", "doctor", "logs", "events", "force-leave"}
 
 
 @pytest.mark.parametrize(
