@@ -32,7 +32,7 @@ _COMPONENT_ACTION = ((0, "done"), (1, "refused or failed, with the reason (drain
 # Each command's own exit codes: its --help epilog comes from this one table, and
 # docs/reference.md's haflowctl table is tested against it (tests/unit/test_ctl_exit_codes.py)
 EXIT_CODES: dict[str, tuple[tuple[int, str], ...]] = {
-    "peers": ((0, "every member alive"), (1, "a member is not alive")),
+    "peers": ((0, "every member alive or left"), (1, "a member is suspect or dead")),
     "status": _STATUS_CODES,
     "health": _STATUS_CODES,
     "components": ((0, "listed"),),
@@ -383,7 +383,7 @@ def peers_table(peers: list[dict[str, Any]]) -> str:
 def cmd_peers(c: Client, a: argparse.Namespace) -> int:
     _, peers = c.get("/peers")
     _out(a, peers, lambda: peers_table(peers))
-    return 0 if all(p["status"] == "alive" for p in peers) else 1
+    return 0 if all(p["status"] in ("alive", "left") for p in peers) else 1  # left: no failure, as /health/cluster
 
 
 def cmd_components(c: Client, a: argparse.Namespace) -> int:

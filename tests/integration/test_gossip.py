@@ -78,6 +78,11 @@ class Trio:
 @pytest.fixture
 def trio(daemon) -> Trio:
     """n1, n2, n3 on loopback with distinct ports, seeds n1 and n2, one shared key; converged."""
+    return start_trio(daemon)
+
+
+def start_trio(daemon, gossip_extra: str = "") -> Trio:
+    """The ``trio`` fixture's cluster; ``gossip_extra``: more ``[gossip]`` lines for every node."""
     key = new_gossip_key()
     gport = {n: free_port() for n in NAMES}
     seeds = [f"127.0.0.1:{gport['n1']}", f"127.0.0.1:{gport['n2']}"]
@@ -86,7 +91,7 @@ def trio(daemon) -> Trio:
         d = daemon("", start=False)
         key_file = d.dir / "gossip.key"
         key_file.write_text(key + "\n")
-        d.config.write_text(render_config(d, gossip_body(f"127.0.0.1:{gport[n]}", seeds, key_file)))
+        d.config.write_text(render_config(d, gossip_body(f"127.0.0.1:{gport[n]}", seeds, key_file) + gossip_extra))
         rename_node(d, n)
         nodes[n] = d
     for d in nodes.values():
@@ -184,7 +189,7 @@ def test_nodes_find_each_other_from_seeds(trio):
     r = trio["n1"].ctl("peers")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0].split() == ["NAME", "ADDRESS", "STATUS", "INCARNATION", "LAST", "SEEN", "RTT"]
+    assert lines[0].split() == ["NAME", "ADDRESS", "STATUS", "INCARNATION", "LAST", "SEEN", "RTT", "VERSION"]
     rows = {ln.split()[0]: ln.split() for ln in lines[1:]}
     assert set(rows) == set(NAMES) and "(self)" in rows["n1"]
     assert all("alive" in row for row in rows.values())
