@@ -270,8 +270,9 @@ from tests.fixtures.airflow import *  # noqa: E402,F403  (Airflow 3 in .venv-air
 from tests.fixtures.csync2 import *  # noqa: E402,F403  (csync2 in namespaces: csync2_cluster)
 from tests.fixtures.postgres import *  # noqa: E402,F403  (PostgreSQL fixtures: pg_pair, pg_pair_factory)
 from tests.fixtures.rabbitmq import *  # noqa: E402,F403  (a three-node RabbitMQ cluster: rabbit_cluster)
+from tests.fixtures.wheelhouse import *  # noqa: E402,F403  (one wheelhouse per run: wheelhouse)
 
-SHARED_SERVICE_GROUPS = {"rabbit_cluster": "rabbitmq"}
+SHARED_SERVICE_GROUPS = {"rabbit_cluster": "rabbitmq", "wheelhouse": "wheelhouse"}
 """Session fixtures heavy enough that every test using one runs on the same xdist worker
 (a RabbitMQ cluster costs 135 MB a node and 10-14 s to form; one per run is enough)."""
 

@@ -38,7 +38,7 @@ import pytest
 from testbed import csync2 as tbc
 from tests.conftest import new_gossip_key, wait_until
 from tests.fixtures.netns import NsWorker, Topology, netns_unavailable, sweep_stale
-from tests.fixtures.wheelhouse import install, ok, wheelhouse  # noqa: F401  (fixture)
+from tests.fixtures.wheelhouse import install, ok
 
 pytestmark = pytest.mark.integration
 
@@ -199,7 +199,7 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Iterator[Cluster]:  # noqa: F811
+def cluster(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Iterator[Cluster]:
     why = unavailable()
     if why:
         pytest.fail(why)

@@ -11,12 +11,12 @@ import subprocess
 import pytest
 
 from tests.conftest import ROOT
-from tests.fixtures.wheelhouse import INSTALL, install, ok, wheelhouse, wheels  # noqa: F401  (fixture)
+from tests.fixtures.wheelhouse import INSTALL, install, ok, wheels
 
 pytestmark = pytest.mark.integration
 
 
-def test_install_into_a_prefix_is_idempotent(tmp_path, wheelhouse):  # noqa: F811
+def test_install_into_a_prefix_is_idempotent(tmp_path, wheelhouse):
     prefix, dest = tmp_path / "opt", tmp_path / "root"
     cmd = [str(INSTALL), "--wheelhouse", str(wheelhouse), "--prefix", str(prefix), "--destdir", str(dest)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
@@ -65,7 +65,7 @@ def pinned(text: str) -> dict[str, str]:
     return out
 
 
-def test_the_wheelhouse_holds_every_pin_and_only_wheels(wheelhouse):  # noqa: F811
+def test_the_wheelhouse_holds_every_pin_and_only_wheels(wheelhouse):
     pins = pinned((ROOT / "constraints.txt").read_text())
     assert pins and "haflowd" not in pins
     found = {}
@@ -78,7 +78,7 @@ def test_the_wheelhouse_holds_every_pin_and_only_wheels(wheelhouse):  # noqa: F8
     assert (wheelhouse / "constraints.txt").read_text() == (ROOT / "constraints.txt").read_text()
 
 
-def test_offline_install_upgrade_uninstall_purge(tmp_path, wheelhouse):  # noqa: F811
+def test_offline_install_upgrade_uninstall_purge(tmp_path, wheelhouse):
     """Installed with --no-index from the wheelhouse, the venv holds exactly the pinned
     versions: nothing unpinned slipped in (pip freeze, minus haflowd, pip, setuptools).
     The paths come from the environment (HAFLOWD_*) this time, --destdir in the test above."""
