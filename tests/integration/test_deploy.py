@@ -136,7 +136,7 @@ class Node:
                 self.daemon.wait(10)
 
 
-def first_config(node: Node, nodes: list[Node], backup: Path) -> str:
+def first_config(node: Node, nodes: list[Node]) -> str:
     """The guide's first config (docs/deploy.md, "The first config"), with this test's paths."""
     seeds = ", ".join(f'"{n.name}:7946"' for n in nodes if n is not node)
     return f"""\
@@ -245,7 +245,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Itera
             wait_until(lambda n=n: tbc.listening(n.ns), 10, f"csync2 -ii on {n.name}")
         # 4. the first config, checked, then haflowd started on each
         for n in nodes:
-            n.config.write_text(first_config(n, nodes, backup))
+            n.config.write_text(first_config(n, nodes))
             r = subprocess.run(["ip", "netns", "exec", n.ns, str(n.prefix / "bin/haflowd"), "--check-config",
                                 "--config", str(n.config)], capture_output=True, text=True, timeout=30, env=n.env)
             assert r.returncode == 0, f"{n.name}: {r.stdout}{r.stderr}"
