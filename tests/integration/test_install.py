@@ -150,5 +150,13 @@ def test_every_option_is_in_the_help(tmp_path):
     (notvenv / "precious").write_text("x")
     r = install("--uninstall", "--prefix", notvenv, "--destdir", tmp_path / "root")
     assert r.returncode != 0 and "not a venv" in r.stderr and (notvenv / "precious").exists()
+
+    # --purge of a system folder is refused before anything at all is removed
+    units = tmp_path / "u"
+    units.mkdir()
+    (units / "haflowd.service").write_text("[Service]\n")
+    r = install("--uninstall", "--purge", "--no-systemd", "--prefix", tmp_path / "p", "--etc-dir", "/etc/",
+                "--data-dir", tmp_path / "d", "--unit-dir", units)
+    assert r.returncode != 0 and "will not remove /etc/" in r.stderr and (units / "haflowd.service").exists()
     r = install("--no-such-option")
     assert r.returncode != 0 and "unknown argument" in r.stderr
