@@ -202,7 +202,8 @@ def test_the_read_apis_refusals_are_exported_by_reason() -> None:
 def test_the_control_api_has_the_documented_routes() -> None:
     app = ControlApi(FakeState()).app()
     assert routes(app) == {"/components/{name}/{action}", "/reload", "/leave", "/sync", "/components",
-                           "/components/{name}/logs", "/events", "/peers/{name}/force-leave"}
+                           "/components/{name}/logs", "/events", "/peers/{name}/force-leave",
+                           "/drain", "/undrain"}
 
 
 def test_metrics_read_components_through_the_state() -> None:

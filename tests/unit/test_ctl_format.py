@@ -301,7 +301,8 @@ def test_every_parser_command_has_a_handler() -> None:
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) == set(ctl.COMMANDS)
     assert set(ctl.COMMANDS) == {"peers", "status", "health", "components", "restart", "stop", "start", "sync",
-                                 "reload", "leave", "doctor", "logs", "events", "force-leave"}
+                                 "reload", "leave", "doctor", "logs", "events", "force-leave",
+                                 "drain", "undrain"}
 
 
 @pytest.mark.parametrize(
