@@ -11,7 +11,9 @@ on a new node must reach the old one as a plain leave.
 
 from __future__ import annotations
 
+import base64
 import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -36,7 +38,8 @@ from tests.conftest import (
     status_of,
     wait_until,
 )
-from tests.integration.test_gossip import metric, metric_samples
+from tests.integration.test_gossip import metric, metric_samples, send, sign
+from tests.integration.test_gossip import trio as trio  # the three-node fixture, shared
 
 pytestmark = pytest.mark.integration
 
@@ -176,3 +179,26 @@ def test_previous_and_current_release_gossip_as_one_cluster(mixed):
     for n, d in rest.items():
         wait_until(lambda d=d: d.get("/health/cluster")[0] == 200, 5, f"/health/cluster 200 on {n}")
     assert not metric(metric_samples(nodes["old"]), "haflowd_gossip_rejected_total", reason="malformed")
+
+
+def test_a_newer_protocol_versions_message_is_read_for_what_this_one_knows(trio):
+    """A node of a future release (pv 2) sends an update kind and a message type this one does
+    not know: the message is answered, not refused, and the updates this node knows count."""
+    key = base64.b64decode(trio.key)
+    port = trio.gport["n1"]
+    n1 = trio["n1"]
+    gossip = json.dumps({
+        "pv": 2, "type": "gossip", "from": "n9", "addr": "127.0.0.1:9", "zone": "eu",
+        "updates": [{"kind": "decommissioned", "node": "n2", "inc": 99},
+                    {"kind": "alive", "node": "n9", "inc": 1, "addr": "127.0.0.1:9", "weight": 3}],
+    }).encode()
+    status, _, body = send(port, gossip, sign(key, gossip, sender="n9"))
+    assert status == 200, body
+    rumour = json.dumps({"pv": 2, "type": "rumour", "from": "n9", "addr": "127.0.0.1:9"}).encode()
+    status, _, body = send(port, rumour, sign(key, rumour, sender="n9"))
+    assert (status, json.loads(body)) == (200, [])
+    peers = peer_map(n1)
+    assert "n9" in peers and peers["n2"]["status"] == "alive"
+    # from its own protocol version, the same unknown type is malformed, as before
+    same = json.dumps({"pv": 1, "type": "rumour", "from": "n9", "addr": "127.0.0.1:9"}).encode()
+    assert send(port, same, sign(key, same, sender="n9"))[0] == 400
