@@ -40,8 +40,8 @@ OPENAPI: dict[str, Any] = {
             {"type": "object", "required": ["status"], "properties": {
                 "status": {"type": "string"}, "loop_lag_s": {"type": "number"}}}, "turning"),
             {"503": _json({"type": "object"}, "stalled")}),
-        "/readiness": _get("Is this node not critical", _json(_HEALTH, "not critical"),
-                           {"503": _json(_HEALTH, "critical")}),
+        "/readiness": _get("Is this node not critical and not drained", _json(_HEALTH, "not critical, not drained"),
+                           {"503": _json(_HEALTH, "critical, or drained for maintenance (haflowctl drain)")}),
         "/health": _get("This node's checks", _json(_HEALTH, "passing or warning"),
                         {"503": _json(_HEALTH, "critical (or warning with strict=1)")},
                         [{"name": "strict", "in": "query", "required": False,
