@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 
 from testbed import csync2 as tbc
-from tests.conftest import new_gossip_key, wait_until
+from tests.conftest import ROOT, new_gossip_key, wait_until
 from tests.fixtures.netns import NsWorker, Topology, netns_unavailable, sweep_stale
 from tests.fixtures.wheelhouse import install, ok
 
@@ -49,6 +49,8 @@ API = "http://127.0.0.1:8787"  # inside each namespace
 def unavailable() -> str | None:
     if shutil.which("csync2") is None:
         return "csync2 is not installed; scripts/setup installs it"
+    if shutil.which("nft") is None:
+        return "nft is not installed; scripts/setup installs nftables"
     return netns_unavailable()
 
 
@@ -167,6 +169,17 @@ def csync2_cfg(nodes: list[Node], key: Path, backup: Path) -> str:
                             exclude=("*~", "*.swp", "*.pyc"))
 
 
+def firewall(addresses: list[str]) -> str:
+    """The guide's nftables table (docs/deploy.md, section 9), with this test's node addresses."""
+    text = (ROOT / "docs/deploy.md").read_text()
+    start = text.index("table inet haflowd {")
+    table = text[start:text.index("\n}\n", start) + 3]
+    for i, addr in enumerate(addresses, start=11):
+        table = table.replace(f"10.0.0.{i},", f"{addr},").replace(f"10.0.0.{i} ", f"{addr} ")
+    assert "10.0.0.1" not in table.replace("10.0.0.5", "").replace("10.0.0.6", ""), table
+    return table
+
+
 @dataclass
 class Cluster:
     tmp: Path
@@ -243,7 +256,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Itera
         # the cfg mentions each node's own key path; on real nodes it is one file, byte-identical
         for n in nodes:
             wait_until(lambda n=n: tbc.listening(n.ns), 10, f"csync2 -ii on {n.name}")
-        # 4. the first config, checked, then haflowd started on each
+        # 4. the guide's firewall in every node
+        table = firewall([topo.addr(i) for i in range(1, 4)])
+        for n in nodes:
+            r = subprocess.run(["ip", "netns", "exec", n.ns, "nft", "-f", "-"], input=table, capture_output=True,
+                               text=True, timeout=30)
+            assert r.returncode == 0, f"nft on {n.name}: {r.stderr}\n{table}"
+        # 5. the first config, checked, then haflowd started on each
         for n in nodes:
             n.config.write_text(first_config(n, nodes))
             r = subprocess.run(["ip", "netns", "exec", n.ns, str(n.prefix / "bin/haflowd"), "--check-config",
