@@ -383,7 +383,8 @@ def test_csync2_key_rotation(cluster: Cluster) -> None:
 
 
 def test_decommission_a_node(cluster: Cluster) -> None:
-    """docs/deploy.md "Decommissioning a node": haflowctl leave, stop; the others see "left"."""
+    """docs/deploy.md "Decommissioning a node": haflowctl leave, stop; the others see "left".
+    A node that died instead: force-leave from a survivor."""
     gone = cluster["node3"]
     r = gone.ctl("leave")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -391,3 +392,13 @@ def test_decommission_a_node(cluster: Cluster) -> None:
     gone.stop()
     assert gone.daemon is not None and gone.daemon.returncode == 0, gone.log.read_text()[-3000:]
     cluster.wait_peers(cluster.nodes[:2], {"node1": "alive", "node2": "alive", "node3": "left"}, timeout=10)
+
+    # a node that dies without leaving: dead to the others until `haflowctl force-leave` on one of them
+    dead, survivor = cluster["node2"], cluster["node1"]
+    dead.stop(signal.SIGKILL)
+    cluster.wait_peers([survivor], {"node2": "dead"}, timeout=20)
+    r = survivor.ctl("force-leave", "node2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    cluster.wait_peers([survivor], {"node1": "alive", "node2": "left", "node3": "left"}, timeout=10)
+    r = survivor.ctl("peers")
+    assert r.returncode == 0, r.stdout + r.stderr
