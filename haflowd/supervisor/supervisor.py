@@ -105,9 +105,7 @@ class Supervisor:
         if not self.drained or self.children.get(child.name) is not child:
             return False
         if child.state == "stopped" and not child.active:
-            if child.note != DRAINED_NOTE:
-                await child.stop(DRAINED_NOTE)
-            return False
+            return False  # stopped already (by an operator, or a oneshot that ended): undrain leaves it so
         await child.stop(DRAINED_NOTE)
         return True
 
