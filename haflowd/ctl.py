@@ -421,6 +421,11 @@ def cmd_status(c: Client, a: argparse.Namespace) -> int:
         lines.append(checks_table(bad) if bad else "all checks passing")
         sync = s.get("sync") or {}
         lines.append("")
+        m = s.get("maintenance") or {}
+        if m.get("maintenance"):
+            left = m.get("still_running") or []
+            lines.append(f"MAINTENANCE: drained ({'still stopping: ' + ', '.join(left) if left else 'all stopped'});"
+                         " haflowctl undrain ends it")
         lines.append(f"sync: {'enabled' if sync.get('enabled') else 'not configured'}")
         lines.append(f"postgres: {_summary(s.get('postgres'))}")
         lines.append(f"rabbitmq: {_summary(s.get('rabbitmq'))}")

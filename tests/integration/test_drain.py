@@ -66,6 +66,8 @@ def test_drain_wait_stops_in_reverse_order_survives_restart_and_undrain_starts_a
     st = d.get("/status")[1]["maintenance"]
     assert st["maintenance"] is True and st["to_stop"] == ["manual", "web", "db"] and st["still_running"] == []
     assert "(maintenance)" in d.ctl("peers").stdout
+    r = d.ctl("status")
+    assert r.returncode == 1 and "MAINTENANCE: drained (all stopped)" in r.stdout  # a warning
     assert [e["type"] for e in _events(d)].count("maintenance-on") == 1
 
     r = d.ctl("start", "web")
