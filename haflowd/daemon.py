@@ -338,6 +338,9 @@ class Daemon:
         self.log.info("stopping")
         if self.gossip is not None and self.config.gossip is not None and self.config.gossip.leave_on_terminate:
             await self.gossip.leave()
+        if self._drain_task is not None:  # a drain in progress stops what stop_all would: let it end first
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self._drain_task
         await self.supervisor.stop_all()
         if self.gossip is not None:
             await self.gossip.stop()

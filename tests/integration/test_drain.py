@@ -156,3 +156,17 @@ def test_progress_only_on_a_terminal(daemon) -> None:
     assert code == 0, shown
     assert "waiting for " in shown and "stopped web (1/2)" in shown and "stopped db (2/2)" in shown
     assert Path(d.dir / "order").read_text().split()[-2:] == ["web", "db"]
+
+
+def test_sigterm_during_a_drain_stops_each_component_once(daemon) -> None:
+    d = daemon(body(linger=1.0))
+    for n in ("db", "web", "sidecar"):
+        d.wait_state(n, "running")
+    r = d.ctl("drain")
+    assert r.returncode == 0 and "web, db" in r.stdout, r.stdout
+    wait_until(lambda: d.comp("web")["state"] == "stopping", 10, "the drain to be stopping web")
+    d.signal(15)
+    assert d.wait_exit(60) == 0
+    assert order(d) == ["web", "db", "sidecar"]  # each once, warmly, in reverse start order
+    assert "Traceback" not in d.log_text() and '"level": "error"' not in d.log_text()
+    assert (d.dir / "data" / "maintenance.json").exists()  # still drained at the next start
