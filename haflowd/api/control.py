@@ -28,6 +28,8 @@ log = structlog.get_logger()
 class ControlApi:
     def __init__(self, controls: Controls) -> None:
         self.controls = controls
+        self._closing = False
+        self._streams: dict[asyncio.Event, web.Request] = {}  # each follow, for the shutdown
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[errors_middleware])
@@ -42,7 +44,18 @@ class ControlApi:
         r.add_get("/components", self.components)
         r.add_get("/components/{name}/logs", self.logs)
         r.add_get("/events", self.events)
+        app.on_shutdown.append(self._end_streams)
         return app
+
+    async def _end_streams(self, _app: web.Application) -> None:
+        """A stopping daemon ends every follow at once: aiohttp would otherwise wait for the
+        streams (a ``haflowctl events -f`` left open) for its whole shutdown timeout."""
+        self._closing = True
+        for wake, request in list(self._streams.items()):
+            wake.set()
+            transport = request.transport
+            if transport is not None:  # a follower that does not read would hold a write forever
+                transport.close()
 
     async def components(self, request: web.Request) -> web.Response:
         return json_response([c.to_json() for c in self.controls.components()])
@@ -150,24 +163,28 @@ class ControlApi:
         await resp.prepare(request)
         return resp
 
-    @staticmethod
-    async def _pump(request: web.Request, resp: web.StreamResponse, wake: asyncio.Event,
+    async def _pump(self, request: web.Request, resp: web.StreamResponse, wake: asyncio.Event,
                     drain: Callable[[], tuple[list[Any], int]], keep: Callable[[Any], bool], what: str) -> None:
-        """Until the client goes away (or the daemon stops): each wake, write what came, and a
+        """Until the client goes away or the daemon stops: each wake, write what came, and a
         marker for what this slow follower lost."""
-        while True:
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), 1.0)
-            wake.clear()
-            items, lost = drain()
-            if lost:
-                await resp.write(_line({"lost": lost, "note": f"{lost} {what} dropped: this follower was too slow"}))
-            for x in items:
-                if keep(x):
-                    await resp.write(_line(x.as_dict()))
+        self._streams[wake] = request
+        try:
+            while not self._closing:
+                transport = request.transport
+                if transport is None or transport.is_closing():
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), 1.0)
+                wake.clear()
+                items, lost = drain()
+                if lost:
+                    note = f"{lost} {what} dropped: this follower was too slow"
+                    await resp.write(_line({"lost": lost, "note": note}))
+                for x in items:
+                    if keep(x):
+                        await resp.write(_line(x.as_dict()))
+        finally:
+            self._streams.pop(wake, None)
 
     async def reload(self, request: web.Request) -> web.Response:
         ok, detail = await self.controls.reload()

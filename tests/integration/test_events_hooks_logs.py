@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -88,6 +89,16 @@ def test_logs_of_a_crash_looping_component_follow_and_survive_fatal(daemon, foll
     assert f.stop() == 0  # Ctrl-C ends a follow quietly
     bad = d.ctl("logs", "nope")
     assert bad.returncode == 1 and "no component named" in bad.stderr
+
+    # open follows never hold a stopping daemon (aiohttp would wait out its 60 s shutdown timeout)
+    for args in (("events", "-f"), ("logs", "crashy", "-f")):
+        followers.append(Follower(d, *args))
+    wait_until(lambda: all(x.lines for x in followers[-2:]), 5, "both followers to print")
+    t0 = time.monotonic()
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit(30) == 0
+    assert time.monotonic() - t0 < 10, f"stopping took {time.monotonic() - t0:.1f}s with followers attached"
+    assert [x.proc.wait(10) for x in followers[-2:]] == [0, 0]
 
 
 def test_events_see_a_member_die_and_hooks_run_or_are_killed(trio, followers):  # noqa: F811
