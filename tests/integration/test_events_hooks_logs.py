@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -90,6 +91,11 @@ def test_logs_of_a_crash_looping_component_follow_and_survive_fatal(daemon, foll
     bad = d.ctl("logs", "nope")
     assert bad.returncode == 1 and "no component named" in bad.stderr
 
+    # a follow whose client went away frees its slot (64 at most): 70 opened and dropped, then one more
+    for _ in range(70):
+        open_follow(d).close()
+    wait_until(lambda: _status_of(open_follow(d)) == 200, 10, "a follow slot after 70 dropped follows")
+
     # open follows never hold a stopping daemon (aiohttp would wait out its 60 s shutdown timeout)
     for args in (("events", "-f"), ("logs", "crashy", "-f")):
         followers.append(Follower(d, *args))
@@ -157,6 +163,20 @@ timeout = "1s"
     since = n1.ctl("events", "--since", "1h", "--json")
     assert any(json.loads(x)["type"] == "member-dead" for x in since.stdout.splitlines())
     assert f.stop() == 0
+
+
+def open_follow(d: Daemon) -> socket.socket:
+    """A raw ``GET /events?follow=1`` on the control socket, its status line read."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect(str(d.socket))
+    s.sendall(b"GET /events?follow=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    return s
+
+
+def _status_of(s: socket.socket) -> int:
+    with s:
+        return int(s.recv(64).split()[1])
 
 
 def _hook_token(p: psutil.Process) -> bool:
