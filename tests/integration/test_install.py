@@ -85,8 +85,9 @@ def test_offline_install_upgrade_uninstall_purge(tmp_path, wheelhouse):
     prefix, etc, data, units = tmp_path / "p", tmp_path / "e", tmp_path / "d", tmp_path / "u"
     completions = tmp_path / "c"
     env = {"HAFLOWD_PREFIX": str(prefix), "HAFLOWD_ETC_DIR": str(etc), "HAFLOWD_DATA_DIR": str(data),
-           "HAFLOWD_UNIT_DIR": str(units)}
+           "HAFLOWD_UNIT_DIR": str(units), "HAFLOWD_COMPLETION_DIR": str(completions)}
     ok(install("--no-systemd", "--wheelhouse", wheelhouse, env=env))
+    assert (completions / "haflowctl").is_file()  # nothing written outside the test's paths
     assert (prefix / "bin/haflowd").exists() and (etc / "haflowd.toml").exists() and data.is_dir()
     unit = units / "haflowd.service"
     assert f"ExecStart={prefix}/bin/haflowd" in unit.read_text()
@@ -119,7 +120,7 @@ def test_offline_install_upgrade_uninstall_purge(tmp_path, wheelhouse):
 
     # --uninstall: venv, unit and completion gone, config and data kept
     completion = completions / "haflowctl"
-    completions.mkdir()
+    completions.mkdir(exist_ok=True)
     completion.write_text("complete -F _haflowctl haflowctl\n")
     r = ok(install("--no-systemd", "--uninstall", "--completion-dir", completions, env=env))
     assert not prefix.exists() and not unit.exists() and not completion.exists()
