@@ -47,6 +47,8 @@ def _with(key: str, value: str) -> tuple[str, str]:
         return "[postgres]\n" + line + PG_NODE, key
     if section == "rabbitmq":
         return "[rabbitmq]\n" + line + RABBIT_NODE, key
+    if section == "hook":
+        return '[[hook]]\nname = "h"\non = ["*"]\ncommand = ["true"]\n' + line, f"hook[0].{name}"
     return f"[{section}]\n{line}", key
 
 
