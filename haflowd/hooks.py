@@ -137,7 +137,7 @@ class HookRunner:
         for t in tasks:
             t.cancel()
         for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # never a reason to fail a stop
                 await t
         if self._follower is not None:
             self._follower.close()
@@ -165,7 +165,7 @@ class HookRunner:
             else:
                 self.runs[(h.cfg.name, "dropped")] += 1
                 if h.limiter.allow()[0]:
-                    log.warning("hook_dropped", hook=h.cfg.name, event=event.type,
+                    log.warning("hook_dropped", hook=h.cfg.name, event_type=event.type,
                                 detail=f"its queue is full ({h.queue.limit} events)")
 
     async def _work(self, h: _Hook) -> None:
@@ -175,12 +175,15 @@ class HookRunner:
                 h.wake.clear()
                 await h.wake.wait()
                 continue
-            result, detail = await self.run_once(h.cfg, event)
+            try:
+                result, detail = await self.run_once(h.cfg, event)
+            except Exception as e:  # a bug here must not end the hook's worker
+                result, detail = "error", {"error": f"{type(e).__name__}: {e}"}
             self.runs[(h.cfg.name, result)] += 1
             ok, dropped = h.limiter.allow()
             if ok or result != "ok":
                 level = log.info if result == "ok" else log.warning
-                level("hook_run", hook=h.cfg.name, event=event.type, subject=event.subject, result=result,
+                level("hook_run", hook=h.cfg.name, event_type=event.type, subject=event.subject, result=result,
                       **detail, **({"log_lines_suppressed": dropped} if dropped else {}))
 
     # ------------------------------------------------------------------ one run

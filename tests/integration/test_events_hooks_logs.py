@@ -163,6 +163,11 @@ timeout = "1s"
     since = n1.ctl("events", "--since", "1h", "--json")
     assert any(json.loads(x)["type"] == "member-dead" for x in since.stdout.splitlines())
     assert f.stop() == 0
+    n1.signal(signal.SIGTERM)  # its log flushed: each run is one hook_run line
+    assert n1.wait_exit(30) == 0
+    runs_logged = {e["hook"]: e for e in n1.log_events() if e.get("event") == "hook_run"}
+    assert runs_logged["hang"]["result"] == "timeout" and runs_logged["hang"]["timeout_s"] == 1.0
+    assert runs_logged["record"]["result"] == "ok", runs_logged
 
 
 def open_follow(d: Daemon) -> socket.socket:
