@@ -88,6 +88,10 @@ def test_logs_of_a_crash_looping_component_follow_and_survive_fatal(daemon, foll
     assert d.ctl("start", "crashy").returncode == 0
     wait_until(lambda: any("out-4" in x for x in f.lines), 10, "the follower to follow a new run")
     assert f.stop() == 0  # Ctrl-C ends a follow quietly
+    evs = [json.loads(x) for x in d.ctl("events", "--json").stdout.splitlines()]
+    kinds = [e["type"] for e in evs if e["subject"] in ("crashy", "component:crashy")]
+    assert kinds.count("component-started") >= 3 and kinds.count("component-exited") >= 3, kinds
+    assert "component-fatal" in kinds and "check-changed" in kinds, kinds
     bad = d.ctl("logs", "nope")
     assert bad.returncode == 1 and "no component named" in bad.stderr
 
@@ -124,6 +128,11 @@ name = "hang"
 on = ["member-dead"]
 command = ["sh", "-c", "setsid sleep 300 & echo $$ $! > {hung}; sleep 300"]
 timeout = "1s"
+
+[[hook]]
+name = "flood"
+on = ["member-dead"]
+command = ["sh", "-c", "head -c 3000000 /dev/zero | tr '\\\\0' x; echo; echo last-line"]
 """
     n1.config.write_text(n1.config.read_text() + hooks)
     r = n1.ctl("reload")
@@ -168,6 +177,9 @@ timeout = "1s"
     runs_logged = {e["hook"]: e for e in n1.log_events() if e.get("event") == "hook_run"}
     assert runs_logged["hang"]["result"] == "timeout" and runs_logged["hang"]["timeout_s"] == 1.0
     assert runs_logged["record"]["result"] == "ok", runs_logged
+    flood = runs_logged["flood"]  # 3 MB of output, read bounded, its last lines logged cut
+    assert flood["result"] == "ok" and flood["output"][-1] == "last-line"
+    assert max(len(x) for x in flood["output"]) <= 500
 
 
 def open_follow(d: Daemon) -> socket.socket:
