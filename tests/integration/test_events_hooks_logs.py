@@ -134,12 +134,21 @@ name = "flood"
 on = ["member-dead"]
 command = ["sh", "-c", "head -c 3000000 /dev/zero | tr '\\\\0' x; echo; echo last-line"]
 """
-    n1.config.write_text(n1.config.read_text() + hooks)
+    # and a component that prints the gossip key: its ring keeps the line masked
+    leaky = f"""
+[[component]]
+name = "leaky"
+command = ["sh", "-c", "echo key={trio.key}; exec sleep 3600"]
+"""
+    n1.config.write_text(n1.config.read_text() + hooks + leaky)
     r = n1.ctl("reload")
     assert r.returncode == 0, r.stdout + r.stderr
     f = Follower(n1, "events", "-f", "--json")
     followers.append(f)
     wait_until(lambda: any(e["type"] == "config-reloaded" for e in f.json()), 5, "config-reloaded in the ring")
+    wait_until(lambda: "key=" in n1.ctl("logs", "leaky").stdout, 10, "leaky's line")
+    shown = n1.ctl("logs", "leaky").stdout
+    assert trio.key not in shown and "key=***" in shown, shown
 
     trio["n3"].proc.send_signal(signal.SIGKILL)
     trio["n3"].proc.wait(5)
