@@ -134,6 +134,8 @@ class ControlApi:
         bus = self.controls.events
         try:
             since_s = float(request.query["since"]) if "since" in request.query else None
+            if since_s is not None and not 0 <= since_s < float("inf"):
+                raise ValueError(since_s)
         except ValueError:
             return json_response({"ok": False, "error": "since must be a number of seconds"}, 400)
         follow = request.query.get("follow") in ("1", "true", "yes")
