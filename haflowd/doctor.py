@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from haflowd import config
+from haflowd import secrets as masking
 from haflowd.config import ComponentConfig, Config, ConfigError, HostPort, SyncConfig
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -627,11 +628,10 @@ def check_postgres(cfg: Config, timeout: float) -> list[Finding]:
 
 
 def _scrub(text: str | None, secret: str) -> str | None:
-    """No secret in a finding: a DSN's password never shows."""
+    """No secret in a finding: a DSN's password never shows (the one scrubber, haflowd.secrets)."""
     if text is None:
         return None
-    text = text.replace(secret, "***")
-    return re.sub(r"(password\s*=\s*)\S+", r"\1***", text)
+    return masking.Scrubber(masking.derive(secret))(text)
 
 
 def whoami(url: str, user: str, password: str, timeout: float) -> tuple[int | None, str | None, list[str]]:

@@ -15,7 +15,9 @@ import time
 import uuid
 from collections.abc import Awaitable
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
+
+from haflowd import secrets
 
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 MAILBOX = "celery.pidbox"
@@ -42,11 +44,8 @@ def amqp_urls(broker: str) -> list[str]:
 
 
 def _scrub(text: str, urls: list[str]) -> str:
-    for url in urls:
-        pw = urlsplit(url).password
-        if pw:
-            text = text.replace(pw, "***").replace(unquote(pw), "***")
-    return text
+    """The one scrubber (haflowd.secrets), knowing the broker URLs' passwords in every spelling."""
+    return secrets.Scrubber(s for url in urls for s in secrets.derive(url))(text)
 
 
 async def ping(broker: str, destination: str, timeout: float) -> tuple[bool, str]:

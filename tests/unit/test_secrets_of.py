@@ -120,3 +120,16 @@ amqp_url = "amqps://u:mq-node-pw@a//"
     for s in (key, "bu car'do", "pg-one-pw", "pg%20two", "pg two", "mq-section-pw", "mgmt-url-pw", "mgmt-pw",
               "mq-node-pw"):
         assert s in found, s
+
+
+def test_the_celery_ping_and_doctor_mask_with_the_one_scrubber() -> None:
+    """Both used scrubbers of their own, each with its idea of where a password hides: the
+    ping's missed a password in any URL it was not given, the doctor's one inside a URL."""
+    from haflowd.airflow.celery_ping import _scrub as ping_scrub
+    from haflowd.doctor import _scrub as doctor_scrub
+
+    text = "broker amqp://u:s3cr%21t@h/ failed; fell back to amqp://guest:other-pw@h2/ (s3cr!t)"
+    out = ping_scrub(text, ["amqp://u:s3cr%21t@h/"])
+    assert "s3cr" not in out and "other-pw" not in out
+    out = doctor_scrub("could not connect to postgresql://haflowd:pg-pw-123@db/airflow", "host=db password=x")
+    assert out is not None and "pg-pw-123" not in out
