@@ -45,6 +45,22 @@ def _inline(env: dict[str, str]) -> str:
     return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in env.items()) + " }"
 
 
+
+def celery_env(home: Path, ports: AirflowPorts, pg: Any, rabbit_cluster: RabbitCluster,
+               concurrency: int) -> dict[str, str]:
+    """Airflow with the CeleryExecutor on the session's RabbitMQ, results and metadata in ``pg``."""
+    return airflow_env(
+        home, ports, db_url=pg.sqlalchemy_url,
+        AIRFLOW__CORE__EXECUTOR="CeleryExecutor",
+        AIRFLOW__CELERY__BROKER_URL=rabbit_cluster.amqp_url(1),
+        AIRFLOW__CELERY__RESULT_BACKEND=pg.celery_result_backend,
+        AIRFLOW__CELERY__WORKER_CONCURRENCY=str(concurrency),
+        AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER="1",
+        AIRFLOW__CELERY__SYNC_PARALLELISM="1",
+        AIRFLOW__CELERY__OPERATION_TIMEOUT="10",
+        AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
+    )
+
 def _config(env: dict[str, str]) -> str:
     """Probes answer sooner than the presets' (the test waits on them) but tolerate a machine
     that other test runs keep busy: a slow minute must not get a component restarted (the
@@ -129,17 +145,7 @@ def test_celery_worker_runs_a_task_and_stop_drains_it_warmly(
     marker_dags(home / "dags", out, sleep_s=SLEEP_S)
     ports = AirflowPorts()
     with airflow_postgres(pg_template) as pg:
-        env = airflow_env(
-            home, ports, db_url=pg.sqlalchemy_url,
-            AIRFLOW__CORE__EXECUTOR="CeleryExecutor",
-            AIRFLOW__CELERY__BROKER_URL=rabbit_cluster.amqp_url(1),
-            AIRFLOW__CELERY__RESULT_BACKEND=pg.celery_result_backend,
-            AIRFLOW__CELERY__WORKER_CONCURRENCY="2",
-            AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER="1",
-            AIRFLOW__CELERY__SYNC_PARALLELISM="1",
-            AIRFLOW__CELERY__OPERATION_TIMEOUT="10",
-            AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
-        )
+        env = celery_env(home, ports, pg, rabbit_cluster, concurrency=2)
         queues_before = _queues(rabbit_cluster)
         d: Daemon = daemon(_config(env))
         try:

@@ -30,7 +30,7 @@ from tests.conftest import (
     render_config,
     wait_until,
 )
-from tests.fixtures.airflow import AirflowPorts, airflow_env, require_airflow, sweep
+from tests.fixtures.airflow import AirflowPorts, require_airflow, sweep
 from tests.fixtures.airflow_celery import (
     SLEEP_DAG,
     SLEEP_TASK,
@@ -40,7 +40,7 @@ from tests.fixtures.airflow_celery import (
     read_marker,
 )
 from tests.fixtures.rabbitmq import RabbitCluster
-from tests.integration.test_airflow_celery import _config, _diagnosis, _queues, _state, _up
+from tests.integration.test_airflow_celery import _config, _diagnosis, _queues, _state, _up, celery_env
 
 SLEEP_S = 8.0
 NAMES = ("a", "b", "c")
@@ -72,17 +72,7 @@ def test_rolling_drain_restart_undrain_with_a_celery_task_through_it(
     gport = {n: free_port() for n in NAMES}
     seeds = [f"127.0.0.1:{gport['a']}", f"127.0.0.1:{gport['b']}"]
     with airflow_postgres(pg_template) as pg:
-        env = airflow_env(
-            home, ports, db_url=pg.sqlalchemy_url,
-            AIRFLOW__CORE__EXECUTOR="CeleryExecutor",
-            AIRFLOW__CELERY__BROKER_URL=rabbit_cluster.amqp_url(1),
-            AIRFLOW__CELERY__RESULT_BACKEND=pg.celery_result_backend,
-            AIRFLOW__CELERY__WORKER_CONCURRENCY="1",
-            AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER="1",
-            AIRFLOW__CELERY__SYNC_PARALLELISM="1",
-            AIRFLOW__CELERY__OPERATION_TIMEOUT="10",
-            AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
-        )
+        env = celery_env(home, ports, pg, rabbit_cluster, concurrency=1)
         queues_before = _queues(rabbit_cluster)
         nodes: dict[str, Daemon] = {}
         for n in NAMES:
