@@ -185,8 +185,9 @@ class GossipNode:
                 log.error("gossip_name_conflict", peer=c.node, detail=c.reason)
                 continue
             level = "warning" if c.new in (SUSPECT, DEAD) else "info"
+            # local_health: this node's Lifeguard multiplier then; a suspicion runs (1 + it) times as long
             getattr(log, level)("peer_status", peer=c.node, old=c.old, new=c.new, incarnation=c.incarnation,
-                                reason=c.reason)
+                                reason=c.reason, local_health=self.core.lhm)
             if f"member-{c.new}" in events.EVENT_TYPES and c.old != c.new:
                 events.emit(f"member-{c.new}", c.node, {"old": c.old, "incarnation": c.incarnation,
                                                         "reason": c.reason})

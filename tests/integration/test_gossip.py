@@ -244,6 +244,9 @@ def test_kill_9_is_dead_on_both_others(trio):
         assert n3["member_status"] == "dead" and n3["status"] == "critical" and n3["stale"] is True
         # the log tells the same story: alive -> suspect -> dead
         assert [e["new"] for e in peer_changes(d, "n3")][-2:] == ["suspect", "dead"]
+        # with the observer's local health then, which stretches its suspicions
+        assert all(isinstance(e.get("local_health"), int) and 0 <= e["local_health"] <= 8
+                   for e in peer_changes(d, "n3")), peer_changes(d, "n3")
     assert trio["n1"].ctl("peers").returncode == 1
     # the survivors never doubted each other
     for n, d in survivors.items():
