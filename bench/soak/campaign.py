@@ -194,6 +194,14 @@ class Campaign:
         return [(f.start, float(f.notes["offset_after_s"])) for f in self.faults
                 if f.kind == "clock_step" and f.start is not None and "offset_after_s" in f.notes]
 
+    def local_health(self) -> dict[str, list[tuple[float, int]]]:
+        """Each node's Lifeguard multiplier as polled from its /metrics (host times)."""
+        out: dict[str, list[tuple[float, int]]] = {}
+        for n in NODES:
+            out[n] = [(r["t"], int(r["metrics"]["haflowd_gossip_local_health"])) for r in self.poller.samples[n]
+                      if "haflowd_gossip_local_health" in r.get("metrics", {})]
+        return out
+
     def judge(self) -> dict[str, Any]:
         c = self.cluster
         faults = self.fault_dicts()
@@ -217,7 +225,8 @@ class Campaign:
         results = [
             inv.false_deaths(verdicts, faults, timing),
             inv.detection(verdicts, faults, timing, NODES,
-                          [(r["t"], r["load1"]) for r in self.poller.live[NODES[0]] if "load1" in r]),
+                          [(r["t"], r["load1"]) for r in self.poller.live[NODES[0]] if "load1" in r],
+                          self.local_health()),
             inv.orphans(self.orphan_checks),
             files_r,
             inv.lost_edits(conflicts, final, self.poller.sync_has_conflicts_key,
@@ -358,7 +367,9 @@ def summary_md(r: dict[str, Any]) -> str:
         f"Detection (failure -> dead, per observer): {det['summary']}; failures shorter than "
         f"{det['detect_bound_s']} s (probe turn + probe + suspicion timeout {r['timing']['suspicion_timeout_s']} s "
         f"+ 1 s; {det['isolated_bound_s']} s for an observer cut off from the majority, whose Lifeguard "
-        "multiplier stretches its probes and suspicions) need not be detected, and a dead verdict counts as false "
+        "multiplier stretches its probes and suspicions; for an observer whose multiplier L was up as the failure "
+        "began, its own bound, (1 + L) times the probe, last-chance and suspicion times + 1 s, and those are "
+        "listed in soak.json under `stretched`) need not be detected, and a dead verdict counts as false "
         "unless a fault cut the pair off "
         f"(partition, one-way partition, kill, a SIGSTOP over the suspicion timeout) within "
         f"{r['timing']['excuse_after_s']} s before it.",

@@ -30,14 +30,19 @@ class Timing:
         """The suspicion timeout with three nodes (no confirmations expected, so the floor)."""
         return suspicion_min(self.suspicion_mult, self.n, self.probe_interval)
 
-    @property
-    def isolated_bound(self) -> float:
-        """The same for an observer cut off from the majority: Lifeguard's local health multiplier
-        (up to 1 + MAX_LHM) stretches its probe interval and timeouts, on purpose (it may be the
-        one at fault), and its suspicion timeout alike (docs/gossip.md)."""
-        scale = 1 + MAX_LHM
+    def bound(self, lhm: int) -> float:
+        """Worst case failure -> dead for an observer whose Lifeguard local health multiplier is
+        ``lhm``: it stretches the probe interval and timeouts, the last chances' spacing and the
+        suspicion timeout alike, (1 + lhm) times, on purpose: it may be the one at fault
+        (docs/gossip.md). With ``lhm`` 0 a little more than ``detect_bound``."""
+        scale = 1 + max(0, min(MAX_LHM, lhm))
         return (scale * ((self.n - 1) * self.probe_interval + self.probe_interval + LAST_CHANCES * self.probe_timeout)
                 + scale * self.suspicion_lo + 1.0)
+
+    @property
+    def isolated_bound(self) -> float:
+        """The same for an observer cut off from the majority: its multiplier climbs to its top."""
+        return self.bound(MAX_LHM)
 
     @property
     def detect_bound(self) -> float:
@@ -111,12 +116,29 @@ def view_at(verdicts: list[dict[str, Any]], faults: list[dict[str, Any]], observ
     return state
 
 
+def observer_health(health: dict[str, list[tuple[float, int]]], verdicts: list[dict[str, Any]],
+                    observer: str, peer: str, start: float, end: float) -> int:
+    """``observer``'s local health multiplier as a failure began: the highest it reported from
+    2 s before to 0.5 s after (sampled about once a second), or that a suspicion of ``peer``
+    raised during the failure began with (its own clock, logged with the verdict)."""
+    polled = [lhm for t, lhm in health.get(observer, []) if start - 2.0 <= t <= start + 0.5]
+    raised = [v["lhm"] for v in verdicts if v["observer"] == observer and v["peer"] == peer
+              and v["new"] == "suspect" and isinstance(v.get("lhm"), int) and start - 0.5 <= v["t"] <= end]
+    return int(max([0, *polled, *raised]))
+
+
 def detection(verdicts: list[dict[str, Any]], faults: list[dict[str, Any]], timing: Timing,
-              nodes: tuple[str, ...], loads: list[tuple[float, float]] | None = None) -> dict[str, Any]:
-    """Every failure that lasted at least ``detect_bound`` seen as dead by every observer that could."""
+              nodes: tuple[str, ...], loads: list[tuple[float, float]] | None = None,
+              health: dict[str, list[tuple[float, int]]] | None = None) -> dict[str, Any]:
+    """Every failure seen as dead by every observer that could: one that lasted at least the
+    observer's own bound, ``timing.bound`` of its local health multiplier then (``detect_bound``
+    when healthy). Failures over ``detect_bound`` that an unhealthy observer's stretched
+    timeouts outlasted are listed (``stretched``), not counted as misses: Lifeguard slows an
+    observer that may be the one at fault, on purpose (docs/gossip.md)."""
     times: list[float] = []
     isolated_times: list[float] = []
     missed = []
+    stretched = []
     cases = 0
     for f in _ran(faults):
         k = f["kind"]
@@ -139,9 +161,17 @@ def detection(verdicts: list[dict[str, Any]], faults: list[dict[str, Any]], timi
             before = view_at(verdicts, faults, o, x, f["start"])
             if busy or before not in ("alive", "suspect"):
                 continue
-            cases += 1
             hit = next((v["t"] for v in verdicts if v["observer"] == o and v["peer"] == x and v["new"] == "dead"
                         and f["start"] - 0.5 <= v["t"] <= f["end"] + timing.excuse_after), None)
+            if not isolated:
+                lhm = observer_health(health or {}, verdicts, o, x, f["start"], f["end"])
+                own = timing.bound(lhm) if lhm else bound
+                if dur < own:
+                    after = None if hit is None else round(max(0.0, hit - f["start"]), 2)
+                    stretched.append({"fault": f["id"], "kind": k, "observer": o, "peer": x, "lasted_s": round(dur, 2),
+                                      "local_health": lhm, "bound_s": round(own, 2), "detected_after_s": after})
+                    continue
+            cases += 1
             if hit is None:
                 load = max((v for t, v in loads or [] if f["start"] <= t <= f["end"]), default=None)
                 missed.append({"fault": f["id"], "kind": k, "observer": o, "peer": x, "lasted_s": round(dur, 2),
@@ -157,10 +187,13 @@ def detection(verdicts: list[dict[str, Any]], faults: list[dict[str, Any]], timi
         iso = {"n": len(isolated_times), "p50_s": round(percentile(isolated_times, 50), 3),
                "max_s": round(max(isolated_times), 3)}
     detected = len(times) + len(isolated_times)
+    late = sum(1 for c in stretched if c["detected_after_s"] is not None)
     return {"name": "every real failure detected", "ok": not missed, "cases": cases, "detected": detected,
-            "missed": missed, "detection": stats, "detection_isolated_observers": iso,
+            "missed": missed, "detection": stats, "detection_isolated_observers": iso, "stretched": stretched,
             "detect_bound_s": round(timing.detect_bound, 2), "isolated_bound_s": round(timing.isolated_bound, 2),
             "summary": f"{detected}/{cases} detected" + (
+                f" (besides, {len(stretched)} over {timing.detect_bound:.1f} s but within an unhealthy observer's "
+                f"stretched bound, {late} of them detected)" if stretched else "") + (
                 f"; by observers in touch with the majority p50 {stats['p50_s']:.2f}s p99 {stats['p99_s']:.2f}s"
                 if stats else "") + (f"; by isolated observers p50 {iso['p50_s']:.2f}s max {iso['max_s']:.2f}s"
                                      if iso else "")}

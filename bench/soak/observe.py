@@ -41,7 +41,8 @@ def parse_metrics(text: str) -> dict[str, float]:
         if line.startswith("#") or not line.strip():
             continue
         name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name.startswith("haflowd_process_") or "asyncio" in name or name.endswith("_tasks"):
+        if (name.startswith("haflowd_process_") or "asyncio" in name or name.endswith("_tasks")
+                or name == "haflowd_gossip_local_health"):
             with contextlib.suppress(ValueError, IndexError):
                 out[name] = float(line.rsplit(" ", 1)[1])
     return out
@@ -283,5 +284,5 @@ def peer_verdicts(events: list[dict[str, Any]], observer: str,
         if t is None:
             continue
         out.append({"t": t, "observer": observer, "peer": e.get("peer"), "old": e.get("old"), "new": e.get("new"),
-                    "reason": e.get("reason")})
+                    "reason": e.get("reason"), "lhm": e.get("local_health")})
     return out
