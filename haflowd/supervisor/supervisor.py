@@ -158,6 +158,8 @@ class Supervisor:
             else:
                 result["started"].append(name)
             self.children[name] = self._make(cfg)
+            if old is not None:  # its ring outlives a change of config, as it outlives its runs
+                self.children[name].output = old.output
         # keep start order for the next stop_all
         self.children = {name: self.children[name] for name in new}
         self.configs = list(new.values())

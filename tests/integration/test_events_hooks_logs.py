@@ -210,3 +210,27 @@ def _hook_token(p: psutil.Process) -> bool:
         return "HAFLOWD_HOOK" in p.environ() and p.pid != os.getpid()
     except psutil.Error:
         return False
+
+
+TALKER = """
+[[component]]
+name = "talker"
+command = ["sh", "-c", "echo {word}; exec sleep 1000"]
+stop_timeout = "2s"
+"""
+
+
+def test_a_reload_that_changes_a_component_keeps_its_log_ring(daemon):
+    """The ring outlives the component's runs (above), and a reload that changes its config too:
+    the lines of the run before the change are what an operator reads to see why it changed."""
+    d = daemon(TALKER.format(word="before-the-change"))
+    wait_until(lambda: "before-the-change" in d.ctl("logs", "talker").stdout, 10, "the first run's line")
+    d.write_config(TALKER.format(word="after-the-change"))
+    r = d.ctl("--json", "reload")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["components"]["restarted"] == ["talker"]
+    wait_until(lambda: "after-the-change" in d.ctl("logs", "talker").stdout, 10, "the new run's line")
+    shown = d.ctl("logs", "talker").stdout.splitlines()
+    before = [i for i, x in enumerate(shown) if "before-the-change" in x]
+    after = [i for i, x in enumerate(shown) if "after-the-change" in x]
+    assert before and after and before[-1] < after[0], shown
