@@ -1,27 +1,25 @@
 """``haflowctl``: the operator's CLI. Tables for people, ``--json`` for scripts.
 
-Reads go to the HTTP API, changes to the control socket. A daemon that cannot be
-reached is one line on stderr and exit 3, never a traceback.
+Reads go to the HTTP API, changes to the control socket, both through client.py. A daemon
+that cannot be reached is one line on stderr and exit 3, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
-import socket
 import sys
 import threading
 import time
 import tomllib
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
-from haflowd import __version__, config
+from haflowd import __version__, config, doctor
+from haflowd.client import Client, Unreachable, stream_lines
+from haflowd.client import UnixHTTPConnection as UnixHTTPConnection  # still a name of ctl for callers (tests)
 
 EXIT_UNREACHABLE = 3
 EXIT_USAGE = 64  # sysexits.h EX_USAGE: argparse's own 2 would read as "critical"
@@ -65,103 +63,6 @@ def exit_epilog(command: str) -> str:
     rows = [*EXIT_CODES[command], *common]
     return "exit codes:\n" + "\n".join(f"  {code:<4}{what}" for code, what in rows)
 DEFAULT_SOCKET: str = config.default_of("api.control_socket")
-
-
-class Unreachable(Exception):
-    """The daemon did not answer: one line for the operator, exit 3."""
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self.path)
-        self.sock = s
-
-
-class Client:
-    """Reads over HTTP, changes over the control socket. Never through a proxy: the daemon
-    is local, and an ``http_proxy`` meant for the internet must not take haflowctl there."""
-
-    def __init__(self, api: str, sock: str, timeout: float) -> None:
-        self.api = api.rstrip("/")
-        self.sock = sock
-        self.timeout = timeout
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-    def get(self, path: str) -> tuple[int, Any]:
-        url = self.api + path
-        try:
-            with self._opener.open(url, timeout=self.timeout) as resp:
-                return resp.status, json.loads(resp.read())
-        except urllib.error.HTTPError as e:
-            try:
-                return e.code, json.loads(e.read())
-            except ValueError:
-                return e.code, {"error": f"HTTP {e.code}"}
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            reason = getattr(e, "reason", e)
-            raise Unreachable(f"cannot reach haflowd at {self.api}: {reason}") from None
-
-    def post(self, path: str, timeout: float | None = None) -> tuple[int, Any]:
-        conn = UnixHTTPConnection(self.sock, timeout or self.timeout)
-        try:
-            conn.request("POST", path, body=b"", headers={"Content-Length": "0"})
-            resp = conn.getresponse()
-            body = resp.read()
-        except PermissionError:
-            raise Unreachable(f"permission denied on {self.sock}: run as root or as haflowd's user") from None
-        except FileNotFoundError:
-            raise Unreachable(f"cannot reach haflowd: no control socket at {self.sock}") from None
-        except (OSError, http.client.HTTPException) as e:
-            raise Unreachable(f"cannot reach haflowd at {self.sock}: {e}") from None
-        finally:
-            conn.close()
-        try:
-            return resp.status, json.loads(body)
-        except ValueError:
-            return resp.status, {"ok": False, "error": f"HTTP {resp.status}"}
-
-
-def stream_lines(c: Client, path: str, follow: bool) -> tuple[int, Any]:
-    """GET over the control socket: (status, an iterator of parsed JSON lines) or, for an
-    error, (status, its body). A follow waits for lines with no timeout (Ctrl-C ends it)."""
-    conn = UnixHTTPConnection(c.sock, c.timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-    except PermissionError:
-        raise Unreachable(f"permission denied on {c.sock}: run as root or as haflowd's user") from None
-    except FileNotFoundError:
-        raise Unreachable(f"cannot reach haflowd: no control socket at {c.sock}") from None
-    except (OSError, http.client.HTTPException) as e:
-        raise Unreachable(f"cannot reach haflowd at {c.sock}: {e}") from None
-    if resp.status != 200:
-        body = resp.read()
-        conn.close()
-        try:
-            return resp.status, json.loads(body)
-        except ValueError:
-            return resp.status, {"ok": False, "error": f"HTTP {resp.status}"}
-    if follow and conn.sock is not None:
-        conn.sock.settimeout(None)
-
-    def lines() -> Any:
-        try:
-            for raw in resp:
-                with_text = raw.strip()
-                if with_text:
-                    yield json.loads(with_text)
-        except (OSError, http.client.HTTPException, ValueError):
-            return  # the daemon went away mid-stream
-        finally:
-            conn.close()
-
-    return 200, lines()
 
 
 def parse_duration(text: str) -> float:
@@ -573,8 +474,6 @@ def cmd_undrain(c: Client, a: argparse.Namespace) -> int:
 
 
 def cmd_doctor(c: Client, a: argparse.Namespace) -> int:
-    from haflowd import doctor
-
     findings = doctor.run(a.config, c.api, c.sock)
     print(doctor.render(findings, a.json))
     return doctor.exit_code(findings)

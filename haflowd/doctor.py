@@ -37,6 +37,7 @@ from typing import Any
 
 from haflowd import config
 from haflowd import secrets as masking
+from haflowd.client import Client, Unreachable
 from haflowd.config import ComponentConfig, Config, ConfigError, HostPort, SyncConfig
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -715,8 +716,6 @@ def inode_pids(inodes: set[int], limit: int = 100_000) -> list[int]:
 def daemon_pid(api: str, sock: str, timeout: float, node: str) -> int | None:
     """Our running daemon's pid from ``/status`` (read API): None when none answers, or when
     the one that answers is another node's."""
-    from haflowd.ctl import Client, Unreachable
-
     try:
         code, body = Client(api, sock, timeout).get("/status")
     except Unreachable:
