@@ -31,7 +31,7 @@ def find(value: Any) -> list[str]:
     """The revealed value of every ``Secret`` in ``value`` (a config, a section, a list of
     them), and the password of every URL with userinfo found in its plain strings (a health
     URL, a command argument, an environment variable)."""
-    from haflowd.config import Secret  # lazily: importing this module (logs does) loads no config
+    from haflowd.config.model import Secret  # lazily: importing this module (logs does) loads no config
 
     out: list[str] = []
     seen: set[int] = set()

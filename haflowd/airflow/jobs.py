@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from haflowd.airflow.version import AirflowError
 
 if TYPE_CHECKING:
-    from haflowd.config import HealthConfig
+    from haflowd.config.model import HealthConfig
 
 JOB_TYPES = ("SchedulerJob", "TriggererJob", "DagProcessorJob")
 
@@ -149,7 +149,7 @@ async def probe(h: HealthConfig, component: str) -> tuple[bool, str]:
     assert h.airflow_job is not None and h.database is not None
     # not at the top: config loading imports this module (JOB_TYPES), and needs neither
     from haflowd import workers
-    from haflowd.checks.postgres import ProbeAbort
+    from haflowd.checks.pg_abort import ProbeAbort
 
     abort = ProbeAbort()
     url, job = h.database.reveal(), h.airflow_job

@@ -19,7 +19,7 @@ from haflowd.airflow import celery_ping
 from haflowd.airflow.version import AirflowError, AirflowSettings, detect_version, major, option_value
 
 if TYPE_CHECKING:
-    from haflowd.config import HealthConfig, Secret
+    from haflowd.config.model import HealthConfig, Secret
 
 CELERY_APP = "airflow.providers.celery.executors.celery_executor.app"
 
@@ -61,7 +61,7 @@ def _health(
     start_period: float = 120.0,
     start_interval: float | None = 2.0,
 ) -> HealthConfig:
-    from haflowd.config import HealthConfig
+    from haflowd.config.model import HealthConfig
 
     return HealthConfig(http=http, command=command, interval=interval, timeout=timeout,
                         failures=failures, start_period=start_period,
@@ -71,7 +71,7 @@ def _health(
 
 
 def _secret(value: str) -> Secret:
-    from haflowd.config import Secret
+    from haflowd.config.model import Secret
 
     return Secret(value)
 

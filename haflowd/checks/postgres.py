@@ -11,10 +11,7 @@ probe", instead.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +27,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from haflowd import workers
 from haflowd.checks import Checker
 from haflowd.checks import pg_topology as topo
+from haflowd.checks.pg_abort import ProbeAbort
 from haflowd.clock import Clock
 from haflowd.config import PostgresConfig, PostgresNode, Secret
 from haflowd.health import STALE_AFTER_INTERVALS, CheckRegistry, Status
@@ -38,44 +36,6 @@ log = structlog.get_logger()
 
 CHECK_NAME = "postgres"
 BUCARDO_KEY = "bucardo database"
-
-
-class ProbeAbort:
-    """Lets the event loop cut a probe thread's connection when it gives up on it: shutting the
-    socket down makes a read that hangs on a stopped server return at once."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._conn: psycopg2.extensions.connection | None = None
-        self.aborted = False
-
-    def attach(self, conn: psycopg2.extensions.connection) -> bool:
-        with self._lock:
-            if self.aborted:
-                return False
-            self._conn = conn
-            return True
-
-    def close(self) -> None:
-        with self._lock:
-            conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(psycopg2.Error):
-                conn.close()
-
-    def abort(self) -> None:
-        with self._lock:
-            self.aborted = True
-            conn = self._conn
-            if conn is None or conn.closed:
-                return
-            # under the lock: the thread cannot close (and the fd be reused) meanwhile
-            with contextlib.suppress(OSError):
-                s = socket.socket(fileno=os.dup(conn.fileno()))
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                finally:
-                    s.close()
 
 
 # --------------------------------------------------------------------------- blocking probes (worker thread)
