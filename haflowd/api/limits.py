@@ -8,6 +8,7 @@ memory and time, before it has proved anything.
 - ``MAX_CONNECTIONS`` per listener and ``MAX_CONNECTIONS_PER_REMOTE`` per client address:
   a connection over either is answered 503 and closed at once, before it is parsed.
 - :class:`InflightLimit`: requests still being read or checked, in all and per address.
+- :class:`_ParseOnce`: a connection's HTTP parser is fed until it fails, never after.
 - :class:`RefusalLog`: refusals as a few lines per reason, then one summary per interval.
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from aiohttp import web
@@ -53,14 +54,21 @@ def runner_options(on_bad_request: Callable[[str], None]) -> dict[str, Any]:
 
 class _ServerLog:
     """What aiohttp's request handler logs through (``debug``, ``exception``): a client's
-    malformed request is a refusal, anything else goes to aiohttp's own logger."""
+    malformed request or body is a refusal, anything else goes to aiohttp's own logger.
+    A body that does not decode (``Content-Encoding``) or breaks off fails where it is read,
+    also where aiohttp drains it after the answer ("Unhandled exception", a traceback)."""
 
-    def __init__(self, on_bad_request: Callable[[str], None]) -> None:
+    def __init__(self, on_bad_request: Callable[[str], None], remote: str | None = None) -> None:
         self._on_bad_request = on_bad_request
+        self._remote = remote
+
+    def of(self, remote: str) -> _ServerLog:
+        """The same log for one connection: its refusals name its client, whatever aiohttp says."""
+        return _ServerLog(self._on_bad_request, remote)
 
     def _client_fault(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-        if isinstance(kwargs.get("exc_info"), HttpProcessingError):
-            self._on_bad_request(str(args[0]) if args else "?")
+        if isinstance(kwargs.get("exc_info"), HttpProcessingError | web.RequestPayloadError):
+            self._on_bad_request(self._remote or (str(args[0]) if args else "?"))
             return True
         return False
 
@@ -115,6 +123,44 @@ class InflightLimit:
         self._count = max(0, self._count - 1)
 
 
+_NOTHING_PARSED: tuple[tuple[()], bool, bytes] = ((), False, b"")
+
+
+class _ParseOnce:
+    """A connection's HTTP parser, fed until it fails once. aiohttp feeds a failed parser on:
+    each piece of data it held back (it pauses a body after about 16,000 chunks) or reads
+    later raises again and queues another 400 with its traceback, thousands for one chunked
+    body that breaks late, over the whole lingering time. After the first failure nothing is
+    parsed, and the body still arriving, if any, fails with it: whoever reads it (aiohttp,
+    draining it after the answer) stops at once and the connection closes."""
+
+    def __init__(self, parser: Any) -> None:
+        self._parser = parser
+        self._body: Any = None  # the body of the last request parsed: it may still be arriving
+        self.failed = False
+
+    def feed_data(self, data: bytes) -> Any:
+        if self.failed:
+            return _NOTHING_PARSED
+        try:
+            parsed = self._parser.feed_data(data)
+        except HttpProcessingError as exc:
+            self.failed = True
+            body, self._body = self._body, None
+            if body is not None and not body.is_eof() and body.exception() is None:
+                body.set_exception(web.RequestPayloadError(str(exc)), exc)
+            raise
+        for _message, body in parsed[0]:
+            self._body = body
+        return parsed
+
+    def feed_eof(self) -> Any:
+        return None if self.failed else self._parser.feed_eof()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parser, name)
+
+
 class _Gate(asyncio.Protocol):
     """Admits a connection under the caps and hands it to aiohttp's handler, or answers 503."""
 
@@ -134,8 +180,11 @@ class _Gate(asyncio.Protocol):
             transport.write(BUSY_ANSWER)
             transport.close()
             return
-        self._inner = self._make()
-        self._inner.connection_made(transport)
+        inner = self._inner = self._make()
+        inner._parser = cast(Any, _ParseOnce(inner._parser))
+        if isinstance(inner.logger, _ServerLog):
+            inner.logger = cast(Any, inner.logger.of(self._remote))
+        inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
         if self._inner is not None:
