@@ -252,7 +252,7 @@ class GossipNode:
                 return self._refuse("timeout", 408, remote)
             except _TooLarge:
                 return self._refuse("too_large", 413, remote)
-            except (aiohttp.ClientError, OSError):
+            except (aiohttp.ClientError, OSError, web.RequestPayloadError):  # the last: a body that does not decode
                 return self._refuse("malformed", 400, remote)
             verdict = self.verifier.verify_request(request.method, request.path_qs, request.headers, body)
         finally:

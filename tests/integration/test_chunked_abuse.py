@@ -19,7 +19,7 @@ import psutil
 
 from haflowd.api import limits
 from tests.conftest import Daemon, free_port, gossip_body, new_gossip_key, rename_node, render_config, wait_until
-from tests.integration.test_gossip import metric, metric_samples
+from tests.integration.test_gossip import metric, metric_samples, sign
 
 MIB = 1024 * 1024
 CHUNKS = 20_000
@@ -164,5 +164,28 @@ def test_a_body_that_does_not_decode_is_a_refusal_not_a_traceback(daemon):
     assert len(results) <= bad_requests(d) <= 2 * len(results)
     wait_until(lambda: refusal_lines(d), 5, "the refusals' log lines")
     assert {e["remote"] for e in refusal_lines(d)} == {"127.0.0.1"}
+    assert d.live()
+    assert_no_error_logged(d)
+
+
+def test_a_gossip_body_that_does_not_decode_is_a_400_not_a_500(daemon):
+    """/gossip itself reads the body (after the headers' precheck, which needs no key: the
+    MAC covers the body). One that fails to decode as it is read is a malformed request,
+    refused and counted like any other, never an error of the daemon."""
+    d, targets = with_gossip(daemon)
+    port = targets["gossip"][0]
+    garbage = b"not gzip " * 100
+    results = []
+    for encoding in ("gzip", "deflate"):
+        headers = sign(b"any key: the MAC is checked only once the body is read", garbage)
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        data = (f"POST /gossip HTTP/1.1\r\nHost: x\r\n{head}Content-Encoding: {encoding}\r\n"
+                f"Content-Length: {len(garbage)}\r\n\r\n").encode() + garbage
+        status, took = send(port, data)
+        results.append((encoding, status, round(took, 3)))
+    print(f"\n/gossip bodies that do not decode (encoding, status, s): {results}")
+    assert [status for _, status, _ in results] == ["400", "400"], results
+    samples = metric_samples(d)
+    assert metric(samples, "haflowd_gossip_rejected_total", reason="malformed") == 2
     assert d.live()
     assert_no_error_logged(d)

@@ -196,12 +196,13 @@ def generate(i: int, key: bytes) -> Req:
 # 512 B) and by malloc (the rest, C extensions included) - and its RSS.
 #
 # Why not RSS alone: RSS is what the allocators hold, not what the daemon uses. pymalloc keeps a
-# 1 MiB arena while any block in it lives, glibc keeps freed memory for reuse, and the fuzz makes
-# big piles of cyclic garbage (aiohttp queues a 400 with its traceback for every buffered chunk it
-# is handed after a chunked body failed to parse: one request makes thousands, freed only at the
-# next full collection). Measured on 2 cores: RSS every 1,000 requests swings by 10-20 MiB and its
-# floor ratchets up (+11 MiB between the halves of one CI run; +24 MiB over 80,000 requests even
-# when taken after a full collection at a quiet moment), while the live heap stayed within 0.5 MiB.
+# 1 MiB arena while any block in it lives, glibc keeps freed memory for reuse, and the fuzz made
+# big piles of cyclic garbage (aiohttp queued a 400 with its traceback for every buffered chunk it
+# was handed after a chunked body failed to parse, until haflowd/api/limits.py stopped feeding a
+# failed parser: one request made thousands, freed only at the next full collection). Measured on
+# 2 cores before that fix: RSS every 1,000 requests swung by 10-20 MiB and its
+# floor ratcheted up (+11 MiB between the halves of one CI run; +24 MiB over 80,000 requests even
+# when taken after a full collection at a quiet moment), while the live heap stayed within 0.5 MiB; RSS still ratchets, less.
 PROBE = r"""
 import os, threading
 
