@@ -200,9 +200,10 @@ def generate(i: int, key: bytes) -> Req:
 # big piles of cyclic garbage (aiohttp queued a 400 with its traceback for every buffered chunk it
 # was handed after a chunked body failed to parse, until haflowd/api/limits.py stopped feeding a
 # failed parser: one request made thousands, freed only at the next full collection). Measured on
-# 2 cores before that fix: RSS every 1,000 requests swung by 10-20 MiB and its
-# floor ratcheted up (+11 MiB between the halves of one CI run; +24 MiB over 80,000 requests even
-# when taken after a full collection at a quiet moment), while the live heap stayed within 0.5 MiB. After it, the same seed peaked at 47.8 MiB, not 85.1.
+# 2 cores before that fix: RSS every 1,000 requests swung by 10-20 MiB and its floor ratcheted
+# up (+11 MiB between the halves of one CI run; +24 MiB over 80,000 requests even when taken
+# after a full collection at a quiet moment), while the live heap stayed within 0.5 MiB. After
+# it, the same seed peaked at 47.8 MiB, not 85.1.
 PROBE = r"""
 import os, threading
 
