@@ -1,3 +1,3 @@
 """haflowd: supervise, gossip, sync and health-check the nodes of an Airflow cluster."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -119,7 +119,8 @@ def mixed(daemon, previous_python: Path, tmp_path: Path) -> Iterator[tuple[dict[
             d.start(wait=False)
         for n, d in nodes.items():
             wait_until(d.live, 20, f"{n} /liveness")
-        version = subprocess.run([str(previous_python), "-c", "import haflowd; print(haflowd.__version__)"],
+        # -I: not the checkout's haflowd from the current directory, the previous release's own
+        version = subprocess.run([str(previous_python), "-I", "-c", "import haflowd; print(haflowd.__version__)"],
                                  capture_output=True, text=True, check=True, timeout=30).stdout.strip()
         yield nodes, version
     finally:
@@ -147,6 +148,7 @@ def cluster_view(d: Daemon) -> dict[str, Any] | None:
 def test_previous_and_current_release_gossip_as_one_cluster(mixed):
     nodes, old_version = mixed
     from haflowd import __version__
+    assert old_version != __version__, "the two releases must be told apart by their versions"
     t0 = time.monotonic()
     wait_until(lambda: everyone_alive(nodes), 15, "old, new1 and new2 alive on every node")
     print(f"\nprevious release {PREVIOUS_RELEASE[:7]} (haflowd {old_version}) + 2 current: "
