@@ -99,7 +99,16 @@ class PgNode:
         return _run([str(self.bin / "pg_ctl"), "-D", str(self.data), *args], timeout, self.wrap, self.env)
 
     def start(self) -> None:
-        self.pg_ctl("-w", "-t", "20", "-l", str(self.log), "start")
+        try:
+            self.pg_ctl("-w", "-t", "20", "-l", str(self.log), "start")
+        except RuntimeError as e:  # pg_ctl says "examine the log output": show it
+            raise RuntimeError(f"{e}\n{self.log} ends:\n{self.log_tail()}") from None
+
+    def log_tail(self, lines: int = 8) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError as e:
+            return f"(unreadable: {e})"
 
     def stop(self, mode: str = "immediate") -> None:
         self.pg_ctl("-w", "-t", "20", "-m", mode, "stop")
