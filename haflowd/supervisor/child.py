@@ -527,16 +527,14 @@ class Child:
         while True:
             try:
                 if limiter.dropped:  # say how much was dropped even if the child goes quiet
-                    line = await asyncio.wait_for(stream.readline(), 1.0)
+                    line = await asyncio.wait_for(read_line(stream), 1.0)
                 else:
-                    line = await stream.readline()
+                    line = await read_line(stream)
             except TimeoutError:
                 self.log.warning("output_suppressed", stream=name, lines=limiter.dropped,
                                  detail=f"more than {self.cfg.log_rate_limit} lines/s")
                 limiter.dropped = 0
                 continue
-            except ValueError:  # a line longer than the buffer: take what is there
-                line = await stream.read(2**16)
             if not line:
                 return
             self.output.append(name, line.decode(errors="replace").rstrip("\n"))
@@ -713,6 +711,22 @@ class Child:
                              detail="the health command left processes outside its process group")
 
     last_pid: int | None = None
+
+
+async def read_line(stream: asyncio.StreamReader) -> bytes:
+    """The next line with its newline; b"" at the end. A line longer than the stream's limit
+    comes in pieces of what is buffered, each taken exactly, so the lines after it stay
+    lines (``readline`` drops a long line's buffer and ``read`` would take the next lines
+    with it as one)."""
+    try:
+        return await stream.readuntil(b"\n")
+    except asyncio.IncompleteReadError as e:  # the end: the last line had no newline
+        return e.partial
+    except asyncio.LimitOverrunError as e:  # left in the buffer: take it exactly
+        # "Separator is found, but chunk is longer than limit": consumed is where the newline
+        # is, so take it too; otherwise consumed is what is buffered (the tests pin both)
+        ends = "is found" in str(e)
+        return await stream.readexactly(e.consumed + 1 if ends else max(1, e.consumed))
 
 
 async def open_pipe(limit: int = 2**16) -> tuple[int, asyncio.StreamReader, asyncio.BaseTransport]:
