@@ -59,18 +59,28 @@ class Client:
             conn.request("POST", path, body=b"", headers={"Content-Length": "0"})
             resp = conn.getresponse()
             body = resp.read()
-        except PermissionError:
-            raise Unreachable(f"permission denied on {self.sock}: run as root or as haflowd's user") from None
-        except FileNotFoundError:
-            raise Unreachable(f"cannot reach haflowd: no control socket at {self.sock}") from None
         except (OSError, http.client.HTTPException) as e:
-            raise Unreachable(f"cannot reach haflowd at {self.sock}: {e}") from None
+            raise unreachable(self.sock, e) from None
         finally:
             conn.close()
-        try:
-            return resp.status, json.loads(body)
-        except ValueError:
-            return resp.status, {"ok": False, "error": f"HTTP {resp.status}"}
+        return resp.status, answer(resp.status, body)
+
+
+def unreachable(sock: str, e: OSError | http.client.HTTPException) -> Unreachable:
+    """What went wrong talking to the control socket, in one line for the operator."""
+    if isinstance(e, PermissionError):
+        return Unreachable(f"permission denied on {sock}: run as root or as haflowd's user")
+    if isinstance(e, FileNotFoundError):
+        return Unreachable(f"cannot reach haflowd: no control socket at {sock}")
+    return Unreachable(f"cannot reach haflowd at {sock}: {e}")
+
+
+def answer(status: int, body: bytes) -> Any:
+    """A control answer's JSON, or an error object when it is not JSON."""
+    try:
+        return json.loads(body)
+    except ValueError:
+        return {"ok": False, "error": f"HTTP {status}"}
 
 
 def stream_lines(c: Client, path: str, follow: bool) -> tuple[int, Any]:
@@ -80,19 +90,12 @@ def stream_lines(c: Client, path: str, follow: bool) -> tuple[int, Any]:
     try:
         conn.request("GET", path)
         resp = conn.getresponse()
-    except PermissionError:
-        raise Unreachable(f"permission denied on {c.sock}: run as root or as haflowd's user") from None
-    except FileNotFoundError:
-        raise Unreachable(f"cannot reach haflowd: no control socket at {c.sock}") from None
     except (OSError, http.client.HTTPException) as e:
-        raise Unreachable(f"cannot reach haflowd at {c.sock}: {e}") from None
+        raise unreachable(c.sock, e) from None
     if resp.status != 200:
         body = resp.read()
         conn.close()
-        try:
-            return resp.status, json.loads(body)
-        except ValueError:
-            return resp.status, {"ok": False, "error": f"HTTP {resp.status}"}
+        return resp.status, answer(resp.status, body)
     if follow and conn.sock is not None:
         conn.sock.settimeout(None)
 
